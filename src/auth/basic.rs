@@ -1,0 +1,72 @@
+//! `Authorization: Basic …` as RFC 7617 defines it.
+
+use base64::Engine;
+
+/// A user name and password from a Basic header. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for BasicCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BasicCredentials({:?}, <redacted>)", self.user)
+    }
+}
+
+/// Parses a header value; `None` for other schemes or malformed values.
+pub fn parse(header: &[u8]) -> Option<BasicCredentials> {
+    let value = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    if user.is_empty() {
+        return None;
+    }
+    Some(BasicCredentials {
+        user: user.to_owned(),
+        password: password.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn parses_basic() {
+        let c = parse(format!("Basic {}", b64("alice:pa:ss")).as_bytes()).unwrap();
+        assert_eq!(c.user, "alice");
+        assert_eq!(c.password, "pa:ss");
+        assert!(parse(format!("basic {}", b64("a:b")).as_bytes()).is_some());
+    }
+
+    #[test]
+    fn refuses_others() {
+        assert!(parse(b"Bearer abc").is_none());
+        assert!(parse(b"Basic !!!").is_none());
+        assert!(parse(format!("Basic {}", b64("nocolon")).as_bytes()).is_none());
+        assert!(parse(format!("Basic {}", b64(":pw")).as_bytes()).is_none());
+        assert!(parse(b"Basic").is_none());
+    }
+
+    #[test]
+    fn debug_hides_password() {
+        let c = BasicCredentials {
+            user: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

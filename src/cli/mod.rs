@@ -1,0 +1,117 @@
+//! The command line: serve, check, user add/remove/list, hash.
+
+mod check;
+mod password;
+mod user;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An authenticating TLS proxy for Docker/OCI registries"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        #[arg(
+            long,
+            short,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "/etc/portcullis/proxy.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Load and validate the whole config, including the files it names;
+    /// print every problem as `key: reason`.
+    Check {
+        #[arg(
+            long,
+            short,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "/etc/portcullis/proxy.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Manage the users of an htpasswd file (bcrypt).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Print a bcrypt hash of a password, for an htpasswd line.
+    Hash {
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user, or change the password of an existing one.
+    Add {
+        #[arg(long, short)]
+        file: PathBuf,
+        user: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Remove a user.
+    Remove {
+        #[arg(long, short)]
+        file: PathBuf,
+        user: String,
+    },
+    /// List the users.
+    List {
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct PasswordArgs {
+    /// bcrypt cost (4-31); each step doubles the work.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+    cost: u32,
+    /// Read the password from standard input (one line) instead of a prompt.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+impl Cli {
+    pub fn run(self) -> ExitCode {
+        let result = match self.command {
+            Command::Serve { config } => match crate::server::serve(&config) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(format!("cannot start: {e}")),
+            },
+            Command::Check { config } => return check::run(&config),
+            Command::User { action } => match action {
+                UserAction::Add {
+                    file,
+                    user,
+                    password,
+                } => user::add(&file, &user, &password),
+                UserAction::Remove { file, user } => user::remove(&file, &user),
+                UserAction::List { file } => user::list(&file),
+            },
+            Command::Hash { password } => password::hash(&password).map(|h| println!("{h}")),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! `proxy.toml`: the schema, its defaults and its validation.
+//!
+//! The file is parsed strictly (unknown keys are errors: a typo must not
+//! silently switch a security setting off) and every problem is reported
+//! with the dotted key it concerns, so `portcullis check` can name it.
+
+mod secret;
+
+pub use secret::{Secret, SecretError};
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The TLS listener.
+    pub listen: SocketAddr,
+    /// Optional plain-HTTP listener that redirects to https.
+    pub http_listen: Option<SocketAddr>,
+    /// How long in-flight transfers may go on after SIGTERM.
+    #[serde(default = "defaults::grace_period", with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// How often certificate and htpasswd files are checked for changes.
+    #[serde(default = "defaults::watch_interval", with = "humantime_serde")]
+    pub watch_interval: Duration,
+    /// `Strict-Transport-Security: max-age`; zero disables the header.
+    #[serde(default = "defaults::hsts_max_age", with = "humantime_serde")]
+    pub hsts_max_age: Duration,
+    /// Proxy worker threads; default: one per CPU.
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub url: url::Url,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "defaults::io_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    #[serde(default = "defaults::io_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Credentials the proxy presents to an upstream that wants its own.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub self_signed: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default = "defaults::realm")]
+    pub realm: String,
+    #[serde(default = "defaults::cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    #[serde(default = "defaults::cache_size")]
+    pub cache_size: u64,
+    #[serde(default = "defaults::hash_threads")]
+    pub hash_threads: usize,
+    pub htpasswd: Option<HtpasswdConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            realm: defaults::realm(),
+            cache_ttl: defaults::cache_ttl(),
+            cache_size: defaults::cache_size(),
+            hash_threads: defaults::hash_threads(),
+            htpasswd: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HtpasswdConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+    #[serde(default = "defaults::yes")]
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: defaults::log_level(),
+            access_log: true,
+        }
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+    pub fn grace_period() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn watch_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn hsts_max_age() -> Duration {
+        Duration::from_secs(365 * 24 * 3600)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn io_timeout() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(90)
+    }
+    pub fn realm() -> String {
+        "Docker Registry Realm".to_owned()
+    }
+    pub fn cache_ttl() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn cache_size() -> u64 {
+        10_000
+    }
+    pub fn hash_threads() -> usize {
+        2
+    }
+    pub fn log_level() -> String {
+        "info".to_owned()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+/// One thing wrong with a config, tied to the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub reason: String,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// A config that could not be loaded: every problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and parses `path`, then checks what can be checked without
+    /// touching the files the config names.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem::new(
+                path.display().to_string(),
+                format!("cannot read config file: {e}"),
+            )],
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| ConfigError {
+            problems: vec![parse_problem(text, &e)],
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Consistency checks across keys; all problems, not just the first.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        match self.upstream.url.scheme() {
+            "http" | "https" => {}
+            other => p.push(Problem::new(
+                "upstream.url",
+                format!("scheme must be http or https, not {other:?}"),
+            )),
+        }
+        if self.upstream.url.host_str().is_none() {
+            p.push(Problem::new("upstream.url", "has no host"));
+        }
+        if !matches!(self.upstream.url.path(), "" | "/") {
+            p.push(Problem::new(
+                "upstream.url",
+                "must not have a path: the registry API lives at /v2/ of the upstream",
+            ));
+        }
+        if self.upstream.ca_file.is_some() && self.upstream.url.scheme() != "https" {
+            p.push(Problem::new(
+                "upstream.ca_file",
+                "only used with an https upstream url",
+            ));
+        }
+        if self.upstream.password.is_some() != self.upstream.username.is_some() {
+            p.push(Problem::new(
+                "upstream.password",
+                "upstream.username and upstream.password go together",
+            ));
+        }
+        for (key, d) in [
+            ("upstream.connect_timeout", self.upstream.connect_timeout),
+            ("upstream.read_timeout", self.upstream.read_timeout),
+            ("upstream.write_timeout", self.upstream.write_timeout),
+            ("upstream.idle_timeout", self.upstream.idle_timeout),
+            ("server.watch_interval", self.server.watch_interval),
+        ] {
+            if d.is_zero() {
+                p.push(Problem::new(key, "must be greater than zero"));
+            }
+        }
+        if self.server.http_listen == Some(self.server.listen) {
+            p.push(Problem::new(
+                "server.http_listen",
+                "is the same address as server.listen",
+            ));
+        }
+        if self.server.threads == Some(0) {
+            p.push(Problem::new("server.threads", "must be at least 1"));
+        }
+        let tls = &self.tls;
+        match (tls.self_signed, &tls.cert, &tls.key) {
+            (true, None, None) | (false, Some(_), Some(_)) => {}
+            (true, _, _) => p.push(Problem::new(
+                "tls.self_signed",
+                "cannot be combined with tls.cert and tls.key",
+            )),
+            (false, None, None) => p.push(Problem::new(
+                "tls",
+                "set tls.cert and tls.key, or tls.self_signed = true",
+            )),
+            (false, Some(_), None) => p.push(Problem::new("tls.key", "missing (tls.cert is set)")),
+            (false, None, Some(_)) => p.push(Problem::new("tls.cert", "missing (tls.key is set)")),
+        }
+        if self.auth.realm.is_empty() || self.auth.realm.contains('"') {
+            p.push(Problem::new(
+                "auth.realm",
+                "must be non-empty and contain no '\"'",
+            ));
+        }
+        if self.auth.hash_threads == 0 {
+            p.push(Problem::new("auth.hash_threads", "must be at least 1"));
+        }
+        if self.auth.htpasswd.is_none() {
+            p.push(Problem::new(
+                "auth.htpasswd",
+                "no authentication backend configured (add [auth.htpasswd] path = …)",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            p.push(Problem::new("log.level", e.to_string()));
+        }
+        p
+    }
+}
+
+/// Turns a deserialization error into `key: reason (line N)`.
+fn parse_problem(text: &str, e: &serde_path_to_error::Error<toml::de::Error>) -> Problem {
+    let inner = e.inner();
+    let mut key = e.path().to_string();
+    let message = inner.message().trim().to_owned();
+    // serde reports an unknown field at its parent; name the field itself.
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+    {
+        let named = key == field || key.ends_with(&format!(".{field}"));
+        if !named {
+            key = if key == "." || key.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{key}.{field}")
+            };
+        }
+    }
+    if key == "." || key.is_empty() {
+        key = "config".to_owned();
+    }
+    let line = inner
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let reason = match line {
+        Some(l) => format!("{message} (line {l})"),
+        None => message,
+    };
+    Problem::new(key, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [server]
+        listen = "127.0.0.1:5443"
+        [upstream]
+        url = "http://127.0.0.1:5000"
+        [tls]
+        self_signed = true
+        [auth.htpasswd]
+        path = "/etc/portcullis/htpasswd"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.auth.realm, "Docker Registry Realm");
+        assert_eq!(c.server.grace_period, Duration::from_secs(30));
+        assert_eq!(c.upstream.read_timeout, Duration::from_secs(900));
+        assert!(c.log.access_log);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let t = MINIMAL.replace("listen =", "lisen = \"x\"\nlisten =");
+        let e = Config::parse(&t).unwrap_err();
+        assert_eq!(e.problems.len(), 1);
+        assert_eq!(e.problems[0].key, "server.lisen", "{e}");
+        assert!(e.problems[0].reason.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let t = MINIMAL.replace("\"http://127.0.0.1:5000\"", "\"not a url\"");
+        let e = Config::parse(&t).unwrap_err();
+        assert_eq!(e.problems[0].key, "upstream.url", "{e}");
+        let t = MINIMAL.replace("[tls]", "[tls]\ncert = 5");
+        let e = Config::parse(&t).unwrap_err();
+        assert_eq!(e.problems[0].key, "tls.cert", "{e}");
+    }
+
+    #[test]
+    fn all_semantic_problems_are_reported() {
+        let t = MINIMAL
+            .replace("http://127.0.0.1:5000", "ftp://127.0.0.1:5000/x")
+            .replace("self_signed = true", "cert = \"/c\"")
+            .replace("[auth.htpasswd]", "[auth]\nrealm = \"\"\n[auth.htpasswd]");
+        let e = Config::parse(&t).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["upstream.url", "upstream.url", "tls.key", "auth.realm"],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_section_is_named() {
+        let e = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(
+            e.problems[0].reason.contains("missing field `upstream`"),
+            "{e}"
+        );
+    }
+}

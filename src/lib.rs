@@ -1,0 +1,18 @@
+//! portcullis: an authenticating, TLS-terminating reverse proxy for
+//! Docker/OCI registries, built on Pingora.
+//!
+//! Where things live: [`proxy`] is the request pipeline; [`registry`] knows
+//! the v2 API; [`auth`] checks credentials; [`tls`] serves certificates;
+//! [`upstream`] talks to the registry; [`observe`] logs; [`config`] is
+//! `proxy.toml`.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod observe;
+pub mod proxy;
+pub mod registry;
+pub mod server;
+pub mod tls;
+pub mod upstream;
+pub mod watch;

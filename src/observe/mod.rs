@@ -1,0 +1,6 @@
+//! What the proxy tells operators: logs, and the in-flight count that lets
+//! a graceful shutdown end as soon as transfers are done.
+
+pub mod access_log;
+pub mod drain;
+pub mod logging;

@@ -1,0 +1,115 @@
+//! TLS termination: where the served certificate comes from and how it is
+//! replaced without a restart.
+
+pub mod pem;
+pub mod self_signed;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::TlsConfig;
+use crate::watch::FileWatch;
+use pem::{CertInfo, LoadedCert, PemError};
+use store::CertStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("tls.cert/tls.key: {0}")]
+    Files(#[from] PemError),
+    #[error("tls.self_signed: {0}")]
+    SelfSigned(#[from] self_signed::SelfSignedError),
+}
+
+/// Certificate files being watched for renewal.
+pub struct CertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    watch: FileWatch,
+}
+
+/// The served certificate, and the files it comes from if any.
+pub struct TlsState {
+    pub store: Arc<CertStore>,
+    pub files: Option<CertFiles>,
+    /// PEM of the generated certificate, for the quick start to hand out.
+    pub self_signed_pem: Option<String>,
+}
+
+impl TlsState {
+    pub fn new(cfg: &TlsConfig) -> Result<Self, TlsError> {
+        match (&cfg.cert, &cfg.key) {
+            (Some(cert), Some(key)) => {
+                let mut watch = FileWatch::new(vec![cert.clone(), key.clone()]);
+                watch.changed(); // record the state we load now
+                let loaded = pem::load_pair(cert, key)?;
+                log_loaded("loaded certificate", &loaded.info);
+                Ok(TlsState {
+                    store: Arc::new(CertStore::new(loaded)),
+                    files: Some(CertFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        watch,
+                    }),
+                    self_signed_pem: None,
+                })
+            }
+            _ => {
+                let (loaded, pem) = self_signed::generate()?;
+                tracing::warn!(
+                    target: "tls",
+                    names = ?loaded.info.names,
+                    "serving a generated self-signed certificate (tls.self_signed); clients must trust it explicitly"
+                );
+                Ok(TlsState {
+                    store: Arc::new(CertStore::new(loaded)),
+                    files: None,
+                    self_signed_pem: Some(pem),
+                })
+            }
+        }
+    }
+}
+
+impl CertFiles {
+    /// Reloads the pair if either file changed. A pair that does not load
+    /// (half-written by a renewal, or a key of another certificate) is
+    /// refused and the current certificate keeps serving.
+    pub fn poll(&mut self, store: &CertStore) {
+        if !self.watch.changed() {
+            return;
+        }
+        match pem::load_pair(&self.cert, &self.key) {
+            Ok(loaded) => {
+                log_loaded(
+                    "certificate files changed: new certificate installed",
+                    &loaded.info,
+                );
+                store.set(loaded);
+            }
+            Err(e) => tracing::error!(
+                target: "tls",
+                error = %e,
+                "certificate files changed but do not load; still serving the previous certificate"
+            ),
+        }
+    }
+}
+
+fn log_loaded(what: &str, info: &CertInfo) {
+    tracing::info!(
+        target: "tls",
+        subject = %info.subject,
+        names = ?info.names,
+        not_after = info.not_after,
+        "{what}"
+    );
+}
+
+/// Used by `check`: loads what the config names, without serving it.
+pub fn check(cfg: &TlsConfig) -> Result<Option<LoadedCert>, TlsError> {
+    match (&cfg.cert, &cfg.key) {
+        (Some(c), Some(k)) => Ok(Some(pem::load_pair(c, k)?)),
+        _ => Ok(None),
+    }
+}

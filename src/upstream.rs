@@ -1,0 +1,180 @@
+//! The registry behind the proxy: where it is and how to talk to it.
+
+use arc_swap::ArcSwap;
+use base64::Engine;
+use pingora::prelude::HttpPeer;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{SecretError, UpstreamConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream.url: cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("upstream.password: {0}")]
+    Secret(#[from] SecretError),
+}
+
+pub struct Upstream {
+    /// `scheme://host[:port]`, to recognise upstream URLs in responses.
+    origin: String,
+    /// `host[:port]` as written in the config, for DNS and the Host header.
+    authority: String,
+    tls: bool,
+    sni: String,
+    addr: ArcSwap<SocketAddr>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    idle_timeout: Duration,
+    authorization: Option<String>,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        let url = &cfg.url;
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        let addr = resolve(&host, port)?;
+        let authorization = match (&cfg.username, &cfg.password) {
+            (Some(u), Some(p)) => {
+                let token = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{u}:{}", p.resolve()?));
+                Some(format!("Basic {token}"))
+            }
+            _ => None,
+        };
+        Ok(Upstream {
+            origin: url.origin().ascii_serialization(),
+            authority,
+            tls: url.scheme() == "https",
+            sni: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            addr: ArcSwap::from_pointee(addr),
+            connect_timeout: cfg.connect_timeout,
+            read_timeout: cfg.read_timeout,
+            write_timeout: cfg.write_timeout,
+            idle_timeout: cfg.idle_timeout,
+            authorization,
+        })
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(url: &str) -> Self {
+        let cfg: UpstreamConfig = toml::from_str(&format!("url = {url:?}")).unwrap();
+        Self::new(&cfg).unwrap()
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn host_header(&self) -> &str {
+        &self.authority
+    }
+
+    pub fn authorization(&self) -> Option<&str> {
+        self.authorization.as_deref()
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        **self.addr.load()
+    }
+
+    /// Re-resolves the upstream's name (it may move, e.g. in compose); an
+    /// error keeps the last good address. Blocking: call off the workers.
+    pub fn refresh_address(&self) -> Result<(), UpstreamError> {
+        let (host, port) = split_authority(&self.authority, self.tls);
+        let addr = resolve(host, port)?;
+        if addr != self.address() {
+            tracing::info!(target: "upstream", %addr, "upstream address changed");
+            self.addr.store(Arc::new(addr));
+        }
+        Ok(())
+    }
+
+    /// A peer for one request; pingora pools connections per peer, so
+    /// equal peers reuse kept-alive upstream connections.
+    pub fn peer(&self) -> pingora::Result<Box<HttpPeer>> {
+        let mut peer = HttpPeer::new(self.address(), self.tls, self.sni.clone());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.connect_timeout);
+        o.read_timeout = Some(self.read_timeout);
+        o.write_timeout = Some(self.write_timeout);
+        o.idle_timeout = Some(self.idle_timeout);
+        Ok(Box::new(peer))
+    }
+}
+
+fn split_authority(authority: &str, tls: bool) -> (&str, u16) {
+    let default = if tls { 443 } else { 80 };
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some((h, p)) = rest.split_once(']') {
+            let port = p
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(default);
+            return (h, port);
+        }
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().unwrap_or(default)),
+        None => (authority, default),
+    }
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, UpstreamError> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| UpstreamError::Resolve {
+            host: host.to_owned(),
+            reason: e.to_string(),
+        })?
+        .next()
+        .ok_or_else(|| UpstreamError::Resolve {
+            host: host.to_owned(),
+            reason: "no address".to_owned(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_origin_and_authority() {
+        let u = Upstream::for_tests("http://127.0.0.1:5000");
+        assert_eq!(u.origin(), "http://127.0.0.1:5000");
+        assert_eq!(u.host_header(), "127.0.0.1:5000");
+        assert_eq!(u.address(), "127.0.0.1:5000".parse().unwrap());
+        let u = Upstream::for_tests("https://[::1]");
+        assert_eq!(u.address(), "[::1]:443".parse().unwrap());
+        assert_eq!(u.host_header(), "[::1]");
+        assert!(u.refresh_address().is_ok());
+    }
+
+    #[test]
+    fn upstream_credentials_become_a_header() {
+        let cfg: UpstreamConfig =
+            toml::from_str("url = \"http://127.0.0.1:1\"\nusername = \"p\"\npassword = \"s\"")
+                .unwrap();
+        let u = Upstream::new(&cfg).unwrap();
+        assert_eq!(u.authorization(), Some("Basic cDpz"));
+    }
+
+    #[test]
+    fn authority_split() {
+        assert_eq!(split_authority("h:1", false), ("h", 1));
+        assert_eq!(split_authority("h", true), ("h", 443));
+        assert_eq!(split_authority("[::1]:8", false), ("::1", 8));
+    }
+}
