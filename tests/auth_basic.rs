@@ -16,9 +16,16 @@ fn assert_unauthorized(what: &str, resp: reqwest::blocking::Response) {
     );
     assert_common_headers(what, |h| header_of(&resp, h));
     let ct = header_of(&resp, "content-type").unwrap_or_default();
-    assert!(ct.starts_with("application/json"), "{what}: Content-Type {ct:?}");
+    assert!(
+        ct.starts_with("application/json"),
+        "{what}: Content-Type {ct:?}"
+    );
     let body = resp.bytes().unwrap();
-    assert_eq!(error_codes(&body).unwrap_or_else(|e| panic!("{what}: {e}")), vec!["UNAUTHORIZED"], "{what}: error codes");
+    assert_eq!(
+        error_codes(&body).unwrap_or_else(|e| panic!("{what}: {e}")),
+        vec!["UNAUTHORIZED"],
+        "{what}: error codes"
+    );
 }
 
 #[test]
@@ -26,21 +33,47 @@ fn no_credentials_is_401_with_basic_challenge_and_json_body() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg, ProxyOptions::default());
     let c = proxy.client();
-    assert_unauthorized("GET /v2/ without credentials", c.get(proxy.url("/v2/")).send().unwrap());
-    assert_unauthorized("GET tags without credentials", c.get(proxy.url("/v2/noauth/repo/tags/list")).send().unwrap());
-    assert_unauthorized("POST upload without credentials", c.post(proxy.url("/v2/noauth/repo/blobs/uploads/")).send().unwrap());
+    assert_unauthorized(
+        "GET /v2/ without credentials",
+        c.get(proxy.url("/v2/")).send().unwrap(),
+    );
+    assert_unauthorized(
+        "GET tags without credentials",
+        c.get(proxy.url("/v2/noauth/repo/tags/list"))
+            .send()
+            .unwrap(),
+    );
+    assert_unauthorized(
+        "POST upload without credentials",
+        c.post(proxy.url("/v2/noauth/repo/blobs/uploads/"))
+            .send()
+            .unwrap(),
+    );
     assert_unauthorized(
         "GET manifest over HTTP/1.1 without credentials",
-        proxy.new_client(true).get(proxy.url("/v2/noauth/repo/manifests/latest")).send().unwrap(),
+        proxy
+            .new_client(true)
+            .get(proxy.url("/v2/noauth/repo/manifests/latest"))
+            .send()
+            .unwrap(),
     );
     // HEAD has no body, but the status and challenge still apply
-    let r = c.head(proxy.url("/v2/noauth/repo/manifests/latest")).send().unwrap();
+    let r = c
+        .head(proxy.url("/v2/noauth/repo/manifests/latest"))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(header_of(&r, "www-authenticate").as_deref(), Some(format!("Basic realm=\"{REALM}\"").as_str()));
+    assert_eq!(
+        header_of(&r, "www-authenticate").as_deref(),
+        Some(format!("Basic realm=\"{REALM}\"").as_str())
+    );
 
     // none of those reached the registry
     let uris = reg.logged_uris();
-    assert!(!uris.iter().any(|u| u.contains("noauth")), "unauthenticated requests were forwarded: {uris:?}");
+    assert!(
+        !uris.iter().any(|u| u.contains("noauth")),
+        "unauthenticated requests were forwarded: {uris:?}"
+    );
 }
 
 #[test]
@@ -51,22 +84,52 @@ fn wrong_or_malformed_credentials_are_401() {
     let url = proxy.url("/v2/badauth/repo/tags/list");
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
 
-    assert_unauthorized("wrong password", c.get(&url).basic_auth(USER, Some("wrong")).send().unwrap());
-    assert_unauthorized("password prefix", c.get(&url).basic_auth(USER, Some(&PASS[..PASS.len() - 1])).send().unwrap());
-    assert_unauthorized("unknown user", c.get(&url).basic_auth("mallory", Some(PASS)).send().unwrap());
-    assert_unauthorized("empty password", c.get(&url).basic_auth(USER, Some("")).send().unwrap());
-    assert_unauthorized("user case differs", c.get(&url).basic_auth("Alice", Some(PASS)).send().unwrap());
+    assert_unauthorized(
+        "wrong password",
+        c.get(&url).basic_auth(USER, Some("wrong")).send().unwrap(),
+    );
+    assert_unauthorized(
+        "password prefix",
+        c.get(&url)
+            .basic_auth(USER, Some(&PASS[..PASS.len() - 1]))
+            .send()
+            .unwrap(),
+    );
+    assert_unauthorized(
+        "unknown user",
+        c.get(&url)
+            .basic_auth("mallory", Some(PASS))
+            .send()
+            .unwrap(),
+    );
+    assert_unauthorized(
+        "empty password",
+        c.get(&url).basic_auth(USER, Some("")).send().unwrap(),
+    );
+    assert_unauthorized(
+        "user case differs",
+        c.get(&url).basic_auth("Alice", Some(PASS)).send().unwrap(),
+    );
     for (name, value) in [
         ("not base64", "Basic !!!notbase64!!!".to_string()),
         ("no colon", format!("Basic {}", b64("alicealice"))),
         ("bearer garbage", "Bearer abc.def.ghi".to_string()),
-        ("unknown scheme", format!("Digest {}", b64(&format!("{USER}:{PASS}")))),
+        (
+            "unknown scheme",
+            format!("Digest {}", b64(&format!("{USER}:{PASS}"))),
+        ),
         ("empty", String::new()),
     ] {
-        assert_unauthorized(name, c.get(&url).header("authorization", value).send().unwrap());
+        assert_unauthorized(
+            name,
+            c.get(&url).header("authorization", value).send().unwrap(),
+        );
     }
     let uris = reg.logged_uris();
-    assert!(!uris.iter().any(|u| u.contains("badauth")), "requests with bad credentials were forwarded: {uris:?}");
+    assert!(
+        !uris.iter().any(|u| u.contains("badauth")),
+        "requests with bad credentials were forwarded: {uris:?}"
+    );
 }
 
 #[test]
@@ -82,16 +145,33 @@ fn right_credentials_are_200_and_reach_the_registry() {
     for http1 in [true, false] {
         let c = proxy.new_client(http1);
         for _ in 0..3 {
-            let r = c.get(proxy.url("/v2/goodauth/repo/tags/list")).basic_auth(USER, Some(PASS)).send().unwrap();
+            let r = c
+                .get(proxy.url("/v2/goodauth/repo/tags/list"))
+                .basic_auth(USER, Some(PASS))
+                .send()
+                .unwrap();
             // the registry's own answer for an unknown repository
             assert_eq!(r.status(), 404);
-            assert_eq!(error_codes(&r.bytes().unwrap()).unwrap(), vec!["NAME_UNKNOWN"]);
+            assert_eq!(
+                error_codes(&r.bytes().unwrap()).unwrap(),
+                vec!["NAME_UNKNOWN"]
+            );
         }
     }
-    assert!(reg.logged_uris().iter().any(|u| u == "/v2/goodauth/repo/tags/list"), "not forwarded");
+    assert!(
+        reg.logged_uris()
+            .iter()
+            .any(|u| u == "/v2/goodauth/repo/tags/list"),
+        "not forwarded"
+    );
 
     // a wrong password after a right one (cache must not accept it)
-    let r = proxy.client().get(proxy.url("/v2/")).basic_auth(USER, Some("nope")).send().unwrap();
+    let r = proxy
+        .client()
+        .get(proxy.url("/v2/"))
+        .basic_auth(USER, Some("nope"))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 401);
 }
 
@@ -108,7 +188,14 @@ fn several_users_each_with_their_own_password() {
     };
     let proxy = Proxy::start(&reg, opts);
     let c = proxy.client();
-    let ok = |u: &str, p: &str| c.get(proxy.url("/v2/")).basic_auth(u, Some(p)).send().unwrap().status().as_u16();
+    let ok = |u: &str, p: &str| {
+        c.get(proxy.url("/v2/"))
+            .basic_auth(u, Some(p))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
     assert_eq!(ok("alice", "pw-alice"), 200);
     assert_eq!(ok("bob", "pw-bob"), 200);
     assert_eq!(ok("ci-bot", "p@ss w0rd ünicode"), 200);

@@ -52,14 +52,22 @@ fn check(dir: &Path, config: &str) -> std::process::Output {
 }
 
 fn all_output(o: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
 fn check_accepts_a_valid_config() {
     let dir = tempfile::tempdir().unwrap();
     let o = check(dir.path(), &valid_config(dir.path()));
-    assert!(o.status.success(), "valid config rejected: {}", out_text(&o));
+    assert!(
+        o.status.success(),
+        "valid config rejected: {}",
+        out_text(&o)
+    );
 }
 
 #[test]
@@ -71,13 +79,27 @@ fn check_accepts_the_shipped_example_keys() {
     let example = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")).unwrap();
     let d = dir.path().display().to_string();
     let config = example
-        .replace("/etc/letsencrypt/live/registry.example.com/fullchain.pem", &format!("{d}/cert.pem"))
-        .replace("/etc/letsencrypt/live/registry.example.com/privkey.pem", &format!("{d}/key.pem"))
+        .replace(
+            "/etc/letsencrypt/live/registry.example.com/fullchain.pem",
+            &format!("{d}/cert.pem"),
+        )
+        .replace(
+            "/etc/letsencrypt/live/registry.example.com/privkey.pem",
+            &format!("{d}/key.pem"),
+        )
         .replace("/etc/portcullis/htpasswd", &format!("{d}/htpasswd"));
     let o = check(dir.path(), &config);
     let out = all_output(&o);
-    assert!(!out.contains("unknown"), "example config has keys the parser does not know: {}", out_text(&o));
-    assert!(o.status.success(), "shipped example proxy.toml (with real file paths) rejected: {}", out_text(&o));
+    assert!(
+        !out.contains("unknown"),
+        "example config has keys the parser does not know: {}",
+        out_text(&o)
+    );
+    assert!(
+        o.status.success(),
+        "shipped example proxy.toml (with real file paths) rejected: {}",
+        out_text(&o)
+    );
 }
 
 #[test]
@@ -86,7 +108,11 @@ fn check_names_a_misspelled_key() {
     let config = valid_config(dir.path()).replace("listen = ", "lisen = ");
     let o = check(dir.path(), &config);
     assert!(!o.status.success(), "typo accepted: {}", out_text(&o));
-    assert!(all_output(&o).contains("server.lisen"), "output does not name server.lisen: {}", out_text(&o));
+    assert!(
+        all_output(&o).contains("server.lisen"),
+        "output does not name server.lisen: {}",
+        out_text(&o)
+    );
 }
 
 #[test]
@@ -95,16 +121,29 @@ fn check_names_a_misspelled_key_in_a_nested_table() {
     let config = valid_config(dir.path()).replace("[auth.htpasswd]\npath", "[auth.htpasswd]\npaht");
     let o = check(dir.path(), &config);
     assert!(!o.status.success(), "typo accepted: {}", out_text(&o));
-    assert!(all_output(&o).contains("auth.htpasswd.paht"), "output does not name auth.htpasswd.paht: {}", out_text(&o));
+    assert!(
+        all_output(&o).contains("auth.htpasswd.paht"),
+        "output does not name auth.htpasswd.paht: {}",
+        out_text(&o)
+    );
 }
 
 #[test]
 fn check_names_an_invalid_duration() {
     let dir = tempfile::tempdir().unwrap();
-    let config = valid_config(dir.path()).replace("watch_interval = \"200ms\"", "watch_interval = \"soon\"");
+    let config =
+        valid_config(dir.path()).replace("watch_interval = \"200ms\"", "watch_interval = \"soon\"");
     let o = check(dir.path(), &config);
-    assert!(!o.status.success(), "bad duration accepted: {}", out_text(&o));
-    assert!(all_output(&o).contains("server.watch_interval"), "output does not name server.watch_interval: {}", out_text(&o));
+    assert!(
+        !o.status.success(),
+        "bad duration accepted: {}",
+        out_text(&o)
+    );
+    assert!(
+        all_output(&o).contains("server.watch_interval"),
+        "output does not name server.watch_interval: {}",
+        out_text(&o)
+    );
 }
 
 #[test]
@@ -113,16 +152,36 @@ fn check_rejects_an_apr1_htpasswd_entry_naming_it() {
     let config = valid_config(dir.path());
     let bcrypt_line = htpasswd_line(&["-B", "-C", "5"], USER, PASS);
     let apr1 = htpasswd_line(&["-m"], "dave", "dave-pw");
-    fs::write(dir.path().join("htpasswd"), format!("{bcrypt_line}\n{apr1}\n")).unwrap();
+    fs::write(
+        dir.path().join("htpasswd"),
+        format!("{bcrypt_line}\n{apr1}\n"),
+    )
+    .unwrap();
     let o = check(dir.path(), &config);
-    assert!(!o.status.success(), "$apr1$ entry accepted: {}", out_text(&o));
+    assert!(
+        !o.status.success(),
+        "$apr1$ entry accepted: {}",
+        out_text(&o)
+    );
     let out = all_output(&o);
-    assert!(out.contains("dave") || out.contains("line 2") || out.contains(":2"), "output names neither the user nor line 2: {}", out_text(&o));
+    assert!(
+        out.contains("dave") || out.contains("line 2") || out.contains(":2"),
+        "output names neither the user nor line 2: {}",
+        out_text(&o)
+    );
     assert!(!out.contains("$apr1$"), "output leaks the hash: {out}");
 }
 
 fn verify(file: &Path, user: &str, pass: &str) -> bool {
-    Command::new("htpasswd").arg("-vb").arg(file).arg(user).arg(pass).output().unwrap().status.success()
+    Command::new("htpasswd")
+        .arg("-vb")
+        .arg(file)
+        .arg(user)
+        .arg(pass)
+        .output()
+        .unwrap()
+        .status
+        .success()
 }
 
 fn mode(file: &Path) -> u32 {
@@ -135,45 +194,124 @@ fn user_add_list_remove() {
     let file = dir.path().join("htpasswd");
     let f = file.to_str().unwrap();
 
-    let o = portcullis(&["user", "add", "--file", f, "--cost", "5", "--password-stdin", "alice"], Some("alice-pw\n"));
+    let o = portcullis(
+        &[
+            "user",
+            "add",
+            "--file",
+            f,
+            "--cost",
+            "5",
+            "--password-stdin",
+            "alice",
+        ],
+        Some("alice-pw\n"),
+    );
     assert!(o.status.success(), "user add: {}", out_text(&o));
     assert_eq!(mode(&file), 0o600, "new htpasswd file mode");
-    assert!(verify(&file, "alice", "alice-pw"), "htpasswd -vb rejects alice (trailing newline must not be part of the password)\n{}", fs::read_to_string(&file).unwrap());
-    assert!(!verify(&file, "alice", "wrong"), "htpasswd -vb accepts a wrong password?");
+    assert!(
+        verify(&file, "alice", "alice-pw"),
+        "htpasswd -vb rejects alice (trailing newline must not be part of the password)\n{}",
+        fs::read_to_string(&file).unwrap()
+    );
+    assert!(
+        !verify(&file, "alice", "wrong"),
+        "htpasswd -vb accepts a wrong password?"
+    );
     let content = fs::read_to_string(&file).unwrap();
-    assert!(content.starts_with("alice:$2"), "bcrypt entry expected: {content}");
+    assert!(
+        content.starts_with("alice:$2"),
+        "bcrypt entry expected: {content}"
+    );
 
-    let o = portcullis(&["user", "add", "--file", f, "--cost", "5", "--password-stdin", "bob"], Some("bob-pw"));
+    let o = portcullis(
+        &[
+            "user",
+            "add",
+            "--file",
+            f,
+            "--cost",
+            "5",
+            "--password-stdin",
+            "bob",
+        ],
+        Some("bob-pw"),
+    );
     assert!(o.status.success(), "user add bob: {}", out_text(&o));
-    assert!(verify(&file, "alice", "alice-pw") && verify(&file, "bob", "bob-pw"), "both users verify");
+    assert!(
+        verify(&file, "alice", "alice-pw") && verify(&file, "bob", "bob-pw"),
+        "both users verify"
+    );
     assert_eq!(mode(&file), 0o600);
 
     // same user again replaces the password (or is refused, but never duplicates)
-    let o = portcullis(&["user", "add", "--file", f, "--cost", "5", "--password-stdin", "bob"], Some("bob-pw-2"));
+    let o = portcullis(
+        &[
+            "user",
+            "add",
+            "--file",
+            f,
+            "--cost",
+            "5",
+            "--password-stdin",
+            "bob",
+        ],
+        Some("bob-pw-2"),
+    );
     let content = fs::read_to_string(&file).unwrap();
-    assert_eq!(content.lines().filter(|l| l.starts_with("bob:")).count(), 1, "duplicate entry: {content}");
+    assert_eq!(
+        content.lines().filter(|l| l.starts_with("bob:")).count(),
+        1,
+        "duplicate entry: {content}"
+    );
     if o.status.success() {
-        assert!(verify(&file, "bob", "bob-pw-2"), "re-add did not change the password");
+        assert!(
+            verify(&file, "bob", "bob-pw-2"),
+            "re-add did not change the password"
+        );
     }
 
     let o = portcullis(&["user", "list", "--file", f], None);
     assert!(o.status.success(), "user list: {}", out_text(&o));
-    let listed: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
-    assert!(listed.contains(&"alice".to_string()) && listed.contains(&"bob".to_string()), "list: {listed:?}");
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("$2"), "list prints hashes");
+    let listed: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(
+        listed.contains(&"alice".to_string()) && listed.contains(&"bob".to_string()),
+        "list: {listed:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("$2"),
+        "list prints hashes"
+    );
 
     let o = portcullis(&["user", "remove", "--file", f, "alice"], None);
     assert!(o.status.success(), "user remove: {}", out_text(&o));
     assert!(!verify(&file, "alice", "alice-pw"), "alice still in file");
-    assert!(fs::read_to_string(&file).unwrap().lines().any(|l| l.starts_with("bob:")), "bob lost");
+    assert!(
+        fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("bob:")),
+        "bob lost"
+    );
     assert_eq!(mode(&file), 0o600, "mode after remove");
     let o = portcullis(&["user", "list", "--file", f], None);
     let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(!out.lines().any(|l| l.trim() == "alice") && out.lines().any(|l| l.trim() == "bob"), "list after remove: {out}");
+    assert!(
+        !out.lines().any(|l| l.trim() == "alice") && out.lines().any(|l| l.trim() == "bob"),
+        "list after remove: {out}"
+    );
 
     // removing an unknown user is an error
     let o = portcullis(&["user", "remove", "--file", f, "nobody"], None);
-    assert!(!o.status.success(), "removing an unknown user succeeded: {}", out_text(&o));
+    assert!(
+        !o.status.success(),
+        "removing an unknown user succeeded: {}",
+        out_text(&o)
+    );
 }
 
 #[test]
@@ -182,7 +320,19 @@ fn user_add_keeps_entries_written_by_apache_htpasswd() {
     let file = dir.path().join("htpasswd");
     htpasswd_add(&file, "carol", "carol-pw");
     fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
-    let o = portcullis(&["user", "add", "--file", file.to_str().unwrap(), "--cost", "5", "--password-stdin", "dan"], Some("dan-pw\n"));
+    let o = portcullis(
+        &[
+            "user",
+            "add",
+            "--file",
+            file.to_str().unwrap(),
+            "--cost",
+            "5",
+            "--password-stdin",
+            "dan",
+        ],
+        Some("dan-pw\n"),
+    );
     assert!(o.status.success(), "{}", out_text(&o));
     assert!(verify(&file, "carol", "carol-pw"), "existing entry damaged");
     assert!(verify(&file, "dan", "dan-pw"));
@@ -194,6 +344,12 @@ fn hash_prints_a_bcrypt_hash_of_stdin() {
     assert!(o.status.success(), "hash: {}", out_text(&o));
     let h = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert!(h.starts_with("$2"), "not bcrypt: {h}");
-    assert!(bcrypt::verify("hash-me", &h).unwrap(), "hash does not verify");
-    assert!(!bcrypt::verify("hash-me\n", &h).unwrap_or(false), "newline was hashed");
+    assert!(
+        bcrypt::verify("hash-me", &h).unwrap(),
+        "hash does not verify"
+    );
+    assert!(
+        !bcrypt::verify("hash-me\n", &h).unwrap_or(false),
+        "newline was hashed"
+    );
 }

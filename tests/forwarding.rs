@@ -44,10 +44,16 @@ fn every_kind_of_response_carries_the_common_headers() {
         .unwrap();
     assert_eq!(r.status(), 404);
     assert_common_headers("upstream 404 blob unknown", |h| header_of(&r, h));
-    assert_eq!(error_codes(&r.bytes().unwrap()).unwrap(), vec!["BLOB_UNKNOWN"]);
+    assert_eq!(
+        error_codes(&r.bytes().unwrap()).unwrap(),
+        vec!["BLOB_UNKNOWN"]
+    );
 
     // the registry's 202
-    let r = proxy.req(Method::POST, "/v2/some/repo/blobs/uploads/").send().unwrap();
+    let r = proxy
+        .req(Method::POST, "/v2/some/repo/blobs/uploads/")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 202);
     assert_common_headers("202 POST upload", |h| header_of(&r, h));
 
@@ -57,23 +63,41 @@ fn every_kind_of_response_carries_the_common_headers() {
     assert_common_headers("HEAD /v2/", |h| header_of(&r, h));
 
     // over HTTP/1.1 too
-    let r = proxy.new_client(true).get(proxy.url("/v2/")).basic_auth(USER, Some(PASS)).send().unwrap();
+    let r = proxy
+        .new_client(true)
+        .get(proxy.url("/v2/"))
+        .basic_auth(USER, Some(PASS))
+        .send()
+        .unwrap();
     assert_eq!(r.version(), Version::HTTP_11);
     assert_common_headers("GET /v2/ over HTTP/1.1", |h| header_of(&r, h));
 }
 
 /// POST, PATCH (two chunks, each following the last Location), PUT ?digest=, GET back.
-fn chunked_upload(proxy: &Proxy, reg: &Registry, client: reqwest::blocking::Client, want: Version, repo: &str) {
+fn chunked_upload(
+    proxy: &Proxy,
+    reg: &Registry,
+    client: reqwest::blocking::Client,
+    want: Version,
+    repo: &str,
+) {
     let data = pseudo_random(3 * 1024 * 1024 + 17, 42 + repo.len() as u64);
     let digest = sha256_digest(&data);
     let (a, b) = data.split_at(1024 * 1024 + 5);
 
-    let r = client.post(proxy.url(&format!("/v2/{repo}/blobs/uploads/"))).basic_auth(USER, Some(PASS)).send().unwrap();
+    let r = client
+        .post(proxy.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .basic_auth(USER, Some(PASS))
+        .send()
+        .unwrap();
     assert_eq!(r.version(), want, "POST upload protocol version");
     assert_eq!(r.status(), 202, "POST upload: {}", proxy.logs());
     let mut loc = header_of(&r, "location").expect("Location on 202");
     assert_points_at_proxy("POST upload Location", &loc, proxy, reg.port());
-    assert!(header_of(&r, "docker-upload-uuid").is_some(), "Docker-Upload-Uuid");
+    assert!(
+        header_of(&r, "docker-upload-uuid").is_some(),
+        "Docker-Upload-Uuid"
+    );
 
     let mut offset = 0usize;
     for chunk in [a, b] {
@@ -81,14 +105,21 @@ fn chunked_upload(proxy: &Proxy, reg: &Registry, client: reqwest::blocking::Clie
             .patch(absolute(proxy, &loc))
             .basic_auth(USER, Some(PASS))
             .header("content-type", "application/octet-stream")
-            .header("content-range", format!("{}-{}", offset, offset + chunk.len() - 1))
+            .header(
+                "content-range",
+                format!("{}-{}", offset, offset + chunk.len() - 1),
+            )
             .body(chunk.to_vec())
             .send()
             .unwrap();
         assert_eq!(r.version(), want);
         assert_eq!(r.status(), 202, "PATCH chunk at {offset}: {:?}", r.text());
         offset += chunk.len();
-        assert_eq!(header_of(&r, "range").as_deref(), Some(format!("0-{}", offset - 1).as_str()), "Range after PATCH");
+        assert_eq!(
+            header_of(&r, "range").as_deref(),
+            Some(format!("0-{}", offset - 1).as_str()),
+            "Range after PATCH"
+        );
         loc = header_of(&r, "location").expect("Location after PATCH");
         assert_points_at_proxy("PATCH Location", &loc, proxy, reg.port());
     }
@@ -101,11 +132,18 @@ fn chunked_upload(proxy: &Proxy, reg: &Registry, client: reqwest::blocking::Clie
         .unwrap();
     assert_eq!(r.version(), want);
     assert_eq!(r.status(), 201, "PUT ?digest=: {:?}", r.text());
-    assert_eq!(header_of(&r, "docker-content-digest").as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        header_of(&r, "docker-content-digest").as_deref(),
+        Some(digest.as_str())
+    );
     let blob_loc = header_of(&r, "location").expect("Location of the blob");
     assert_points_at_proxy("PUT Location", &blob_loc, proxy, reg.port());
 
-    let r = client.get(absolute(proxy, &blob_loc)).basic_auth(USER, Some(PASS)).send().unwrap();
+    let r = client
+        .get(absolute(proxy, &blob_loc))
+        .basic_auth(USER, Some(PASS))
+        .send()
+        .unwrap();
     assert_eq!(r.version(), want);
     assert_eq!(r.status(), 200);
     let got = r.bytes().unwrap();
@@ -116,13 +154,25 @@ fn chunked_upload(proxy: &Proxy, reg: &Registry, client: reqwest::blocking::Clie
 #[test]
 fn chunked_upload_over_http1() {
     let (reg, proxy) = setup();
-    chunked_upload(&proxy, &reg, proxy.new_client(true), Version::HTTP_11, "chunked/h1");
+    chunked_upload(
+        &proxy,
+        &reg,
+        proxy.new_client(true),
+        Version::HTTP_11,
+        "chunked/h1",
+    );
 }
 
 #[test]
 fn chunked_upload_over_http2_negotiated_by_alpn() {
     let (reg, proxy) = setup();
-    chunked_upload(&proxy, &reg, proxy.new_client(false), Version::HTTP_2, "chunked/h2");
+    chunked_upload(
+        &proxy,
+        &reg,
+        proxy.new_client(false),
+        Version::HTTP_2,
+        "chunked/h2",
+    );
 }
 
 #[test]
@@ -131,14 +181,24 @@ fn monolithic_upload_then_head_blob() {
     let data = pseudo_random(200_000, 7);
     let digest = push_blob(&proxy, "mono/repo", &data);
     // registry stored exactly these bytes
-    let direct = reg.direct().get(format!("{}/v2/mono/repo/blobs/{digest}", reg.url())).send().unwrap();
+    let direct = reg
+        .direct()
+        .get(format!("{}/v2/mono/repo/blobs/{digest}", reg.url()))
+        .send()
+        .unwrap();
     assert_eq!(direct.status(), 200);
     assert_eq!(direct.bytes().unwrap().as_ref(), &data[..]);
 
-    let r = proxy.req(Method::HEAD, &format!("/v2/mono/repo/blobs/{digest}")).send().unwrap();
+    let r = proxy
+        .req(Method::HEAD, &format!("/v2/mono/repo/blobs/{digest}"))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header_of(&r, "content-length").as_deref(), Some("200000"));
-    assert_eq!(header_of(&r, "docker-content-digest").as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        header_of(&r, "docker-content-digest").as_deref(),
+        Some(digest.as_str())
+    );
     assert_common_headers("HEAD blob", |h| header_of(&r, h));
 }
 
@@ -147,13 +207,25 @@ fn cross_repository_blob_mount() {
     let (reg, proxy) = setup();
     let data = pseudo_random(50_000, 9);
     let digest = push_blob(&proxy, "mount/a", &data);
-    let r = proxy.req(Method::POST, &format!("/v2/mount/b/blobs/uploads/?mount={digest}&from=mount/a")).send().unwrap();
+    let r = proxy
+        .req(
+            Method::POST,
+            &format!("/v2/mount/b/blobs/uploads/?mount={digest}&from=mount/a"),
+        )
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 201, "mount: {:?}", r.text());
-    assert_eq!(header_of(&r, "docker-content-digest").as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        header_of(&r, "docker-content-digest").as_deref(),
+        Some(digest.as_str())
+    );
     let loc = header_of(&r, "location").expect("Location of mounted blob");
     assert_points_at_proxy("mount Location", &loc, &proxy, reg.port());
 
-    let r = proxy.req(Method::HEAD, &format!("/v2/mount/b/blobs/{digest}")).send().unwrap();
+    let r = proxy
+        .req(Method::HEAD, &format!("/v2/mount/b/blobs/{digest}"))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header_of(&r, "content-length").as_deref(), Some("50000"));
 }
@@ -163,7 +235,10 @@ fn range_request_returns_206_and_the_right_bytes() {
     let (_reg, proxy) = setup();
     let data = pseudo_random(100_000, 11);
     let digest = push_blob(&proxy, "range/repo", &data);
-    for (client, name) in [(proxy.new_client(true), "h1"), (proxy.new_client(false), "h2")] {
+    for (client, name) in [
+        (proxy.new_client(true), "h1"),
+        (proxy.new_client(false), "h2"),
+    ] {
         let r = client
             .get(proxy.url(&format!("/v2/range/repo/blobs/{digest}")))
             .basic_auth(USER, Some(PASS))
@@ -171,8 +246,16 @@ fn range_request_returns_206_and_the_right_bytes() {
             .send()
             .unwrap();
         assert_eq!(r.status(), 206, "{name}: Range request status");
-        assert_eq!(header_of(&r, "content-range").as_deref(), Some("bytes 1000-1999/100000"), "{name}");
-        assert_eq!(r.bytes().unwrap().as_ref(), &data[1000..2000], "{name}: range bytes");
+        assert_eq!(
+            header_of(&r, "content-range").as_deref(),
+            Some("bytes 1000-1999/100000"),
+            "{name}"
+        );
+        assert_eq!(
+            r.bytes().unwrap().as_ref(),
+            &data[1000..2000],
+            "{name}: range bytes"
+        );
     }
 }
 
@@ -183,28 +266,59 @@ fn manifest_put_get_head_delete() {
     let accept = "application/vnd.oci.image.manifest.v1+json";
 
     for reference in ["v1", digest.as_str()] {
-        let r = proxy.req(Method::GET, &format!("/v2/man/repo/manifests/{reference}")).header("accept", accept).send().unwrap();
+        let r = proxy
+            .req(Method::GET, &format!("/v2/man/repo/manifests/{reference}"))
+            .header("accept", accept)
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 200, "GET manifest {reference}");
-        assert_eq!(header_of(&r, "docker-content-digest").as_deref(), Some(digest.as_str()));
+        assert_eq!(
+            header_of(&r, "docker-content-digest").as_deref(),
+            Some(digest.as_str())
+        );
         assert_eq!(header_of(&r, "content-type").as_deref(), Some(accept));
-        assert_eq!(r.bytes().unwrap().as_ref(), &manifest[..], "manifest bytes for {reference}");
+        assert_eq!(
+            r.bytes().unwrap().as_ref(),
+            &manifest[..],
+            "manifest bytes for {reference}"
+        );
     }
-    let r = proxy.req(Method::HEAD, "/v2/man/repo/manifests/v1").header("accept", accept).send().unwrap();
+    let r = proxy
+        .req(Method::HEAD, "/v2/man/repo/manifests/v1")
+        .header("accept", accept)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(header_of(&r, "content-length"), Some(manifest.len().to_string()));
+    assert_eq!(
+        header_of(&r, "content-length"),
+        Some(manifest.len().to_string())
+    );
 
-    let r = proxy.req(Method::DELETE, &format!("/v2/man/repo/manifests/{digest}")).send().unwrap();
+    let r = proxy
+        .req(Method::DELETE, &format!("/v2/man/repo/manifests/{digest}"))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 202, "DELETE manifest: {:?}", r.text());
-    let r = proxy.req(Method::GET, &format!("/v2/man/repo/manifests/{digest}")).header("accept", accept).send().unwrap();
+    let r = proxy
+        .req(Method::GET, &format!("/v2/man/repo/manifests/{digest}"))
+        .header("accept", accept)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 404, "manifest gone after DELETE");
-    assert_eq!(error_codes(&r.bytes().unwrap()).unwrap(), vec!["MANIFEST_UNKNOWN"]);
+    assert_eq!(
+        error_codes(&r.bytes().unwrap()).unwrap(),
+        vec!["MANIFEST_UNKNOWN"]
+    );
 }
 
 fn link_next(resp: &reqwest::blocking::Response) -> Option<String> {
     let link = header_of(resp, "link")?;
     let start = link.find('<')? + 1;
     let end = link.find('>')?;
-    assert!(link.contains("rel=\"next\""), "Link without rel=next: {link}");
+    assert!(
+        link.contains("rel=\"next\""),
+        "Link without rel=next: {link}"
+    );
     Some(link[start..end].to_string())
 }
 
@@ -224,7 +338,12 @@ fn catalog_and_tags_list_paginate_with_link_pointing_at_proxy() {
     while let Some(target) = next.take() {
         pages += 1;
         assert!(pages < 10, "catalog pagination does not end");
-        let r = proxy.client().get(absolute(&proxy, &target)).basic_auth(USER, Some(PASS)).send().unwrap();
+        let r = proxy
+            .client()
+            .get(absolute(&proxy, &target))
+            .basic_auth(USER, Some(PASS))
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 200, "GET {target}");
         next = link_next(&r);
         if let Some(n) = &next {
@@ -239,20 +358,34 @@ fn catalog_and_tags_list_paginate_with_link_pointing_at_proxy() {
     assert_eq!(seen, vec!["pag/a", "pag/b", "pag/c"]);
 
     // the same with `last`
-    let r = proxy.req(Method::GET, "/v2/_catalog?n=5&last=pag/a").send().unwrap();
+    let r = proxy
+        .req(Method::GET, "/v2/_catalog?n=5&last=pag/a")
+        .send()
+        .unwrap();
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["repositories"], serde_json::json!(["pag/b", "pag/c"]));
 
     // tags list
-    let r = proxy.req(Method::GET, "/v2/pag/a/tags/list").send().unwrap();
+    let r = proxy
+        .req(Method::GET, "/v2/pag/a/tags/list")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["name"], "pag/a");
-    let mut tags: Vec<String> = v["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let mut tags: Vec<String> = v["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
     tags.sort();
     assert_eq!(tags, vec!["t1", "t2", "t3"]);
 
-    let r = proxy.req(Method::GET, "/v2/pag/a/tags/list?n=2").send().unwrap();
+    let r = proxy
+        .req(Method::GET, "/v2/pag/a/tags/list?n=2")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     if let Some(n) = link_next(&r) {
         assert_points_at_proxy("tags Link", &n, &proxy, reg.port());
@@ -265,7 +398,10 @@ fn credentials_are_stripped_and_forwarded_headers_set_by_the_proxy() {
     let proxy = Proxy::start_upstream(&up.url(), ProxyOptions::default());
     let host = format!("127.0.0.1:{}", proxy.port());
 
-    for (client, name) in [(proxy.new_client(true), "h1"), (proxy.new_client(false), "h2")] {
+    for (client, name) in [
+        (proxy.new_client(true), "h1"),
+        (proxy.new_client(false), "h2"),
+    ] {
         let before = up.recorded().len();
         let r = client
             .get(proxy.url(&format!("/v2/hdr/{name}/tags/list")))
@@ -283,13 +419,31 @@ fn credentials_are_stripped_and_forwarded_headers_set_by_the_proxy() {
             .find(|r| r.target.contains(&format!("/v2/hdr/{name}/tags/list")))
             .unwrap_or_else(|| panic!("{name}: request not seen upstream: {recs:?}"));
 
-        assert!(rec.header_values("authorization").is_empty(), "{name}: Authorization reached upstream: {rec:?}");
+        assert!(
+            rec.header_values("authorization").is_empty(),
+            "{name}: Authorization reached upstream: {rec:?}"
+        );
         let xff = rec.header_values("x-forwarded-for");
-        assert_eq!(xff, vec!["127.0.0.1".to_string()], "{name}: X-Forwarded-For upstream (client value must be replaced)");
-        assert_eq!(rec.header_values("x-forwarded-proto"), vec!["https".to_string()], "{name}: X-Forwarded-Proto");
-        assert_eq!(rec.header_values("x-forwarded-host"), vec![host.clone()], "{name}: X-Forwarded-Host");
+        assert_eq!(
+            xff,
+            vec!["127.0.0.1".to_string()],
+            "{name}: X-Forwarded-For upstream (client value must be replaced)"
+        );
+        assert_eq!(
+            rec.header_values("x-forwarded-proto"),
+            vec!["https".to_string()],
+            "{name}: X-Forwarded-Proto"
+        );
+        assert_eq!(
+            rec.header_values("x-forwarded-host"),
+            vec![host.clone()],
+            "{name}: X-Forwarded-Host"
+        );
         let all = format!("{:?}", rec.headers);
-        assert!(!all.contains("6.6.6.6") && !all.contains("evil.example"), "{name}: client's forwarding headers reached upstream: {all}");
+        assert!(
+            !all.contains("6.6.6.6") && !all.contains("evil.example"),
+            "{name}: client's forwarding headers reached upstream: {all}"
+        );
     }
 }
 
@@ -300,15 +454,30 @@ fn absolute_upstream_location_and_link_are_rewritten_to_the_proxy() {
     let up = EchoUpstream::start();
     let proxy = Proxy::start_upstream(&up.url(), ProxyOptions::default());
 
-    let r = proxy.req(Method::POST, "/v2/rw/repo/blobs/uploads/").send().unwrap();
+    let r = proxy
+        .req(Method::POST, "/v2/rw/repo/blobs/uploads/")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 202, "{}", proxy.logs());
     let loc = header_of(&r, "location").expect("Location");
     assert_points_at_proxy("rewritten upload Location", &loc, &proxy, up.port());
-    assert!(loc.contains("/v2/rw/repo/blobs/uploads/0a1b2c3d-uuid?_state=abc"), "Location path/query kept: {loc}");
+    assert!(
+        loc.contains("/v2/rw/repo/blobs/uploads/0a1b2c3d-uuid?_state=abc"),
+        "Location path/query kept: {loc}"
+    );
 
-    let r = proxy.req(Method::GET, "/v2/rw/repo/tags/list?n=1").send().unwrap();
+    let r = proxy
+        .req(Method::GET, "/v2/rw/repo/tags/list?n=1")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     let link = header_of(&r, "link").expect("Link");
-    assert!(!link.contains(&format!(":{}", up.port())), "Link points at the upstream: {link}");
-    assert!(link.contains("/v2/rw/repo/tags/list?last=a&n=1"), "Link path/query kept: {link}");
+    assert!(
+        !link.contains(&format!(":{}", up.port())),
+        "Link points at the upstream: {link}"
+    );
+    assert!(
+        link.contains("/v2/rw/repo/tags/list?last=a&n=1"),
+        "Link path/query kept: {link}"
+    );
 }

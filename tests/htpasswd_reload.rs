@@ -28,7 +28,14 @@ fn wait_status(proxy: &Proxy, user: &str, pass: &str, want: u16, what: &str) {
             last.set(status(proxy, user, pass));
             last.get() == want
         },
-        || format!("last status {}\nhtpasswd:\n{}\n{}", last.get(), std::fs::read_to_string(proxy.htpasswd_path()).unwrap_or_default(), proxy.logs()),
+        || {
+            format!(
+                "last status {}\nhtpasswd:\n{}\n{}",
+                last.get(),
+                std::fs::read_to_string(proxy.htpasswd_path()).unwrap_or_default(),
+                proxy.logs()
+            )
+        },
     );
 }
 
@@ -43,25 +50,59 @@ fn added_user_logs_in_and_removed_user_is_refused_without_restart() {
 
     // edited in place by Apache's tool, as an admin would
     htpasswd_add(&file, "bob", "bob-pw");
-    wait_status(&proxy, "bob", "bob-pw", 200, "user added with htpasswd -B logs in");
-    assert_eq!(status(&proxy, USER, PASS), 200, "existing user still logs in");
+    wait_status(
+        &proxy,
+        "bob",
+        "bob-pw",
+        200,
+        "user added with htpasswd -B logs in",
+    );
+    assert_eq!(
+        status(&proxy, USER, PASS),
+        200,
+        "existing user still logs in"
+    );
 
     // password changed
     htpasswd_add(&file, "bob", "bob-pw-2");
     wait_status(&proxy, "bob", "bob-pw-2", 200, "changed password accepted");
-    assert_eq!(status(&proxy, "bob", "bob-pw"), 401, "old password refused after change");
+    assert_eq!(
+        status(&proxy, "bob", "bob-pw"),
+        401,
+        "old password refused after change"
+    );
 
     // removed (alice was used above, so she may be in a credential cache)
-    let o = Command::new("htpasswd").arg("-D").arg(&file).arg(USER).output().unwrap();
+    let o = Command::new("htpasswd")
+        .arg("-D")
+        .arg(&file)
+        .arg(USER)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", out_text(&o));
     wait_status(&proxy, USER, PASS, 401, "removed user is refused");
     assert_eq!(status(&proxy, "bob", "bob-pw-2"), 200);
 
     // replaced atomically (rename), as config management tools do
-    let content = format!("{}\n", htpasswd_line(&["-B", "-C", "5"], "carol", "carol-pw"));
+    let content = format!(
+        "{}\n",
+        htpasswd_line(&["-B", "-C", "5"], "carol", "carol-pw")
+    );
     write_atomic(&file, content.as_bytes());
-    wait_status(&proxy, "carol", "carol-pw", 200, "user from renamed-in file logs in");
-    wait_status(&proxy, "bob", "bob-pw-2", 401, "user absent from the renamed-in file is refused");
+    wait_status(
+        &proxy,
+        "carol",
+        "carol-pw",
+        200,
+        "user from renamed-in file logs in",
+    );
+    wait_status(
+        &proxy,
+        "bob",
+        "bob-pw-2",
+        401,
+        "user absent from the renamed-in file is refused",
+    );
     assert_eq!(proxy.pid(), pid, "same process");
 }
 
@@ -79,13 +120,38 @@ fn file_changed_to_an_apr1_entry_keeps_previous_users() {
 
     // give the watcher many intervals (200 ms each) to see the change
     std::thread::sleep(Duration::from_secs(2));
-    assert!(proxy.is_running(), "proxy died on a bad htpasswd file\n{}", proxy.logs());
-    assert_eq!(status(&proxy, USER, PASS), 200, "previous user must be kept when the new file is rejected\n{}", proxy.logs());
-    assert_eq!(status(&proxy, "dave", "dave-pw"), 401, "$apr1$ user must not log in");
+    assert!(
+        proxy.is_running(),
+        "proxy died on a bad htpasswd file\n{}",
+        proxy.logs()
+    );
+    assert_eq!(
+        status(&proxy, USER, PASS),
+        200,
+        "previous user must be kept when the new file is rejected\n{}",
+        proxy.logs()
+    );
+    assert_eq!(
+        status(&proxy, "dave", "dave-pw"),
+        401,
+        "$apr1$ user must not log in"
+    );
 
     // the watcher is still alive: a good file is picked up afterwards
     let good = format!("{}\n", htpasswd_line(&["-B", "-C", "5"], "erin", "erin-pw"));
     write_atomic(&file, good.as_bytes());
-    wait_status(&proxy, "erin", "erin-pw", 200, "good file after a bad one is loaded");
-    wait_status(&proxy, USER, PASS, 401, "user missing from the good file is refused");
+    wait_status(
+        &proxy,
+        "erin",
+        "erin-pw",
+        200,
+        "good file after a bad one is loaded",
+    );
+    wait_status(
+        &proxy,
+        USER,
+        PASS,
+        401,
+        "user missing from the good file is refused",
+    );
 }

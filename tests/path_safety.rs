@@ -7,7 +7,15 @@ mod support;
 use support::*;
 
 /// Paths outside /v2/; each contains no marker, so they are checked by exact URI.
-const OUTSIDE: &[&str] = &["/", "/v1/_ping", "/v2x/out01z/tags/list", "/debug/vars", "/index.html", "/V2/", "/metrics-out02z"];
+const OUTSIDE: &[&str] = &[
+    "/",
+    "/v1/_ping",
+    "/v2x/out01z/tags/list",
+    "/debug/vars",
+    "/index.html",
+    "/V2/",
+    "/metrics-out02z",
+];
 
 /// Path tricks; each contains a unique marker `qNNz` that must never show up in the registry's log.
 const TRICKS: &[&str] = &[
@@ -42,17 +50,27 @@ fn assert_never_forwarded(reg: &Registry, proxy: &Proxy) {
     wait_until(
         "control request in the registry log",
         WAIT,
-        || reg.logged_uris().iter().any(|u| u == "/v2/control00/tags/list"),
+        || {
+            reg.logged_uris()
+                .iter()
+                .any(|u| u == "/v2/control00/tags/list")
+        },
         || reg.registry_log(),
     );
     let uris = reg.logged_uris();
     for t in TRICKS {
         let marker = &t[t.find('q').unwrap()..t.find('q').unwrap() + 4];
-        let hit: Vec<&String> = uris.iter().filter(|u| u.to_ascii_lowercase().contains(marker)).collect();
+        let hit: Vec<&String> = uris
+            .iter()
+            .filter(|u| u.to_ascii_lowercase().contains(marker))
+            .collect();
         assert!(hit.is_empty(), "{t} reached the registry as {hit:?}");
     }
     for o in OUTSIDE {
-        let hit: Vec<&String> = uris.iter().filter(|u| u.as_str() == *o || u.contains("out0")).collect();
+        let hit: Vec<&String> = uris
+            .iter()
+            .filter(|u| u.as_str() == *o || u.contains("out0"))
+            .collect();
         assert!(hit.is_empty(), "{o} reached the registry as {hit:?}");
     }
 }
@@ -71,7 +89,11 @@ fn outside_the_v2_api_is_404_with_json_error_and_not_forwarded() {
                 }
                 let r = proxy.curl(path, &args);
                 assert_eq!(r.status, 404, "{proto} GET {path} (auth {auth}): {r:?}");
-                assert!(error_codes(&r.body).is_ok(), "{proto} GET {path}: body is not a registry error: {:?}", r.text());
+                assert!(
+                    error_codes(&r.body).is_ok(),
+                    "{proto} GET {path}: body is not a registry error: {:?}",
+                    r.text()
+                );
                 assert_common_headers(&format!("404 {path}"), |h| r.header(h).map(str::to_string));
             }
         }
@@ -87,12 +109,25 @@ fn path_tricks_are_refused_and_never_reach_the_registry() {
     for proto in ["--http1.1", "--http2"] {
         for path in TRICKS {
             let r = proxy.curl(path, &[proto, "-u", &c]);
-            assert!(r.status == 400 || r.status == 404, "{proto} GET {path}: expected 400 or 404, got {} {:?}", r.status, r.text());
+            assert!(
+                r.status == 400 || r.status == 404,
+                "{proto} GET {path}: expected 400 or 404, got {} {:?}",
+                r.status,
+                r.text()
+            );
             let r = proxy.curl(path, &[proto, "-u", &c, "-X", "DELETE"]);
-            assert!(r.status == 400 || r.status == 404, "{proto} DELETE {path}: expected 400 or 404, got {} {:?}", r.status, r.text());
+            assert!(
+                r.status == 400 || r.status == 404,
+                "{proto} DELETE {path}: expected 400 or 404, got {} {:?}",
+                r.status,
+                r.text()
+            );
         }
     }
-    assert!(proxy.curl("/v2/", &["-u", &c]).status == 200, "proxy still healthy");
+    assert!(
+        proxy.curl("/v2/", &["-u", &c]).status == 200,
+        "proxy still healthy"
+    );
     assert_never_forwarded(&reg, &proxy);
 }
 
@@ -118,20 +153,33 @@ fn invalid_repository_names_are_not_forwarded() {
     let proxy = Proxy::start(&reg, ProxyOptions::default());
     let c = creds();
     for path in [
-        "/v2/BADq90z/tags/list",            // upper case
-        "/v2/-q91z/tags/list",              // leading separator
-        "/v2/q92z-/tags/list",              // trailing separator
-        "/v2/q93z..x/tags/list",            // double dot inside a component
-        "/v2/q94z%20x/tags/list",           // space
+        "/v2/BADq90z/tags/list",  // upper case
+        "/v2/-q91z/tags/list",    // leading separator
+        "/v2/q92z-/tags/list",    // trailing separator
+        "/v2/q93z..x/tags/list",  // double dot inside a component
+        "/v2/q94z%20x/tags/list", // space
     ] {
         let r = proxy.curl(path, &["-u", &c]);
-        assert!(r.status == 400 || r.status == 404, "GET {path}: expected 400 or 404, got {} {:?}", r.status, r.text());
+        assert!(
+            r.status == 400 || r.status == 404,
+            "GET {path}: expected 400 or 404, got {} {:?}",
+            r.status,
+            r.text()
+        );
     }
     let control = proxy.curl("/v2/control01/tags/list", &["-u", &c]);
     assert_eq!(control.status, 404);
-    wait_until("control request logged", WAIT, || reg.logged_uris().iter().any(|u| u.contains("control01")), || reg.registry_log());
+    wait_until(
+        "control request logged",
+        WAIT,
+        || reg.logged_uris().iter().any(|u| u.contains("control01")),
+        || reg.registry_log(),
+    );
     let uris = reg.logged_uris();
     for m in ["q90z", "q91z", "q92z", "q93z", "q94z"] {
-        assert!(!uris.iter().any(|u| u.to_ascii_lowercase().contains(m)), "{m} reached the registry: {uris:?}");
+        assert!(
+            !uris.iter().any(|u| u.to_ascii_lowercase().contains(m)),
+            "{m} reached the registry: {uris:?}"
+        );
     }
 }

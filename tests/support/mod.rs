@@ -33,7 +33,11 @@ pub fn bin() -> &'static str {
 pub fn portcullis(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(bin())
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -43,7 +47,11 @@ pub fn portcullis(args: &[&str], stdin: Option<&str>) -> Output {
         s.write_all(input.as_bytes()).unwrap();
         drop(s);
     }
-    wait_output(child, Duration::from_secs(60), &format!("portcullis {args:?}"))
+    wait_output(
+        child,
+        Duration::from_secs(60),
+        &format!("portcullis {args:?}"),
+    )
 }
 
 /// `child.wait_with_output()` with an upper bound (kills the child on timeout).
@@ -76,7 +84,11 @@ pub fn wait_output(mut child: Child, limit: Duration, what: &str) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
 }
 
 pub fn out_text(o: &Output) -> String {
@@ -96,7 +108,12 @@ pub fn free_port() -> u16 {
 
 /// Polls `f` every 50 ms until it returns true, at most `limit`; panics with
 /// `what` and the diagnostics from `diag` otherwise.
-pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool, diag: impl Fn() -> String) {
+pub fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> bool,
+    diag: impl Fn() -> String,
+) {
     let start = Instant::now();
     loop {
         if f() {
@@ -111,7 +128,9 @@ pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool, diag
 
 /// Last `n` lines of a file (empty if it does not exist).
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let from = lines.len().saturating_sub(n);
     lines[from..].join("\n")
@@ -143,7 +162,11 @@ fn kill_child(child: &mut Option<Child>) {
 }
 
 fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_millis(200)).is_ok()
+    TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_millis(200),
+    )
+    .is_ok()
 }
 
 // ---------------------------------------------------------------------------
@@ -159,7 +182,10 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
-        let dir = tempfile::Builder::new().prefix("portcullis-reg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-reg-")
+            .tempdir()
+            .unwrap();
         let port = free_port();
         let config = format!(
             "version: 0.1\n\
@@ -170,13 +196,22 @@ impl Registry {
         );
         fs::write(dir.path().join("config.yml"), config).unwrap();
         let log = dir.path().join("registry.log");
-        let mut r = Registry { dir, port, child: None, log };
+        let mut r = Registry {
+            dir,
+            port,
+            child: None,
+            log,
+        };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
-        let log = OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new("/usr/bin/docker-registry")
             .arg("serve")
             .arg(self.dir.path().join("config.yml"))
@@ -187,7 +222,10 @@ impl Registry {
             .expect("spawn /usr/bin/docker-registry");
         self.child = Some(child);
         let url = format!("{}/v2/", self.url());
-        let client = Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        let client = Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
         let start = Instant::now();
         loop {
             if let Ok(Some(st)) = self.child.as_mut().unwrap().try_wait() {
@@ -197,7 +235,10 @@ impl Registry {
                 return;
             }
             if start.elapsed() > WAIT {
-                panic!("docker-registry did not answer GET {url} within {WAIT:?}\n{}", tail(&self.log, 40));
+                panic!(
+                    "docker-registry did not answer GET {url} within {WAIT:?}\n{}",
+                    tail(&self.log, 40)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -215,7 +256,12 @@ impl Registry {
     pub fn stop(&mut self) {
         kill_child(&mut self.child);
         let port = self.port;
-        wait_until("registry port closed", WAIT, || !port_open(port), || tail(&self.log, 20));
+        wait_until(
+            "registry port closed",
+            WAIT,
+            || !port_open(port),
+            || tail(&self.log, 20),
+        );
     }
 
     /// Starts the registry again on the same port with the same storage.
@@ -226,7 +272,9 @@ impl Registry {
 
     /// Everything the registry logged so far (it logs each request it served).
     pub fn registry_log(&self) -> String {
-        fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// The request URIs the registry logged (`http.request.uri=...`).
@@ -248,7 +296,10 @@ impl Registry {
 
     /// A plain HTTP client talking to the registry directly (bypassing the proxy).
     pub fn direct(&self) -> Client {
-        Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+        Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
     }
 }
 
@@ -280,7 +331,10 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         let pem = cert.pem();
@@ -289,12 +343,19 @@ impl Ca {
 
     /// A server certificate for 127.0.0.1 and localhost signed by this CA.
     pub fn leaf(&self, common_name: &str) -> Leaf {
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
     }
 }
 
@@ -308,13 +369,26 @@ pub fn htpasswd_add(file: &Path, user: &str, pass: &str) {
     if !file.exists() {
         cmd.arg("-c");
     }
-    let o = cmd.args(["-B", "-C", "5", "-b"]).arg(file).arg(user).arg(pass).output().expect("run htpasswd");
+    let o = cmd
+        .args(["-B", "-C", "5", "-b"])
+        .arg(file)
+        .arg(user)
+        .arg(pass)
+        .output()
+        .expect("run htpasswd");
     assert!(o.status.success(), "htpasswd -B failed: {}", out_text(&o));
 }
 
 /// An htpasswd line (`user:hash`) produced by `htpasswd -n` with the given flags.
 pub fn htpasswd_line(flags: &[&str], user: &str, pass: &str) -> String {
-    let o = Command::new("htpasswd").arg("-n").args(flags).arg("-b").arg(user).arg(pass).output().unwrap();
+    let o = Command::new("htpasswd")
+        .arg("-n")
+        .args(flags)
+        .arg("-b")
+        .arg(user)
+        .arg(pass)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "htpasswd -n failed: {}", out_text(&o));
     String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
@@ -377,7 +451,10 @@ impl Proxy {
 
     pub fn start_upstream(upstream: &str, mut opts: ProxyOptions) -> Proxy {
         opts.upstream_url = Some(upstream.to_string());
-        let dir = tempfile::Builder::new().prefix("portcullis-proxy-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-proxy-")
+            .tempdir()
+            .unwrap();
         let ca = Ca::new("portcullis test CA");
         let leaf = ca.leaf("portcullis-test-initial");
         fs::create_dir_all(dir.path().join("certs.d")).unwrap();
@@ -392,8 +469,16 @@ impl Proxy {
             fs::create_dir_all(&live).unwrap();
             fs::write(archive.join("fullchain1.pem"), &leaf.cert_pem).unwrap();
             fs::write(archive.join("privkey1.pem"), &leaf.key_pem).unwrap();
-            symlink(format!("../../archive/{CERTBOT_NAME}/privkey1.pem"), live.join("privkey.pem")).unwrap();
-            symlink(format!("../../archive/{CERTBOT_NAME}/fullchain1.pem"), live.join("fullchain.pem")).unwrap();
+            symlink(
+                format!("../../archive/{CERTBOT_NAME}/privkey1.pem"),
+                live.join("privkey.pem"),
+            )
+            .unwrap();
+            symlink(
+                format!("../../archive/{CERTBOT_NAME}/fullchain1.pem"),
+                live.join("fullchain.pem"),
+            )
+            .unwrap();
             (live.join("fullchain.pem"), live.join("privkey.pem"))
         } else {
             let c = dir.path().join("cert.pem");
@@ -455,7 +540,17 @@ level = "info"
             .expect("spawn portcullis serve");
 
         let client = Self::build_client(&ca.pem, false);
-        let mut p = Proxy { dir, port, child: Some(child), ca, leaf, opts, client, stdout, stderr };
+        let mut p = Proxy {
+            dir,
+            port,
+            child: Some(child),
+            ca,
+            leaf,
+            opts,
+            client,
+            stdout,
+            stderr,
+        };
         let url = p.url("/v2/");
         let probe = Self::build_client(&p.ca.pem, false);
         let start = Instant::now();
@@ -463,11 +558,19 @@ level = "info"
             if let Ok(Some(st)) = p.child.as_mut().unwrap().try_wait() {
                 panic!("portcullis serve exited early: {st}\n{}", p.logs());
             }
-            if probe.get(&url).timeout(Duration::from_secs(2)).send().is_ok() {
+            if probe
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .is_ok()
+            {
                 break;
             }
             if start.elapsed() > Duration::from_secs(30) {
-                panic!("portcullis did not answer GET {url} within 30s\n{}", p.logs());
+                panic!(
+                    "portcullis did not answer GET {url} within 30s\n{}",
+                    p.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -515,7 +618,9 @@ level = "info"
 
     /// A request with the default user's credentials.
     pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client.request(method, self.url(path)).basic_auth(USER, Some(PASS))
+        self.client
+            .request(method, self.url(path))
+            .basic_auth(USER, Some(PASS))
     }
 
     pub fn ca_pem_path(&self) -> PathBuf {
@@ -537,7 +642,11 @@ level = "info"
 
     pub fn cert_path(&self) -> PathBuf {
         if self.opts.certbot_layout {
-            self.dir.path().join("live").join(CERTBOT_NAME).join("fullchain.pem")
+            self.dir
+                .path()
+                .join("live")
+                .join(CERTBOT_NAME)
+                .join("fullchain.pem")
         } else {
             self.dir.path().join("cert.pem")
         }
@@ -545,7 +654,11 @@ level = "info"
 
     pub fn key_path(&self) -> PathBuf {
         if self.opts.certbot_layout {
-            self.dir.path().join("live").join(CERTBOT_NAME).join("privkey.pem")
+            self.dir
+                .path()
+                .join("live")
+                .join(CERTBOT_NAME)
+                .join("privkey.pem")
         } else {
             self.dir.path().join("key.pem")
         }
@@ -565,7 +678,10 @@ level = "info"
         let live = self.dir.path().join("live").join(CERTBOT_NAME);
         fs::write(archive.join(format!("fullchain{n}.pem")), cert_pem).unwrap();
         fs::write(archive.join(format!("privkey{n}.pem")), key_pem).unwrap();
-        for (link, target) in [("privkey.pem", format!("privkey{n}.pem")), ("fullchain.pem", format!("fullchain{n}.pem"))] {
+        for (link, target) in [
+            ("privkey.pem", format!("privkey{n}.pem")),
+            ("fullchain.pem", format!("fullchain{n}.pem")),
+        ] {
             let l = live.join(link);
             fs::remove_file(&l).unwrap();
             symlink(format!("../../archive/{CERTBOT_NAME}/{target}"), &l).unwrap();
@@ -575,9 +691,18 @@ level = "info"
     /// The leaf certificate (DER) a brand-new TLS connection is served.
     pub fn served_cert(&self) -> Result<Vec<u8>, String> {
         let c = Self::build_client(&self.ca.pem, true);
-        let resp = c.get(self.url("/v2/")).timeout(Duration::from_secs(5)).send().map_err(|e| format!("{e:?}"))?;
-        let info = resp.extensions().get::<reqwest::tls::TlsInfo>().ok_or("no TlsInfo")?;
-        info.peer_certificate().map(|d| d.to_vec()).ok_or_else(|| "no peer certificate".to_string())
+        let resp = c
+            .get(self.url("/v2/"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .map_err(|e| format!("{e:?}"))?;
+        let info = resp
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .ok_or("no TlsInfo")?;
+        info.peer_certificate()
+            .map(|d| d.to_vec())
+            .ok_or_else(|| "no peer certificate".to_string())
     }
 
     /// Polls new connections until the served certificate is `der`.
@@ -591,7 +716,10 @@ level = "info"
                 Err(e) => last = e,
             }
             if start.elapsed() > WAIT {
-                panic!("{what}: new certificate not served within {WAIT:?} (last: {last})\n{}", self.logs());
+                panic!(
+                    "{what}: new certificate not served within {WAIT:?} (last: {last})\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -607,7 +735,8 @@ level = "info"
     }
 
     fn status_kib(&self, field: &str) -> u64 {
-        let s = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc/PID/status");
+        let s = fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
         s.lines()
             .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1))
@@ -647,8 +776,16 @@ level = "info"
             .arg(self.url(path))
             .output()
             .expect("run curl");
-        assert!(o.status.success(), "curl {path} failed: {}\n{}", out_text(&o), self.logs());
-        RawResponse::parse(&fs::read_to_string(&hdr).unwrap(), fs::read(&body).unwrap_or_default())
+        assert!(
+            o.status.success(),
+            "curl {path} failed: {}\n{}",
+            out_text(&o),
+            self.logs()
+        );
+        RawResponse::parse(
+            &fs::read_to_string(&hdr).unwrap(),
+            fs::read(&body).unwrap_or_default(),
+        )
     }
 }
 
@@ -670,7 +807,10 @@ pub struct RawResponse {
 impl RawResponse {
     fn parse(headers: &str, body: Vec<u8>) -> RawResponse {
         // curl -D writes one block per response (100 Continue etc.): keep the last.
-        let blocks: Vec<&str> = headers.split("\r\n\r\n").filter(|b| !b.trim().is_empty()).collect();
+        let blocks: Vec<&str> = headers
+            .split("\r\n\r\n")
+            .filter(|b| !b.trim().is_empty())
+            .collect();
         let last = blocks.last().copied().unwrap_or("");
         let mut lines = last.lines();
         let status_line = lines.next().unwrap_or("");
@@ -681,12 +821,20 @@ impl RawResponse {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
-        RawResponse { status, version, headers, body }
+        RawResponse {
+            status,
+            version,
+            headers,
+            body,
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
         let n = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -710,7 +858,12 @@ pub fn error_codes(body: &[u8]) -> Result<Vec<String>, String> {
         return Err(format!("empty errors array: {v}"));
     }
     errs.iter()
-        .map(|e| e.get("code").and_then(|c| c.as_str()).map(str::to_string).ok_or_else(|| format!("error without code: {v}")))
+        .map(|e| {
+            e.get("code")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| format!("error without code: {v}"))
+        })
         .collect()
 }
 
@@ -722,16 +875,24 @@ pub fn assert_common_headers(what: &str, get: impl Fn(&str) -> Option<String>) {
         "{what}: Docker-Distribution-Api-Version"
     );
     assert_eq!(
-        get("x-content-type-options").map(|v| v.to_ascii_lowercase()).as_deref(),
+        get("x-content-type-options")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref(),
         Some("nosniff"),
         "{what}: X-Content-Type-Options"
     );
-    let hsts = get("strict-transport-security").unwrap_or_else(|| panic!("{what}: no Strict-Transport-Security header"));
-    assert!(hsts.contains("max-age="), "{what}: Strict-Transport-Security without max-age: {hsts:?}");
+    let hsts = get("strict-transport-security")
+        .unwrap_or_else(|| panic!("{what}: no Strict-Transport-Security header"));
+    assert!(
+        hsts.contains("max-age="),
+        "{what}: Strict-Transport-Security without max-age: {hsts:?}"
+    );
 }
 
 pub fn header_of(resp: &reqwest::blocking::Response, name: &str) -> Option<String> {
-    resp.headers().get(name).map(|v| v.to_str().unwrap_or("<non-ascii>").to_string())
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap_or("<non-ascii>").to_string())
 }
 
 /// A `Location`/`Link` target must point at the proxy: relative, or absolute on the proxy's origin.
@@ -763,8 +924,17 @@ pub fn absolute(proxy: &Proxy, location: &str) -> String {
 /// Monolithic upload (POST, then PUT with the body and ?digest=). Returns the digest.
 pub fn push_blob(proxy: &Proxy, repo: &str, data: &[u8]) -> String {
     let digest = sha256_digest(data);
-    let r = proxy.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/")).send().unwrap();
-    assert_eq!(r.status(), 202, "POST upload for {repo}: {:?}\n{}", r.text(), proxy.logs());
+    let r = proxy
+        .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        202,
+        "POST upload for {repo}: {:?}\n{}",
+        r.text(),
+        proxy.logs()
+    );
     let loc = header_of(&r, "location").expect("upload Location");
     let sep = if loc.contains('?') { '&' } else { '?' };
     let put = format!("{}{sep}digest={digest}", absolute(proxy, &loc));
@@ -782,7 +952,9 @@ pub fn push_blob(proxy: &Proxy, repo: &str, data: &[u8]) -> String {
 
 /// Pushes a small image manifest (config + one layer) under `tag`; returns (manifest bytes, digest).
 pub fn push_image(proxy: &Proxy, repo: &str, tag: &str) -> (Vec<u8>, String) {
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[]}},"tag":"{tag}"}}"#);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[]}},"tag":"{tag}"}}"#
+    );
     let cfg_digest = push_blob(proxy, repo, config.as_bytes());
     let layer = pseudo_random(4096, tag.len() as u64 + 7);
     let layer_digest = push_blob(proxy, repo, &layer);
@@ -818,7 +990,11 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     pub fn header_values(&self, name: &str) -> Vec<String> {
         let n = name.to_ascii_lowercase();
-        self.headers.iter().filter(|(k, _)| *k == n).map(|(_, v)| v.clone()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| *k == n)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 }
 
@@ -861,7 +1037,11 @@ impl EchoUpstream {
     }
 }
 
-fn serve_echo(conn: TcpStream, port: u16, reqs: Arc<Mutex<Vec<RecordedRequest>>>) -> std::io::Result<()> {
+fn serve_echo(
+    conn: TcpStream,
+    port: u16,
+    reqs: Arc<Mutex<Vec<RecordedRequest>>>,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut writer = conn.try_clone()?;
     let mut reader = BufReader::new(conn);
@@ -898,8 +1078,14 @@ fn serve_echo(conn: TcpStream, port: u16, reqs: Arc<Mutex<Vec<RecordedRequest>>>
             .unwrap_or(0);
         let mut body = vec![0u8; len];
         reader.read_exact(&mut body)?;
-        let close = headers.iter().any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close"));
-        reqs.lock().unwrap().push(RecordedRequest { method: method.clone(), target: target.clone(), headers });
+        let close = headers
+            .iter()
+            .any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close"));
+        reqs.lock().unwrap().push(RecordedRequest {
+            method: method.clone(),
+            target: target.clone(),
+            headers,
+        });
 
         let path = target.split('?').next().unwrap_or("").to_string();
         let mut extra = String::new();
@@ -910,7 +1096,9 @@ fn serve_echo(conn: TcpStream, port: u16, reqs: Arc<Mutex<Vec<RecordedRequest>>>
             "202 Accepted"
         } else {
             if path.ends_with("/tags/list") {
-                extra.push_str(&format!("Link: <http://127.0.0.1:{port}{path}?last=a&n=1>; rel=\"next\"\r\n"));
+                extra.push_str(&format!(
+                    "Link: <http://127.0.0.1:{port}{path}?last=a&n=1>; rel=\"next\"\r\n"
+                ));
             }
             "200 OK"
         };
@@ -957,17 +1145,37 @@ pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, seed: u64) -> OciIm
     for i in 0..layers {
         let root = work.path().join(format!("layer{i}"));
         fs::create_dir_all(root.join(format!("data{i}"))).unwrap();
-        fs::write(root.join(format!("data{i}/hello{i}.txt")), format!("layer {i} of {tag} seed {seed}\n")).unwrap();
-        fs::write(root.join(format!("data{i}/random.bin")), pseudo_random(64 * 1024 * (i + 1), seed * 31 + i as u64)).unwrap();
+        fs::write(
+            root.join(format!("data{i}/hello{i}.txt")),
+            format!("layer {i} of {tag} seed {seed}\n"),
+        )
+        .unwrap();
+        fs::write(
+            root.join(format!("data{i}/random.bin")),
+            pseudo_random(64 * 1024 * (i + 1), seed * 31 + i as u64),
+        )
+        .unwrap();
         let tar = Command::new("tar")
-            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C"])
+            .args([
+                "--sort=name",
+                "--mtime=@0",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "-C",
+            ])
             .arg(&root)
             .args(["-cf", "-", "."])
             .output()
             .unwrap();
         assert!(tar.status.success(), "tar: {}", out_text(&tar));
         diff_ids.push(sha256_digest(&tar.stdout));
-        let mut gz = Command::new("gzip").args(["-n", "-c"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut gz = Command::new("gzip")
+            .args(["-n", "-c"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut stdin = gz.stdin.take().unwrap();
         let input = tar.stdout.clone();
         let writer = std::thread::spawn(move || stdin.write_all(&input));
@@ -1005,13 +1213,30 @@ pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, seed: u64) -> OciIm
     });
     fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    OciImage { dir: dir.to_path_buf(), tag: tag.to_string(), layer_digests, config_digest, manifest_digest }
+    OciImage {
+        dir: dir.to_path_buf(),
+        tag: tag.to_string(),
+        layer_digests,
+        config_digest,
+        manifest_digest,
+    }
 }
 
 /// Layer digests of the (single) image in an OCI layout dir.
 pub fn oci_layer_digests(dir: &Path) -> Vec<String> {
-    let index: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let md = index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
-    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(md)).unwrap()).unwrap();
-    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let md = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(md)).unwrap()).unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
 }

@@ -1,0 +1,460 @@
+//! Real registry clients through the proxy: skopeo (copy in and out, login,
+//! inspect) and podman (login, push, pull), each with its own state in a temp dir.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+use support::*;
+use tempfile::TempDir;
+
+/// Runs a client command with state confined to `state` (auth file, tmp dirs).
+fn run(state: &Path, program: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let auth = state.join("auth.json");
+    if !auth.exists() {
+        std::fs::write(&auth, "{}").unwrap();
+    }
+    let tmp = state.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut child = Command::new(program)
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .env("TMPDIR", &tmp)
+        .env("HOME", state)
+        .env("XDG_RUNTIME_DIR", state.join("xdg"))
+        .env("XDG_CONFIG_HOME", state.join("config"))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    if let Some(input) = stdin {
+        use std::io::Write;
+        let mut s = child.stdin.take().unwrap();
+        s.write_all(input.as_bytes()).unwrap();
+    }
+    wait_output(
+        child,
+        Duration::from_secs(240),
+        &format!("{program} {args:?}"),
+    )
+}
+
+fn ok(what: &str, o: Output, proxy: &Proxy) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed: {}\n{}",
+        out_text(&o),
+        proxy.logs()
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+struct Podman {
+    state: TempDir,
+    root: PathBuf,
+    runroot: PathBuf,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        let state = tempfile::Builder::new()
+            .prefix("portcullis-podman-")
+            .tempdir()
+            .unwrap();
+        let root = state.path().join("root");
+        let runroot = state.path().join("runroot");
+        Podman {
+            state,
+            root,
+            runroot,
+        }
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let ptmp = self.state.path().join("libpod-tmp");
+        let mut all: Vec<String> = vec![
+            "--root".into(),
+            self.root.display().to_string(),
+            "--runroot".into(),
+            self.runroot.display().to_string(),
+            "--tmpdir".into(),
+            ptmp.display().to_string(),
+            "--storage-driver".into(),
+            "vfs".into(),
+            "--events-backend".into(),
+            "none".into(),
+            "--cgroup-manager".into(),
+            "cgroupfs".into(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        run(self.state.path(), "podman", &refs, stdin)
+    }
+}
+
+#[test]
+fn skopeo_copies_a_multi_layer_image_in_and_out() {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let state = tempfile::tempdir().unwrap();
+    let src = state.path().join("src-oci");
+    let image = make_oci_layout(&src, "v1", 3, 1);
+    let creds = format!("{USER}:{PASS}");
+    let cert_dir = proxy.cert_dir();
+    let host = format!("127.0.0.1:{}", proxy.port());
+    let dest = format!("docker://{host}/clients/skopeo:v1");
+
+    let o = run(
+        state.path(),
+        "skopeo",
+        &[
+            "copy",
+            "--dest-creds",
+            &creds,
+            "--dest-cert-dir",
+            cert_dir.to_str().unwrap(),
+            &format!("oci:{}:v1", src.display()),
+            &dest,
+        ],
+        None,
+    );
+    ok("skopeo copy oci -> proxy", o, &proxy);
+
+    // what the registry itself now holds
+    let direct = reg
+        .direct()
+        .get(format!("{}/v2/clients/skopeo/manifests/v1", reg.url()))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    assert_eq!(direct.status(), 200, "manifest not in the registry");
+    let m: serde_json::Value = direct.json().unwrap();
+    let layers: Vec<String> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(layers, image.layer_digests, "layers stored in the registry");
+    assert_eq!(m["config"]["digest"].as_str().unwrap(), image.config_digest);
+
+    // inspect through the proxy
+    let o = run(
+        state.path(),
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--creds",
+            &creds,
+            "--cert-dir",
+            cert_dir.to_str().unwrap(),
+            &dest,
+        ],
+        None,
+    );
+    let raw = ok("skopeo inspect --raw", o, &proxy);
+    assert_eq!(
+        sha256_digest(raw.trim_end().as_bytes()),
+        image.manifest_digest,
+        "manifest via proxy differs:\n{raw}"
+    );
+
+    // and out again, into a new layout
+    let out = state.path().join("out-oci");
+    let o = run(
+        state.path(),
+        "skopeo",
+        &[
+            "copy",
+            "--src-creds",
+            &creds,
+            "--src-cert-dir",
+            cert_dir.to_str().unwrap(),
+            &dest,
+            &format!("oci:{}:v1", out.display()),
+        ],
+        None,
+    );
+    ok("skopeo copy proxy -> oci", o, &proxy);
+    assert_eq!(
+        oci_layer_digests(&out),
+        image.layer_digests,
+        "layers pulled back"
+    );
+    for d in &image.layer_digests {
+        let f = out
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"));
+        assert_eq!(
+            sha256_digest(&std::fs::read(&f).unwrap()),
+            *d,
+            "pulled blob content"
+        );
+    }
+
+    // with --tls-verify=false instead of a cert dir
+    let o = run(
+        state.path(),
+        "skopeo",
+        &[
+            "copy",
+            "--dest-creds",
+            &creds,
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", src.display()),
+            &format!("docker://{host}/clients/noverify:v1"),
+        ],
+        None,
+    );
+    ok("skopeo copy --dest-tls-verify=false", o, &proxy);
+}
+
+#[test]
+fn skopeo_with_wrong_credentials_is_refused() {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let state = tempfile::tempdir().unwrap();
+    let src = state.path().join("src-oci");
+    make_oci_layout(&src, "v1", 2, 2);
+    let host = format!("127.0.0.1:{}", proxy.port());
+    let o = run(
+        state.path(),
+        "skopeo",
+        &[
+            "copy",
+            "--dest-creds",
+            &format!("{USER}:wrong-password"),
+            "--dest-cert-dir",
+            proxy.cert_dir().to_str().unwrap(),
+            &format!("oci:{}:v1", src.display()),
+            &format!("docker://{host}/clients/denied:v1"),
+        ],
+        None,
+    );
+    assert!(
+        !o.status.success(),
+        "push with a wrong password succeeded: {}",
+        out_text(&o)
+    );
+    let text = out_text(&o).to_lowercase();
+    assert!(
+        text.contains("unauthorized")
+            || text.contains("401")
+            || text.contains("authentication required"),
+        "unexpected error: {text}"
+    );
+    let direct = reg
+        .direct()
+        .get(format!("{}/v2/clients/denied/tags/list", reg.url()))
+        .send()
+        .unwrap();
+    assert_eq!(
+        direct.status(),
+        404,
+        "something was stored despite the refusal"
+    );
+}
+
+#[test]
+fn skopeo_login_then_inspect_with_the_auth_file() {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    push_image(&proxy, "clients/login", "v1");
+    let state = tempfile::tempdir().unwrap();
+    let auth = state.path().join("skopeo-auth.json");
+    let host = format!("127.0.0.1:{}", proxy.port());
+    let cert_dir = proxy.cert_dir();
+
+    let o = run(
+        state.path(),
+        "skopeo",
+        &[
+            "login",
+            "--authfile",
+            auth.to_str().unwrap(),
+            "--cert-dir",
+            cert_dir.to_str().unwrap(),
+            "-u",
+            USER,
+            "--password",
+            "wrong",
+            &host,
+        ],
+        None,
+    );
+    assert!(
+        !o.status.success(),
+        "skopeo login with a wrong password succeeded: {}",
+        out_text(&o)
+    );
+
+    let o = run(
+        state.path(),
+        "skopeo",
+        &[
+            "login",
+            "--authfile",
+            auth.to_str().unwrap(),
+            "--cert-dir",
+            cert_dir.to_str().unwrap(),
+            "-u",
+            USER,
+            "--password-stdin",
+            &host,
+        ],
+        Some(&format!("{PASS}\n")),
+    );
+    ok("skopeo login", o, &proxy);
+    let saved = std::fs::read_to_string(&auth).unwrap();
+    assert!(
+        saved.contains(&host),
+        "auth file has no entry for {host}: {saved}"
+    );
+
+    let o = run(
+        state.path(),
+        "skopeo",
+        &[
+            "inspect",
+            "--authfile",
+            auth.to_str().unwrap(),
+            "--tls-verify=false",
+            &format!("docker://{host}/clients/login:v1"),
+        ],
+        None,
+    );
+    let out = ok("skopeo inspect with the auth file", o, &proxy);
+    assert!(out.contains("\"Digest\""), "{out}");
+
+    let o = run(
+        state.path(),
+        "skopeo",
+        &[
+            "list-tags",
+            "--authfile",
+            auth.to_str().unwrap(),
+            "--tls-verify=false",
+            &format!("docker://{host}/clients/login"),
+        ],
+        None,
+    );
+    let out = ok("skopeo list-tags", o, &proxy);
+    assert!(out.contains("\"v1\""), "{out}");
+}
+
+#[test]
+fn podman_login_push_and_pull() {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let host = format!("127.0.0.1:{}", proxy.port());
+    let cert_dir = proxy.cert_dir();
+    let cd = cert_dir.to_str().unwrap();
+
+    let pusher = Podman::new();
+    let src = pusher.state.path().join("src-oci");
+    let image = make_oci_layout(&src, "v1", 3, 3);
+    let config_hex = image
+        .config_digest
+        .trim_start_matches("sha256:")
+        .to_string();
+    let o = pusher.run(&["pull", &format!("oci:{}:v1", src.display())], None);
+    let out = ok("podman pull oci:", o, &proxy);
+    assert!(out.contains(&config_hex), "image id: {out}");
+
+    let o = pusher.run(
+        &[
+            "login",
+            "--cert-dir",
+            cd,
+            "-u",
+            USER,
+            "--password",
+            "wrong",
+            &host,
+        ],
+        None,
+    );
+    assert!(
+        !o.status.success(),
+        "podman login with a wrong password succeeded: {}",
+        out_text(&o)
+    );
+
+    let o = pusher.run(
+        &[
+            "login",
+            "--cert-dir",
+            cd,
+            "-u",
+            USER,
+            "--password-stdin",
+            &host,
+        ],
+        Some(&format!("{PASS}\n")),
+    );
+    ok("podman login", o, &proxy);
+
+    let target = format!("{host}/clients/podman:v2");
+    let o = pusher.run(&["tag", &config_hex, &target], None);
+    ok("podman tag", o, &proxy);
+    let o = pusher.run(&["push", "--cert-dir", cd, &target], None);
+    ok("podman push", o, &proxy);
+
+    // the registry holds an image with the same config (image id)
+    let direct = reg
+        .direct()
+        .get(format!("{}/v2/clients/podman/manifests/v2", reg.url()))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+        .send()
+        .unwrap();
+    assert_eq!(direct.status(), 200, "pushed manifest not in the registry");
+    let m: serde_json::Value = direct.json().unwrap();
+    assert_eq!(
+        m["config"]["digest"].as_str().unwrap(),
+        image.config_digest,
+        "config of the pushed image"
+    );
+    assert_eq!(m["layers"].as_array().unwrap().len(), 3);
+
+    // a second, empty podman pulls it back, over --tls-verify=false
+    let puller = Podman::new();
+    let o = puller.run(
+        &[
+            "login",
+            "--tls-verify=false",
+            "-u",
+            USER,
+            "--password-stdin",
+            &host,
+        ],
+        Some(PASS),
+    );
+    ok("podman login (puller)", o, &proxy);
+    let o = puller.run(&["pull", "--tls-verify=false", &target], None);
+    let out = ok("podman pull", o, &proxy);
+    assert!(out.contains(&config_hex), "pulled image id: {out}");
+    let o = puller.run(&["image", "inspect", "--format", "{{.Id}}", &target], None);
+    let out = ok("podman image inspect", o, &proxy);
+    assert_eq!(out.trim(), config_hex);
+
+    // logout: the next pull without credentials is refused
+    let o = puller.run(&["logout", &host], None);
+    ok("podman logout", o, &proxy);
+    let o = puller.run(&["pull", "--tls-verify=false", &target], None);
+    assert!(
+        !o.status.success(),
+        "pull after logout succeeded: {}",
+        out_text(&o)
+    );
+}
