@@ -176,7 +176,7 @@ pub fn remove_user(path: &Path, user: &str) -> Result<bool, HtpasswdError> {
     let before = text.lines().count();
     let lines: Vec<String> = text
         .lines()
-        .filter(|l| !l.split_once(':').is_some_and(|(u, _)| u.trim() == user))
+        .filter(|l| l.split_once(':').is_none_or(|(u, _)| u.trim() != user))
         .map(str::to_owned)
         .collect();
     if lines.len() == before {

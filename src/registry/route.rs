@@ -241,7 +241,7 @@ pub fn check_path_safety(path: &str) -> Result<(), RouteError> {
         || path.contains("//")
         || path
             .bytes()
-            .any(|b| b == b'%' || b == b'\\' || b < 0x21 || b >= 0x7f)
+            .any(|b| b == b'%' || b == b'\\' || !(0x21..0x7f).contains(&b))
         || path.split('/').any(|seg| seg == "." || seg == "..")
     {
         return Err(RouteError::Malformed);
