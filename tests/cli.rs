@@ -169,7 +169,8 @@ fn check_rejects_an_apr1_htpasswd_entry_naming_it() {
         "output names neither the user nor line 2: {}",
         out_text(&o)
     );
-    assert!(!out.contains("$apr1$"), "output leaks the hash: {out}");
+    let hash = apr1.split_once(':').unwrap().1;
+    assert!(!out.contains(hash), "output leaks the hash: {out}");
 }
 
 fn verify(file: &Path, user: &str, pass: &str) -> bool {

@@ -368,9 +368,13 @@ fn podman_login_push_and_pull() {
         .config_digest
         .trim_start_matches("sha256:")
         .to_string();
-    let o = pusher.run(&["pull", &format!("oci:{}:v1", src.display())], None);
-    let out = ok("podman pull oci:", o, &proxy);
-    assert!(out.contains(&config_hex), "image id: {out}");
+    // into podman's storage with skopeo (podman names oci: images after their path)
+    let store = format!("containers-storage:[vfs@{}+{}]localhost/clients/src:v1", pusher.root.display(), pusher.runroot.display());
+    let o = run(pusher.state.path(), "skopeo", &["copy", &format!("oci:{}:v1", src.display()), &store], None);
+    ok("skopeo copy oci: -> containers-storage:", o, &proxy);
+    let o = pusher.run(&["image", "inspect", "--format", "{{.Id}}", "localhost/clients/src:v1"], None);
+    let out = ok("podman image inspect (local)", o, &proxy);
+    assert_eq!(out.trim(), config_hex, "image id in podman storage");
 
     let o = pusher.run(
         &[

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs (Debian packages, cargo-nextest) and
+# runs every test: formatting, clippy, unit and integration tests against
+# real docker-registry, skopeo and podman on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  cmake gcc g++ make pkg-config curl ca-certificates openssl
+  docker-registry skopeo podman buildah uidmap apache2-utils
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo nextest run"
+cargo nextest run --profile ci "$@"
