@@ -55,11 +55,7 @@ fn load_fragment(fragment: &str) -> Result<Config, String> {
     let mut table: toml::Table = BASE.parse().unwrap();
     let over: toml::Table = fragment.parse().map_err(|e| format!("{e}"))?;
     // a fragment with cert/key replaces the base's self_signed
-    if over
-        .get("tls")
-        .and_then(|t| t.get("cert"))
-        .is_some()
-    {
+    if over.get("tls").and_then(|t| t.get("cert")).is_some() {
         table.remove("tls");
     }
     merge(&mut table, over);
@@ -81,15 +77,23 @@ fn md_files() -> Vec<std::path::PathBuf> {
 fn every_toml_block_in_docs_loads() {
     let mut count = 0;
     for file in md_files() {
-        let Ok(md) = std::fs::read_to_string(&file) else { continue };
+        let Ok(md) = std::fs::read_to_string(&file) else {
+            continue;
+        };
         for (line, block) in toml_blocks(&md) {
             count += 1;
             if let Err(e) = load_fragment(&block) {
-                panic!("{}:{line}: example does not load:\n{e}\n---\n{block}", file.display());
+                panic!(
+                    "{}:{line}: example does not load:\n{e}\n---\n{block}",
+                    file.display()
+                );
             }
         }
     }
-    assert!(count >= 5, "expected the docs to have TOML examples, found {count}");
+    assert!(
+        count >= 5,
+        "expected the docs to have TOML examples, found {count}"
+    );
 }
 
 #[test]
@@ -100,7 +104,11 @@ fn proxy_toml_loads() {
 
 fn dotted_keys(prefix: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
     for (k, v) in table {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             // a secret written as { env = … } is a value, not a section
             toml::Value::Table(t) if !t.contains_key("env") && !t.contains_key("file") => {
@@ -137,9 +145,18 @@ fn documented_keys_are_the_code_keys() {
     dotted_keys("", &full.parse().unwrap(), &mut example);
 
     let undocumented: Vec<_> = code.difference(&documented).collect();
-    assert!(undocumented.is_empty(), "keys without a ### heading in docs/configuration.md: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "keys without a ### heading in docs/configuration.md: {undocumented:?}"
+    );
     let stale: Vec<_> = documented.difference(&code).collect();
-    assert!(stale.is_empty(), "documented keys the code does not have: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "documented keys the code does not have: {stale:?}"
+    );
     let missing: Vec<_> = code.difference(&example).collect();
-    assert!(missing.is_empty(), "keys missing from the complete example: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "keys missing from the complete example: {missing:?}"
+    );
 }
