@@ -369,10 +369,28 @@ fn podman_login_push_and_pull() {
         .trim_start_matches("sha256:")
         .to_string();
     // into podman's storage with skopeo (podman names oci: images after their path)
-    let store = format!("containers-storage:[vfs@{}+{}]localhost/clients/src:v1", pusher.root.display(), pusher.runroot.display());
-    let o = run(pusher.state.path(), "skopeo", &["copy", &format!("oci:{}:v1", src.display()), &store], None);
+    let store = format!(
+        "containers-storage:[vfs@{}+{}]localhost/clients/src:v1",
+        pusher.root.display(),
+        pusher.runroot.display()
+    );
+    let o = run(
+        pusher.state.path(),
+        "skopeo",
+        &["copy", &format!("oci:{}:v1", src.display()), &store],
+        None,
+    );
     ok("skopeo copy oci: -> containers-storage:", o, &proxy);
-    let o = pusher.run(&["image", "inspect", "--format", "{{.Id}}", "localhost/clients/src:v1"], None);
+    let o = pusher.run(
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            "localhost/clients/src:v1",
+        ],
+        None,
+    );
     let out = ok("podman image inspect (local)", o, &proxy);
     assert_eq!(out.trim(), config_hex, "image id in podman storage");
 

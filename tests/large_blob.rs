@@ -20,7 +20,8 @@ const RSS_LIMIT_KIB: u64 = 100 * 1024;
 
 fn generator() -> String {
     format!(
-        "openssl enc -aes-128-ctr -nosalt -K 000102030405060708090a0b0c0d0e0f -iv 0f0e0d0c0b0a09080706050403020100 -in /dev/zero 2>/dev/null | head -c {SIZE}"
+        // openssl dies of SIGPIPE when head has enough: not an error under pipefail
+        "{{ openssl enc -aes-128-ctr -nosalt -K 000102030405060708090a0b0c0d0e0f -iv 0f0e0d0c0b0a09080706050403020100 -in /dev/zero 2>/dev/null || true; }} | head -c {SIZE}"
     )
 }
 
@@ -38,7 +39,11 @@ fn bash(script: &str) -> std::process::Output {
 fn digest_of_stream(cmd: &str) -> String {
     let o = bash(&format!("{cmd} | openssl dgst -sha256 -r"));
     assert!(o.status.success(), "digest pipeline: {}", out_text(&o));
-    let hex = String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().to_string();
+    let hex = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     format!("sha256:{hex}")
 }
 
@@ -57,7 +62,11 @@ fn one_gib_blob_push_and_pull_with_bounded_memory() {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kib) = s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()) {
+                    if let Some(kib) = s
+                        .lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    {
                         max_rss.fetch_max(kib, Ordering::Relaxed);
                     }
                 }
@@ -67,7 +76,10 @@ fn one_gib_blob_push_and_pull_with_bounded_memory() {
     };
 
     // push: POST, one streamed PATCH (HTTP/1.1, chunked request body), PUT ?digest=
-    let r = proxy.req(Method::POST, "/v2/big/layer/blobs/uploads/").send().unwrap();
+    let r = proxy
+        .req(Method::POST, "/v2/big/layer/blobs/uploads/")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 202, "{}", proxy.logs());
     let loc = absolute(&proxy, &header_of(&r, "location").unwrap());
     let dir = tempfile::tempdir().unwrap();
@@ -79,24 +91,44 @@ fn one_gib_blob_push_and_pull_with_bounded_memory() {
         ca = proxy.ca_pem_path().display(),
         hdr = hdr.display(),
     ));
-    assert!(o.status.success(), "streamed PATCH of 1 GiB failed: {}\n{}", out_text(&o), proxy.logs());
+    assert!(
+        o.status.success(),
+        "streamed PATCH of 1 GiB failed: {}\n{}",
+        out_text(&o),
+        proxy.logs()
+    );
     let headers = std::fs::read_to_string(&hdr).unwrap();
     let patch_loc = headers
         .lines()
         .rev()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("location")).map(|(_, v)| v.trim().to_string()))
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| v.trim().to_string())
+        })
         .unwrap_or_else(|| panic!("no Location after PATCH: {headers}"));
-    assert!(headers.to_ascii_lowercase().contains(&format!("range: 0-{}", SIZE - 1)), "registry did not get all bytes: {headers}");
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains(&format!("range: 0-{}", SIZE - 1)),
+        "registry did not get all bytes: {headers}"
+    );
     let sep = if patch_loc.contains('?') { '&' } else { '?' };
     let r = proxy
         .client()
-        .put(format!("{}{sep}digest={digest}", absolute(&proxy, &patch_loc)))
+        .put(format!(
+            "{}{sep}digest={digest}",
+            absolute(&proxy, &patch_loc)
+        ))
         .basic_auth(USER, Some(PASS))
         .send()
         .unwrap();
     assert_eq!(r.status(), 201, "PUT ?digest= after 1 GiB: {:?}", r.text());
 
-    let r = proxy.req(Method::HEAD, &format!("/v2/big/layer/blobs/{digest}")).send().unwrap();
+    let r = proxy
+        .req(Method::HEAD, &format!("/v2/big/layer/blobs/{digest}"))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header_of(&r, "content-length"), Some(SIZE.to_string()));
 
@@ -106,7 +138,12 @@ fn one_gib_blob_push_and_pull_with_bounded_memory() {
         ca = proxy.ca_pem_path().display(),
         url = proxy.url(&format!("/v2/big/layer/blobs/{digest}")),
     ));
-    assert_eq!(pulled, digest, "pulled 1 GiB blob differs\n{}", proxy.logs());
+    assert_eq!(
+        pulled,
+        digest,
+        "pulled 1 GiB blob differs\n{}",
+        proxy.logs()
+    );
 
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
@@ -114,6 +151,12 @@ fn one_gib_blob_push_and_pull_with_bounded_memory() {
     let sampled = max_rss.load(Ordering::Relaxed);
     eprintln!("proxy VmHWM {hwm} KiB, max sampled VmRSS {sampled} KiB");
     assert!(sampled > 0, "RSS was never sampled");
-    assert!(sampled < RSS_LIMIT_KIB, "proxy RSS reached {sampled} KiB during the transfer (limit {RSS_LIMIT_KIB})");
-    assert!(hwm < RSS_LIMIT_KIB, "proxy VmHWM {hwm} KiB (limit {RSS_LIMIT_KIB})");
+    assert!(
+        sampled < RSS_LIMIT_KIB,
+        "proxy RSS reached {sampled} KiB during the transfer (limit {RSS_LIMIT_KIB})"
+    );
+    assert!(
+        hwm < RSS_LIMIT_KIB,
+        "proxy VmHWM {hwm} KiB (limit {RSS_LIMIT_KIB})"
+    );
 }
