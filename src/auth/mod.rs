@@ -8,6 +8,7 @@ pub mod basic;
 pub mod cache;
 pub mod hash_pool;
 pub mod htpasswd;
+pub mod token;
 
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
