@@ -1,0 +1,1 @@
+//! Docker registry token auth (JWT).
