@@ -4,10 +4,13 @@
 //! pairs are cached so the bcrypt cost is paid once per TTL, not once per
 //! request, and bcrypt itself runs on a bounded pool off the proxy workers.
 
+pub mod acl;
 pub mod basic;
 pub mod cache;
+pub mod groups;
 pub mod hash_pool;
 pub mod htpasswd;
+pub mod throttle;
 pub mod token;
 
 use arc_swap::ArcSwap;

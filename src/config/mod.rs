@@ -24,6 +24,118 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Ordered access rules; the first that matches decides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<RuleConfig>,
+}
+
+/// One `[[access]]` rule as written; compiled by `auth::acl`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub users: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+    #[serde(default)]
+    pub anonymous: bool,
+    pub repositories: Option<Vec<String>>,
+    pub networks: Option<Vec<String>>,
+    pub actions: Vec<String>,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Basic credentials on every request (what the nginx recipe does).
+    #[default]
+    Basic,
+    /// Docker token auth: clients get a JWT at the token endpoint.
+    Token,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Failures (per address, per user) before attempts are refused.
+    #[serde(default = "defaults::max_failures")]
+    pub max_failures: u32,
+    /// Failures are forgotten after this long without a new one.
+    #[serde(default = "defaults::throttle_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// The first refusal period; doubles with each further failure.
+    #[serde(default = "defaults::backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    #[serde(default = "defaults::max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    #[serde(default = "defaults::throttle_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            enabled: true,
+            max_failures: defaults::max_failures(),
+            window: defaults::throttle_window(),
+            backoff: defaults::backoff(),
+            max_backoff: defaults::max_backoff(),
+            max_entries: defaults::throttle_entries(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// `iss` of issued tokens; registry:2's `auth.token.issuer`.
+    #[serde(default = "defaults::issuer")]
+    pub issuer: String,
+    /// `aud`; the `service` clients ask for; registry:2's `auth.token.service`.
+    #[serde(default = "defaults::service")]
+    pub service: String,
+    #[serde(default = "defaults::token_lifetime", with = "humantime_serde")]
+    pub lifetime: Duration,
+    #[serde(default = "defaults::refresh_lifetime", with = "humantime_serde")]
+    pub refresh_lifetime: Duration,
+    /// Per-user access-token lifetimes (robot accounts for CI).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub lifetimes: std::collections::BTreeMap<String, humantime_serde::Serde<Duration>>,
+    #[serde(default = "defaults::algorithm")]
+    pub algorithm: String,
+    /// PEM private key; generated in `key_dir` when not set.
+    pub signing_key: Option<PathBuf>,
+    #[serde(default = "defaults::key_dir")]
+    pub key_dir: PathBuf,
+    /// Extra public keys or certificates (PEM) accepted for verification,
+    /// e.g. the previous key during a rotation.
+    #[serde(default)]
+    pub verification_keys: Vec<PathBuf>,
+    /// Path of the token endpoint on the TLS listener.
+    #[serde(default = "defaults::token_path")]
+    pub path: String,
+    /// Public URL of the token endpoint for the challenge; default: built
+    /// from the request's Host.
+    pub realm: Option<url::Url>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            issuer: defaults::issuer(),
+            service: defaults::service(),
+            lifetime: defaults::token_lifetime(),
+            refresh_lifetime: defaults::refresh_lifetime(),
+            lifetimes: Default::default(),
+            algorithm: defaults::algorithm(),
+            signing_key: None,
+            key_dir: defaults::key_dir(),
+            verification_keys: Vec::new(),
+            path: defaults::token_path(),
+            realm: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -85,11 +197,27 @@ pub struct AuthConfig {
     #[serde(default = "defaults::hash_threads")]
     pub hash_threads: usize,
     pub htpasswd: Option<HtpasswdConfig>,
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// Groups of htpasswd users: `group = ["user", …]`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// An Apache-style group file (`group: user user`), merged with `groups`.
+    pub groups_file: Option<PathBuf>,
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
+    #[serde(default)]
+    pub token: TokenConfig,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
+            mode: AuthMode::Basic,
+            groups: Default::default(),
+            groups_file: None,
+            throttle: ThrottleConfig::default(),
+            token: TokenConfig::default(),
             realm: defaults::realm(),
             cache_ttl: defaults::cache_ttl(),
             cache_size: defaults::cache_size(),
@@ -171,6 +299,42 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn max_failures() -> u32 {
+        10
+    }
+    pub fn throttle_window() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn backoff() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn max_backoff() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn throttle_entries() -> u64 {
+        100_000
+    }
+    pub fn issuer() -> String {
+        "portcullis".to_owned()
+    }
+    pub fn service() -> String {
+        "container-registry".to_owned()
+    }
+    pub fn token_lifetime() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn refresh_lifetime() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn algorithm() -> String {
+        "ES256".to_owned()
+    }
+    pub fn key_dir() -> std::path::PathBuf {
+        "/var/lib/portcullis".into()
+    }
+    pub fn token_path() -> String {
+        "/token".to_owned()
     }
 }
 
@@ -320,6 +484,38 @@ impl Config {
             p.push(Problem::new(
                 "auth.htpasswd",
                 "no authentication backend configured (add [auth.htpasswd] path = …)",
+            ));
+        }
+        if let Err(rule_problems) = crate::auth::acl::Acl::compile(&self.access, Default::default())
+        {
+            p.extend(rule_problems);
+        }
+        let t = &self.auth.token;
+        if !matches!(t.algorithm.as_str(), "ES256" | "RS256" | "EdDSA") {
+            p.push(Problem::new(
+                "auth.token.algorithm",
+                "must be ES256, RS256 or EdDSA",
+            ));
+        }
+        if !t.path.starts_with('/') || t.path.starts_with("/v2") {
+            p.push(Problem::new(
+                "auth.token.path",
+                "must start with / and not be under /v2",
+            ));
+        }
+        if t.lifetime.is_zero() || t.refresh_lifetime.is_zero() {
+            p.push(Problem::new(
+                "auth.token.lifetime",
+                "token lifetimes must be greater than zero",
+            ));
+        }
+        let th = &self.auth.throttle;
+        if th.enabled
+            && (th.max_failures == 0 || th.backoff.is_zero() || th.max_backoff < th.backoff)
+        {
+            p.push(Problem::new(
+                "auth.throttle",
+                "max_failures must be at least 1 and max_backoff at least backoff",
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
