@@ -277,21 +277,30 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    /// The request URIs the registry logged (`http.request.uri=...`).
+    /// The request URIs the registry logged, from both of its log forms: the
+    /// app log (`http.request.uri=...`, only for routed requests) and the
+    /// access log (`"GET /uri HTTP/1.1"`, for every request, routed or not).
     pub fn logged_uris(&self) -> Vec<String> {
-        self.registry_log()
-            .lines()
-            .filter_map(|l| {
-                let i = l.find("http.request.uri=")?;
+        let mut uris = Vec::new();
+        for l in self.registry_log().lines() {
+            if let Some(i) = l.find("http.request.uri=") {
                 let rest = &l[i + "http.request.uri=".len()..];
                 let v = if let Some(r) = rest.strip_prefix('"') {
                     r.split('"').next().unwrap_or("")
                 } else {
                     rest.split(' ').next().unwrap_or("")
                 };
-                Some(v.to_string())
-            })
-            .collect()
+                uris.push(v.to_string());
+            } else if let Some(i) = l.find("] \"") {
+                // 127.0.0.1 - - [date] "GET /v2/ HTTP/1.1" 200 2 "" "agent"
+                let req = l[i + 3..].split('"').next().unwrap_or("");
+                let mut parts = req.split(' ');
+                if let (Some(_method), Some(uri)) = (parts.next(), parts.next()) {
+                    uris.push(uri.to_string());
+                }
+            }
+        }
+        uris
     }
 
     /// A plain HTTP client talking to the registry directly (bypassing the proxy).
