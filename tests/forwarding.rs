@@ -488,7 +488,11 @@ fn concurrent_uploads_and_downloads_share_connections() {
     for http1 in [false, true] {
         // one client: over HTTP/2 the requests are multiplexed on one connection
         let client = proxy.new_client(http1);
-        let want = if http1 { Version::HTTP_11 } else { Version::HTTP_2 };
+        let want = if http1 {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_2
+        };
         std::thread::scope(|s| {
             for i in 0..6u64 {
                 let client = client.clone();
@@ -497,17 +501,34 @@ fn concurrent_uploads_and_downloads_share_connections() {
                     let repo = format!("conc/{}{i}", if http1 { "h1-" } else { "h2-" });
                     let data = pseudo_random(512 * 1024 + i as usize, 100 + i);
                     let digest = sha256_digest(&data);
-                    let r = client.post(proxy.url(&format!("/v2/{repo}/blobs/uploads/"))).basic_auth(USER, Some(PASS)).send().unwrap();
+                    let r = client
+                        .post(proxy.url(&format!("/v2/{repo}/blobs/uploads/")))
+                        .basic_auth(USER, Some(PASS))
+                        .send()
+                        .unwrap();
                     assert_eq!(r.status(), 202);
                     assert_eq!(r.version(), want);
                     let loc = absolute(proxy, &header_of(&r, "location").unwrap());
                     let sep = if loc.contains('?') { '&' } else { '?' };
-                    let r = client.put(format!("{loc}{sep}digest={digest}")).basic_auth(USER, Some(PASS)).body(data.clone()).send().unwrap();
+                    let r = client
+                        .put(format!("{loc}{sep}digest={digest}"))
+                        .basic_auth(USER, Some(PASS))
+                        .body(data.clone())
+                        .send()
+                        .unwrap();
                     assert_eq!(r.status(), 201, "{repo}: {:?}", r.text());
                     for _ in 0..3 {
-                        let r = client.get(proxy.url(&format!("/v2/{repo}/blobs/{digest}"))).basic_auth(USER, Some(PASS)).send().unwrap();
+                        let r = client
+                            .get(proxy.url(&format!("/v2/{repo}/blobs/{digest}")))
+                            .basic_auth(USER, Some(PASS))
+                            .send()
+                            .unwrap();
                         assert_eq!(r.status(), 200);
-                        assert_eq!(sha256_digest(&r.bytes().unwrap()), digest, "{repo}: content");
+                        assert_eq!(
+                            sha256_digest(&r.bytes().unwrap()),
+                            digest,
+                            "{repo}: content"
+                        );
                     }
                 });
             }

@@ -108,9 +108,15 @@ pub fn free_port() -> u16 {
 
 /// Polls `f` every 50 ms until it returns true, at most `limit`; panics with
 /// `what` and the diagnostics from `diag` otherwise.
-pub fn wait_until(
+pub fn wait_until(what: &str, limit: Duration, f: impl FnMut() -> bool, diag: impl Fn() -> String) {
+    wait_until_every(what, limit, Duration::from_millis(50), f, diag)
+}
+
+/// [`wait_until`] polling every `every`.
+pub fn wait_until_every(
     what: &str,
     limit: Duration,
+    every: Duration,
     mut f: impl FnMut() -> bool,
     diag: impl Fn() -> String,
 ) {
@@ -122,7 +128,7 @@ pub fn wait_until(
         if start.elapsed() > limit {
             panic!("timed out after {limit:?} waiting for: {what}\n{}", diag());
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
 }
 
