@@ -131,6 +131,7 @@ fn chunked_upload(
         .send()
         .unwrap();
     assert_eq!(r.version(), want);
+    assert_common_headers("201 PUT ?digest=", |h| header_of(&r, h));
     assert_eq!(r.status(), 201, "PUT ?digest=: {:?}", r.text());
     assert_eq!(
         header_of(&r, "docker-content-digest").as_deref(),
@@ -246,6 +247,7 @@ fn range_request_returns_206_and_the_right_bytes() {
             .send()
             .unwrap();
         assert_eq!(r.status(), 206, "{name}: Range request status");
+        assert_common_headers("206 Range", |h| header_of(&r, h));
         assert_eq!(
             header_of(&r, "content-range").as_deref(),
             Some("bytes 1000-1999/100000"),

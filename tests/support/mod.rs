@@ -427,6 +427,8 @@ pub struct ProxyOptions {
     /// Put cert/key in a certbot layout (live/ symlinks into archive/).
     pub certbot_layout: bool,
     pub watch_interval: String,
+    /// Raw TOML lines added to the `[server]` table.
+    pub extra_server: String,
     /// Raw TOML appended to the generated config.
     pub extra_toml: String,
 }
@@ -438,6 +440,7 @@ impl Default for ProxyOptions {
             upstream_url: None,
             certbot_layout: false,
             watch_interval: "200ms".to_string(),
+            extra_server: String::new(),
             extra_toml: String::new(),
         }
     }
@@ -516,6 +519,7 @@ impl Proxy {
 listen = "127.0.0.1:{port}"
 watch_interval = "{watch}"
 grace_period = "1s"
+{extra_server}
 
 [upstream]
 url = "{upstream}"
@@ -539,6 +543,7 @@ level = "info"
             key = key_path.display(),
             htpasswd = htpasswd.display(),
             extra = opts.extra_toml,
+            extra_server = opts.extra_server,
         );
         fs::write(dir.path().join("proxy.toml"), config).unwrap();
 
