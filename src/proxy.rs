@@ -11,9 +11,12 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::auth::{self, AuthFailure, Authenticator};
+use crate::auth::gate::{Gate, LoginOutcome};
+use crate::auth::principal::{self, Challenge, Principal, Refusal};
+use crate::auth::token_endpoint::{Answer, Endpoint};
 use crate::observe::access_log::{self, AccessRecord};
 use crate::observe::drain::InFlight;
+use crate::registry::catalog;
 use crate::registry::errors::RegistryError;
 use crate::registry::route::{self, Route};
 use crate::registry::{headers, location};
@@ -21,8 +24,10 @@ use crate::upstream::Upstream;
 
 pub struct RegistryProxy {
     pub upstream: Arc<Upstream>,
-    pub auth: Arc<Authenticator>,
+    pub gate: Arc<Gate>,
     pub realm: String,
+    /// Token mode: the endpoint's path, service name and public URL.
+    pub token_endpoint: Option<Endpoint>,
     /// Precomputed `Strict-Transport-Security` value, if enabled.
     pub hsts: Option<String>,
     /// The TLS port, for redirects from the plain-HTTP listener.
@@ -35,7 +40,7 @@ pub struct RequestCtx {
     start: Instant,
     route: Option<Route>,
     user: Option<String>,
-    auth_failure: Option<AuthFailure>,
+    login: Option<LoginOutcome>,
     /// `https://host[:port]` as the client addressed us.
     public_origin: Option<String>,
     upstream_start: Option<Instant>,
@@ -52,7 +57,7 @@ impl ProxyHttp for RegistryProxy {
             start: Instant::now(),
             route: None,
             user: None,
-            auth_failure: None,
+            login: None,
             public_origin: None,
             upstream_start: None,
             upstream_ms: None,
@@ -81,55 +86,84 @@ impl ProxyHttp for RegistryProxy {
             return Ok(true);
         }
         ctx.public_origin = host.map(|h| format!("https://{h}"));
+        let ip = client_addr(session);
+
+        if let Some(endpoint) = &self.token_endpoint {
+            if session.req_header().uri.path() == endpoint.path {
+                let answer = endpoint.serve(session, &self.gate, ip).await?;
+                self.answer_token(session, ctx, answer).await?;
+                return Ok(true);
+            }
+        }
 
         // 1. route
         let req = session.req_header();
         let route = match route::parse(req.uri.path(), req.uri.query()) {
             Ok(r) => r,
             Err(e) => {
-                self.respond(session, &RegistryError::from(e), false)
-                    .await?;
+                self.respond(
+                    session,
+                    &RegistryError::from(e),
+                    &Challenge::None,
+                    None,
+                    ctx,
+                )
+                .await?;
                 return Ok(true);
             }
         };
-        if let Err(e) = route.required(&req.method) {
-            self.respond(session, &RegistryError::from(e), false)
+        let method = req.method.clone();
+        ctx.route = Some(route.clone());
+        let needs = match route.required(&method) {
+            Ok(n) => n,
+            Err(e) => {
+                self.respond(
+                    session,
+                    &RegistryError::from(e),
+                    &Challenge::None,
+                    None,
+                    ctx,
+                )
                 .await?;
-            return Ok(true);
-        }
-        ctx.route = Some(route);
+                return Ok(true);
+            }
+        };
 
-        // 2. authenticate (every authenticated user may do everything for now)
-        let creds = session
-            .req_header()
+        // 2. authenticate
+        let authorization = req
             .headers
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| auth::basic::parse(v.as_bytes()));
-        let Some(creds) = creds else {
-            self.respond(session, &RegistryError::UNAUTHORIZED, true)
-                .await?;
-            return Ok(true);
-        };
-        ctx.user = Some(creds.user.clone());
-        match self.auth.verify(&creds).await {
-            Ok(_) => Ok(false),
-            Err(failure) => {
-                ctx.auth_failure = Some(failure);
-                tracing::info!(
-                    target: "auth",
-                    user = %creds.user,
-                    client = %client_ip(session),
-                    reason = failure.as_str(),
-                    "login refused"
-                );
-                let err = match failure {
-                    AuthFailure::Unavailable => RegistryError::UNAVAILABLE,
-                    _ => RegistryError::UNAUTHORIZED,
-                };
-                self.respond(session, &err, true).await?;
-                Ok(true)
+            .map(|v| v.as_bytes().to_vec());
+        let (principal, outcome) = self.gate.authenticate(authorization.as_deref(), ip).await;
+        ctx.login = outcome;
+        let principal = match principal {
+            Ok(p) => p,
+            Err(refusal) => {
+                self.refuse(session, ctx, &refusal).await?;
+                return Ok(true);
             }
+        };
+        ctx.user = principal.user().map(str::to_owned);
+
+        // 3. authorize
+        let acl = self.gate.acl.load();
+        if let Err(refusal) = principal::authorize(&principal, &acl, ip, self.gate.mode, &needs) {
+            tracing::info!(
+                target: "auth",
+                user = principal.user().unwrap_or("-"),
+                client = %ip,
+                route = route.kind(),
+                repository = route.repo().map(|r| r.as_str()).unwrap_or("-"),
+                "request denied by the access rules"
+            );
+            self.refuse(session, ctx, &refusal).await?;
+            return Ok(true);
         }
+        if route == Route::Catalog {
+            self.catalog(session, &principal, ip, ctx).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn upstream_peer(
@@ -189,7 +223,10 @@ impl ProxyHttp for RegistryProxy {
         let code = match err {
             Some(err) if session.response_written().is_none() => {
                 tracing::warn!(target: "upstream", error = %e, status = err.status, "upstream request failed");
-                if let Err(we) = self.respond(session, &err, false).await {
+                if let Err(we) = self
+                    .respond(session, &err, &Challenge::None, None, _ctx)
+                    .await
+                {
                     tracing::debug!("cannot send error response: {we}");
                 }
                 err.status
@@ -219,7 +256,7 @@ impl ProxyHttp for RegistryProxy {
         let req = session.req_header();
         access_log::write(&AccessRecord {
             client: client_ip(session),
-            user: ctx.user.as_deref().filter(|_| ctx.auth_failure.is_none()),
+            user: ctx.user.as_deref(),
             method: req.method.as_str(),
             path: req.uri.path(),
             route: ctx.route.as_ref().map(Route::kind),
@@ -246,36 +283,186 @@ impl RegistryProxy {
         Ok(())
     }
 
-    /// Answers with the registry's JSON error body, and the Basic challenge
-    /// where a client should (re)try with credentials.
-    async fn respond(
+    /// Answers a refused request: JSON error, challenge, `Retry-After`.
+    pub async fn refuse(&self, session: &mut Session, ctx: &RequestCtx, r: &Refusal) -> Result<()> {
+        if let Some(LoginOutcome::Failed(f)) = ctx.login {
+            tracing::info!(target: "auth", client = %client_addr(session), reason = f.as_str(), "login refused");
+        }
+        self.respond(session, &r.error, &r.challenge, r.retry_after, ctx)
+            .await
+    }
+
+    /// Writes one of the proxy's own answers, in the registry's JSON format.
+    pub async fn respond(
         &self,
         session: &mut Session,
         err: &RegistryError,
-        challenge: bool,
+        challenge: &Challenge,
+        retry_after: Option<u64>,
+        ctx: &RequestCtx,
     ) -> Result<()> {
         let body = Bytes::from(err.body());
-        let mut resp = ResponseHeader::build(err.status, Some(5))?;
+        let mut resp = ResponseHeader::build(err.status, Some(6))?;
         resp.insert_header(
             http::header::CONTENT_TYPE,
             "application/json; charset=utf-8",
         )?;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        if challenge {
-            resp.insert_header(
-                http::header::WWW_AUTHENTICATE,
-                format!("Basic realm=\"{}\"", self.realm),
-            )?;
+        if let Some(value) = self.challenge_header(challenge, ctx) {
+            resp.insert_header(http::header::WWW_AUTHENTICATE, value)?;
+        }
+        if let Some(secs) = retry_after {
+            resp.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
         }
         self.add_security_headers(&mut resp)?;
-        let head_only = session.req_header().method == http::Method::HEAD;
+        self.write(session, resp, Some(body)).await
+    }
+
+    /// Sends a complete response; no body for HEAD.
+    pub async fn write(
+        &self,
+        session: &mut Session,
+        resp: ResponseHeader,
+        body: Option<Bytes>,
+    ) -> Result<()> {
+        let head_only = session.req_header().method == http::Method::HEAD || body.is_none();
         session
             .write_response_header(Box::new(resp), head_only)
             .await?;
         if !head_only {
-            session.write_response_body(Some(body), true).await?;
+            session.write_response_body(body, true).await?;
         }
         Ok(())
+    }
+
+    fn challenge_header(&self, challenge: &Challenge, ctx: &RequestCtx) -> Option<String> {
+        match challenge {
+            Challenge::None => None,
+            Challenge::Basic => Some(format!("Basic realm=\"{}\"", self.realm)),
+            Challenge::Bearer { scope, error } => {
+                let endpoint = self.token_endpoint.as_ref()?;
+                let mut v = format!(
+                    "Bearer realm=\"{}\",service=\"{}\"",
+                    endpoint.realm(ctx.public_origin.as_deref()),
+                    endpoint.service
+                );
+                if let Some(scope) = scope {
+                    v.push_str(&format!(",scope=\"{scope}\""));
+                }
+                if let Some(error) = error {
+                    v.push_str(&format!(",error=\"{error}\""));
+                }
+                Some(v)
+            }
+        }
+    }
+
+    async fn answer_token(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        answer: Answer,
+    ) -> Result<()> {
+        let (status, body) = match answer {
+            Answer::Token { json, user } => {
+                ctx.user = user;
+                (200, json)
+            }
+            Answer::BadRequest(e) => (e.status(), e.body()),
+            Answer::MethodNotAllowed => {
+                return self
+                    .respond(
+                        session,
+                        &RegistryError::METHOD_NOT_ALLOWED,
+                        &Challenge::None,
+                        None,
+                        ctx,
+                    )
+                    .await
+            }
+            Answer::Refused(refusal, outcome) => {
+                ctx.login = outcome;
+                return self.refuse(session, ctx, &refusal).await;
+            }
+        };
+        let mut resp = ResponseHeader::build(status, Some(5))?;
+        resp.insert_header(
+            http::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        )?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        self.add_security_headers(&mut resp)?;
+        self.write(session, resp, Some(Bytes::from(body))).await
+    }
+
+    /// The filtered catalog: only repositories the caller may pull.
+    async fn catalog(
+        &self,
+        session: &mut Session,
+        principal: &Principal,
+        ip: std::net::IpAddr,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        let query = session.req_header().uri.query();
+        let n = route::query_param(query, "n")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(catalog::DEFAULT_PAGE)
+            .min(catalog::MAX_PAGE);
+        let last = route::query_param(query, "last");
+        let acl = self.gate.acl.load();
+        let groups: Vec<String> = match principal {
+            Principal::User { groups, .. } => groups.clone(),
+            other => other
+                .user()
+                .map(|u| acl.static_groups(u).to_vec())
+                .unwrap_or_default(),
+        };
+        let caller = crate::auth::acl::Caller {
+            user: principal.user(),
+            groups: &groups,
+            ip,
+        };
+        let visible = |name: &str| {
+            acl.check(&caller, Some(name), route::Action::Pull)
+                .allowed()
+        };
+        let source = self.upstream.catalog_source();
+        let page = if n == 0 {
+            Ok(catalog::Filtered {
+                repositories: Vec::new(),
+                next: None,
+            })
+        } else {
+            catalog::filtered(&source, last.as_deref(), n, visible).await
+        };
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(target: "upstream", error = %e, "catalog request failed");
+                return self
+                    .respond(
+                        session,
+                        &RegistryError::BAD_GATEWAY,
+                        &Challenge::None,
+                        None,
+                        ctx,
+                    )
+                    .await;
+            }
+        };
+        let (body, link) = catalog::render(&page, n);
+        let mut resp = ResponseHeader::build(200, Some(6))?;
+        resp.insert_header(
+            http::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        )?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        if let Some(link) = link {
+            resp.insert_header(http::header::LINK, link)?;
+        }
+        self.add_security_headers(&mut resp)?;
+        self.write(session, resp, Some(Bytes::from(body))).await
     }
 }
 
@@ -283,10 +470,14 @@ fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
-fn client_ip(session: &Session) -> String {
+fn client_addr(session: &Session) -> std::net::IpAddr {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+fn client_ip(session: &Session) -> String {
+    client_addr(session).to_string()
 }

@@ -8,8 +8,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::auth::{AuthSetupError, Authenticator};
-use crate::config::{Config, ConfigError};
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::auth::acl::Acl;
+use crate::auth::gate::Gate;
+use crate::auth::principal::Mode;
+use crate::auth::throttle::Throttle;
+use crate::auth::token::jwt::TokenIssuer;
+use crate::auth::token::keys::{KeySet, KeySettings};
+use crate::auth::token_endpoint::Endpoint;
+use crate::auth::{groups, AuthSetupError, Authenticator};
+use crate::config::{AuthMode, Config, ConfigError, Problem, TokenConfig};
 use crate::observe::{drain, logging};
 use crate::proxy::RegistryProxy;
 use crate::tls::{TlsError, TlsState};
@@ -28,6 +38,32 @@ pub enum ServeError {
     Upstream(#[from] UpstreamError),
     #[error("cannot start the file watcher: {0}")]
     Watcher(std::io::Error),
+    #[error("auth.token: {0}")]
+    Token(String),
+}
+
+/// The access rules and groups from a config (also used on reload).
+pub fn build_acl(cfg: &Config) -> Result<Arc<Acl>, ConfigError> {
+    let groups = groups::load(&cfg.auth).map_err(|e| ConfigError {
+        problems: vec![Problem::new("auth.groups_file", e.to_string())],
+    })?;
+    Acl::compile(&cfg.access, groups).map_err(|problems| ConfigError { problems })
+}
+
+/// Signing and verification keys for token mode (generated on first start).
+pub fn build_issuer(t: &TokenConfig) -> Result<TokenIssuer, ServeError> {
+    let settings = KeySettings {
+        signing_key: t.signing_key.clone(),
+        generate_dir: t.key_dir.clone(),
+        algorithm: t
+            .algorithm
+            .parse()
+            .map_err(|e| ServeError::Token(format!("algorithm: {e}")))?,
+        extra_verification_keys: t.verification_keys.clone(),
+    };
+    let keys = KeySet::load(&settings).map_err(|e| ServeError::Token(e.to_string()))?;
+    Ok(TokenIssuer::new(keys, &t.issuer, &t.service, t.lifetime)
+        .with_refresh_lifetime(t.refresh_lifetime))
 }
 
 pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
@@ -36,6 +72,34 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
     let tls = TlsState::new(&cfg.tls)?;
     let auth = Arc::new(Authenticator::new(&cfg.auth)?);
     let upstream = Arc::new(Upstream::new(&cfg.upstream)?);
+    let acl = Arc::new(ArcSwap::new(build_acl(&cfg)?));
+    if acl.load().rule_count() == 0 {
+        tracing::warn!(
+            "no [[access]] rules: every authenticated user may pull, push and delete everything"
+        );
+    }
+    let (mode, tokens) = match cfg.auth.mode {
+        AuthMode::Basic => (Mode::Basic, None),
+        AuthMode::Token => {
+            let issuer = Arc::new(build_issuer(&cfg.auth.token)?);
+            tracing::info!(
+                kid = issuer.keys().signing().kid(),
+                cert = %issuer.keys().cert_path().display(),
+                "token auth: signing key loaded (the certificate is registry:2's auth.token.rootcertbundle)"
+            );
+            (Mode::Token, Some(issuer))
+        }
+    };
+    let token_endpoint = tokens
+        .as_ref()
+        .map(|t| Endpoint::new(&cfg.auth.token, Arc::clone(t)));
+    let gate = Arc::new(Gate {
+        authenticator: Arc::clone(&auth),
+        acl: Arc::clone(&acl),
+        throttle: Throttle::new(&cfg.auth.throttle),
+        mode,
+        tokens,
+    });
     tracing::info!(
         users = auth.user_count(),
         htpasswd = %auth.htpasswd_path().display(),
@@ -65,7 +129,8 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
 
     let proxy = RegistryProxy {
         upstream: Arc::clone(&upstream),
-        auth: Arc::clone(&auth),
+        gate,
+        token_endpoint,
         realm: cfg.auth.realm.clone(),
         hsts: (!cfg.server.hsts_max_age.is_zero())
             .then(|| format!("max-age={}", cfg.server.hsts_max_age.as_secs())),
@@ -88,7 +153,14 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
     }
     server.add_service(service);
 
-    spawn_watcher(&cfg, tls, auth, upstream).map_err(ServeError::Watcher)?;
+    let watched = Watched {
+        config_path: config_path.to_owned(),
+        tls,
+        auth,
+        acl,
+        upstream,
+    };
+    spawn_watcher(&cfg, watched).map_err(ServeError::Watcher)?;
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals {
             grace: cfg.server.grace_period,
@@ -97,28 +169,43 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Polls the certificate and htpasswd files, and re-resolves the upstream.
-/// Runs on its own thread: file reads and parsing never touch a worker.
-fn spawn_watcher(
-    cfg: &Config,
-    mut tls: TlsState,
+/// What the watcher thread keeps up to date.
+struct Watched {
+    config_path: PathBuf,
+    tls: TlsState,
     auth: Arc<Authenticator>,
+    acl: Arc<ArcSwap<Acl>>,
     upstream: Arc<Upstream>,
-) -> std::io::Result<()> {
+}
+
+/// Polls the certificate, htpasswd, group and config files (and reloads
+/// on SIGHUP), and re-resolves the upstream. Runs on its own thread: file
+/// reads and parsing never touch a worker.
+fn spawn_watcher(cfg: &Config, mut w: Watched) -> std::io::Result<()> {
     let interval = cfg.server.watch_interval;
-    let mut htpasswd = FileWatch::new(vec![auth.htpasswd_path().to_owned()]);
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
+    let mut htpasswd = FileWatch::new(vec![w.auth.htpasswd_path().to_owned()]);
     htpasswd.changed();
+    let mut policy_files = vec![w.config_path.clone()];
+    policy_files.extend(cfg.auth.groups_file.clone());
+    let mut policy = FileWatch::new(policy_files);
+    policy.changed();
     std::thread::Builder::new()
         .name("portcullis-watch".into())
         .spawn(move || {
             let mut last_resolve = Instant::now();
             loop {
                 std::thread::sleep(interval);
-                if let Some(files) = tls.files.as_mut() {
-                    files.poll(&tls.store);
+                let hangup = hup.swap(false, Ordering::SeqCst);
+                if hangup {
+                    tracing::info!("SIGHUP: reloading");
                 }
-                if htpasswd.changed() {
-                    match auth.reload() {
+                if let Some(files) = w.tls.files.as_mut() {
+                    files.poll(&w.tls.store);
+                }
+                if htpasswd.changed() || hangup {
+                    match w.auth.reload() {
                         Ok(n) => tracing::info!(target: "auth", users = n, "htpasswd file reloaded"),
                         Err(e) => tracing::error!(
                             target: "auth",
@@ -127,15 +214,36 @@ fn spawn_watcher(
                         ),
                     }
                 }
+                if policy.changed() || hangup {
+                    reload_policy(&w.config_path, &w.acl);
+                }
                 if last_resolve.elapsed() >= Duration::from_secs(30) {
                     last_resolve = Instant::now();
-                    if let Err(e) = upstream.refresh_address() {
+                    if let Err(e) = w.upstream.refresh_address() {
                         tracing::warn!(target: "upstream", error = %e, "keeping the last upstream address");
                     }
                 }
             }
         })?;
     Ok(())
+}
+
+/// Loads the access rules and groups of the config file again. Other
+/// settings (listeners, upstream, TLS source) need a restart.
+fn reload_policy(path: &std::path::Path, acl: &ArcSwap<Acl>) {
+    match Config::load(path).and_then(|cfg| build_acl(&cfg)) {
+        Ok(new) => {
+            tracing::info!(
+                rules = new.rule_count(),
+                "config reloaded: access rules and groups replaced"
+            );
+            acl.store(new);
+        }
+        Err(e) => tracing::error!(
+            error = %e.to_string().replace('\n', "; "),
+            "config changed but is invalid; keeping the previous access rules"
+        ),
+    }
 }
 
 /// Pingora's signals, with an early exit once a graceful shutdown has no

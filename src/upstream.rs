@@ -30,6 +30,7 @@ pub struct Upstream {
     write_timeout: Duration,
     idle_timeout: Duration,
     authorization: Option<String>,
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Upstream {
@@ -64,6 +65,7 @@ impl Upstream {
             write_timeout: cfg.write_timeout,
             idle_timeout: cfg.idle_timeout,
             authorization,
+            ca_pem: cfg.ca_file.as_ref().and_then(|p| std::fs::read(p).ok()),
         })
     }
 
@@ -83,6 +85,26 @@ impl Upstream {
 
     pub fn authorization(&self) -> Option<&str> {
         self.authorization.as_deref()
+    }
+
+    /// The upstream's catalog, fetched by the proxy itself (for filtering).
+    /// A client per use: it is rare, and a pooled client would tie its
+    /// sockets to whichever of Pingora's runtimes made it.
+    pub fn catalog_source(&self) -> crate::registry::catalog::UpstreamCatalog {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.read_timeout)
+            .pool_max_idle_per_host(0);
+        if let Some(ca) = &self.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(ca).unwrap_or_default() {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        crate::registry::catalog::UpstreamCatalog {
+            client: builder.build().unwrap_or_default(),
+            base: self.origin.clone(),
+            authorization: self.authorization.clone(),
+        }
     }
 
     pub fn address(&self) -> SocketAddr {

@@ -102,6 +102,9 @@ fn proxy_toml_loads() {
     Config::parse(&text).unwrap_or_else(|e| panic!("proxy.toml: {e}"));
 }
 
+/// Tables whose keys are names chosen by the user, not config keys.
+const MAPS: [&str; 2] = ["auth.groups", "auth.token.lifetimes"];
+
 fn dotted_keys(prefix: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
     for (k, v) in table {
         let key = if prefix.is_empty() {
@@ -111,8 +114,20 @@ fn dotted_keys(prefix: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
         };
         match v {
             // a secret written as { env = … } is a value, not a section
-            toml::Value::Table(t) if !t.contains_key("env") && !t.contains_key("file") => {
+            toml::Value::Table(t)
+                if !t.contains_key("env")
+                    && !t.contains_key("file")
+                    && !MAPS.contains(&key.as_str()) =>
+            {
                 dotted_keys(&key, t, out)
+            }
+            // [[access]] rules: their keys are documented as access.KEY
+            toml::Value::Array(items)
+                if !items.is_empty() && items.iter().all(toml::Value::is_table) =>
+            {
+                for t in items.iter().filter_map(toml::Value::as_table) {
+                    dotted_keys(&key, t, out);
+                }
             }
             _ => {
                 out.insert(key);

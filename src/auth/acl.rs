@@ -23,6 +23,8 @@ pub struct Actions(u8);
 impl Actions {
     pub const NONE: Actions = Actions(0);
     pub const ALL: Actions = Actions(0b1111);
+    /// What can be done to a repository (catalog is registry-wide).
+    pub const ALL_REPO: Actions = Actions(0b0111);
 
     fn bit(a: Action) -> u8 {
         match a {

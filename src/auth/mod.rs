@@ -7,11 +7,14 @@
 pub mod acl;
 pub mod basic;
 pub mod cache;
+pub mod gate;
 pub mod groups;
 pub mod hash_pool;
 pub mod htpasswd;
+pub mod principal;
 pub mod throttle;
 pub mod token;
+pub mod token_endpoint;
 
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
@@ -111,6 +114,11 @@ impl Authenticator {
 
     pub fn htpasswd_path(&self) -> &Path {
         &self.htpasswd_path
+    }
+
+    /// Whether the user still exists (refresh tokens outlive logins).
+    pub fn has_user(&self, user: &str) -> bool {
+        self.users.load().file.hash_of(user).is_some()
     }
 
     pub fn user_count(&self) -> usize {

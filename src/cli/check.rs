@@ -1,7 +1,9 @@
 //! `portcullis check`: everything `serve` would load, without serving.
 
+use crate::auth::acl::Caller;
 use crate::auth::htpasswd::Htpasswd;
 use crate::config::{Config, Problem};
+use crate::registry::route::{Action, RepoName};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -35,6 +37,14 @@ pub fn deep_check(cfg: &Config) -> Vec<Problem> {
             ));
         }
     }
+    if let Err(e) = crate::server::build_acl(cfg) {
+        p.extend(e.problems);
+    }
+    if cfg.auth.mode == crate::config::AuthMode::Token {
+        if let Err(e) = crate::server::build_issuer(&cfg.auth.token) {
+            p.push(Problem::new("auth.token", e.to_string()));
+        }
+    }
     if let Some(secret) = &cfg.upstream.password {
         if let Err(e) = secret.resolve() {
             p.push(Problem::new("upstream.password", e.to_string()));
@@ -52,4 +62,58 @@ pub fn deep_check(cfg: &Config) -> Vec<Problem> {
         p.push(Problem::new("upstream.url", e.to_string()));
     }
     p
+}
+
+/// `check --explain USER REPO ACTION`: which rule decides, and why.
+pub fn explain(path: &Path, args: &[String], from: std::net::IpAddr) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let acl = match crate::server::build_acl(&cfg) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let [user, repo, action] = args else {
+        eprintln!("--explain takes USER REPO ACTION");
+        return ExitCode::FAILURE;
+    };
+    let action = match action.as_str() {
+        "pull" => Action::Pull,
+        "push" => Action::Push,
+        "delete" => Action::Delete,
+        "catalog" => Action::Catalog,
+        other => {
+            eprintln!("unknown action {other:?}: pull, push, delete or catalog");
+            return ExitCode::FAILURE;
+        }
+    };
+    let user = (user != "-").then_some(user.as_str());
+    let repo = (repo != "-" && action != Action::Catalog).then_some(repo.as_str());
+    if let Some(r) = repo {
+        if RepoName::parse(r).is_err() {
+            eprintln!("{r:?} is not a valid repository name");
+            return ExitCode::FAILURE;
+        }
+    }
+    let groups = user
+        .map(|u| acl.static_groups(u).to_vec())
+        .unwrap_or_default();
+    let caller = Caller {
+        user,
+        groups: &groups,
+        ip: from,
+    };
+    print!("{}", acl.explain(&caller, repo, action));
+    if acl.check(&caller, repo, action).allowed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

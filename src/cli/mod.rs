@@ -41,6 +41,14 @@ enum Command {
             default_value = "/etc/portcullis/proxy.toml"
         )]
         config: PathBuf,
+        /// Explain the access decision for USER (`-` for anonymous), REPO
+        /// (`-` for registry-wide) and ACTION (pull, push, delete, catalog);
+        /// exits 0 if allowed, 1 if denied.
+        #[arg(long, num_args = 3, value_names = ["USER", "REPO", "ACTION"])]
+        explain: Option<Vec<String>>,
+        /// The client address for --explain.
+        #[arg(long, default_value = "127.0.0.1", requires = "explain")]
+        from: std::net::IpAddr,
     },
     /// Manage the users of an htpasswd file (bcrypt).
     User {
@@ -94,7 +102,16 @@ impl Cli {
                 Ok(()) => Ok(()),
                 Err(e) => Err(format!("cannot start: {e}")),
             },
-            Command::Check { config } => return check::run(&config),
+            Command::Check {
+                config,
+                explain,
+                from,
+            } => {
+                return match explain {
+                    Some(args) => check::explain(&config, &args, from),
+                    None => check::run(&config),
+                }
+            }
             Command::User { action } => match action {
                 UserAction::Add {
                     file,

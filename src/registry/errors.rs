@@ -50,6 +50,21 @@ impl RegistryError {
 
     pub const UNAUTHORIZED: Self =
         Self::new(401, ErrorCode::Unauthorized, "authentication required");
+    pub const DENIED: Self = Self::new(
+        403,
+        ErrorCode::Denied,
+        "requested access to the resource is denied",
+    );
+    pub const INSUFFICIENT_SCOPE: Self = Self::new(
+        401,
+        ErrorCode::Unauthorized,
+        "authentication required: the token does not grant this access",
+    );
+    pub const INVALID_TOKEN: Self = Self::new(
+        401,
+        ErrorCode::Unauthorized,
+        "authentication required: invalid or expired token",
+    );
     pub const NOT_FOUND: Self = Self::new(
         404,
         ErrorCode::NotFound,

@@ -1,1 +1,14 @@
 //! Docker registry token auth (JWT).
+//!
+//! The pieces of distribution's token protocol (docs/spec/auth/*.md), as a
+//! library the proxy wires in: [`scope`] parses what clients ask for,
+//! [`keys`] holds the signing key and the certificate registry:2 trusts,
+//! [`jwt`] issues and checks access and refresh tokens, and [`endpoint`]
+//! reads token requests and writes token responses.
+
+pub mod endpoint;
+mod files;
+pub mod jwt;
+pub mod keys;
+pub mod public;
+pub mod scope;

@@ -1,0 +1,154 @@
+//! The gate every request passes: credentials → principal, with throttling
+//! of failed logins, and the current access rules (swapped on reload).
+
+use arc_swap::ArcSwap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::acl::Acl;
+use super::principal::{Challenge, Mode, Principal, Refusal};
+use super::throttle::Throttle;
+use super::token::jwt::TokenIssuer;
+use super::{basic, AuthFailure, Authenticator, Identity};
+use crate::registry::errors::RegistryError;
+
+pub struct Gate {
+    pub authenticator: Arc<Authenticator>,
+    pub acl: Arc<ArcSwap<Acl>>,
+    pub throttle: Throttle,
+    pub mode: Mode,
+    /// Present in token mode.
+    pub tokens: Option<Arc<TokenIssuer>>,
+}
+
+/// What a login attempt found, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginOutcome {
+    Ok,
+    Failed(AuthFailure),
+    Throttled,
+    BadToken(&'static str),
+}
+
+impl Gate {
+    pub fn challenge(&self) -> Challenge {
+        match self.mode {
+            Mode::Basic => Challenge::Basic,
+            Mode::Token => Challenge::Bearer {
+                scope: None,
+                error: None,
+            },
+        }
+    }
+
+    /// Checks a user name and password (Basic header or token endpoint),
+    /// throttling repeated failures per address and per user.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        ip: IpAddr,
+    ) -> (Result<Principal, Refusal>, LoginOutcome) {
+        if let Some(wait) = self.throttle.check(Some(user), ip) {
+            let refusal = Refusal {
+                error: RegistryError::TOO_MANY_REQUESTS,
+                challenge: Challenge::None,
+                retry_after: Some(wait.as_secs().max(1)),
+            };
+            return (Err(refusal), LoginOutcome::Throttled);
+        }
+        let creds = basic::BasicCredentials {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        };
+        match self.authenticator.verify(&creds).await {
+            Ok(identity) => {
+                self.throttle.succeeded(user, ip);
+                (Ok(self.user_principal(identity)), LoginOutcome::Ok)
+            }
+            Err(failure) => {
+                if failure != AuthFailure::Unavailable {
+                    self.throttle.failed(Some(user), ip);
+                }
+                let error = match failure {
+                    AuthFailure::Unavailable => RegistryError::UNAVAILABLE,
+                    _ => RegistryError::UNAUTHORIZED,
+                };
+                let challenge = match failure {
+                    AuthFailure::Unavailable => Challenge::None,
+                    _ => self.challenge(),
+                };
+                (
+                    Err(Refusal::new(error, challenge)),
+                    LoginOutcome::Failed(failure),
+                )
+            }
+        }
+    }
+
+    /// A verified user with the groups the config gives it.
+    pub fn user_principal(&self, identity: Arc<Identity>) -> Principal {
+        let groups = self.acl.load().static_groups(&identity.user).to_vec();
+        Principal::User { identity, groups }
+    }
+
+    /// The principal of a `/v2/` request from its `Authorization` header.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        ip: IpAddr,
+    ) -> (Result<Principal, Refusal>, Option<LoginOutcome>) {
+        let Some(header) = authorization else {
+            return (Ok(Principal::Anonymous), None);
+        };
+        if let Some(creds) = basic::parse(header) {
+            let (r, outcome) = self.login(&creds.user, &creds.password, ip).await;
+            return (r, Some(outcome));
+        }
+        if let (Some(tokens), Some(token)) = (&self.tokens, bearer(header)) {
+            return match tokens.verify(token) {
+                Ok(claims) => (
+                    Ok(Principal::Token {
+                        claims: Box::new(claims),
+                    }),
+                    None,
+                ),
+                Err(e) => (
+                    Err(Refusal::new(
+                        RegistryError::INVALID_TOKEN,
+                        Challenge::Bearer {
+                            scope: None,
+                            error: Some("invalid_token"),
+                        },
+                    )),
+                    Some(LoginOutcome::BadToken(e.as_str())),
+                ),
+            };
+        }
+        // An unknown scheme, or Bearer in Basic mode: ask for credentials.
+        (
+            Err(Refusal::new(RegistryError::UNAUTHORIZED, self.challenge())),
+            Some(LoginOutcome::Failed(AuthFailure::BadCredentials)),
+        )
+    }
+}
+
+fn bearer(header: &[u8]) -> Option<&str> {
+    let v = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bearer_header() {
+        assert_eq!(super::bearer(b"Bearer abc.def"), Some("abc.def"));
+        assert_eq!(super::bearer(b"bearer  x "), Some("x"));
+        assert_eq!(super::bearer(b"Bearer "), None);
+        assert_eq!(super::bearer(b"Basic abc"), None);
+    }
+}

@@ -1,0 +1,358 @@
+//! The token endpoint (`GET`/`POST /token`) of Docker token auth.
+//!
+//! A client asks for scopes; it gets a token for the intersection of what
+//! it asked and what the access rules allow (a partial grant is not an
+//! error, as in distribution's spec). `docker login` asks for no scope and
+//! gets a token that only proves the login.
+
+use bytes::Bytes;
+use pingora::proxy::Session;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::acl::{Acl, Actions, Caller};
+use super::gate::{Gate, LoginOutcome};
+use super::principal::{Challenge, Principal, Refusal};
+use super::token::endpoint::{self as wire, EndpointError, Grant, TokenResponse};
+use super::token::jwt::TokenIssuer;
+use super::token::scope::{Access, Scope};
+use super::{basic, Identity};
+use crate::config::TokenConfig;
+use crate::registry::errors::RegistryError;
+use crate::registry::route::{Action, RepoName};
+
+pub struct Endpoint {
+    pub path: String,
+    pub service: String,
+    realm: Option<String>,
+    issuer: Arc<TokenIssuer>,
+    lifetime: Duration,
+    refresh_lifetime: Duration,
+    lifetimes: BTreeMap<String, Duration>,
+}
+
+/// What the endpoint answers.
+pub enum Answer {
+    /// `200` with the token JSON.
+    Token {
+        json: String,
+        user: Option<String>,
+    },
+    /// `400` with an OAuth2 error body.
+    BadRequest(EndpointError),
+    /// `405`
+    MethodNotAllowed,
+    Refused(Refusal, Option<LoginOutcome>),
+}
+
+impl Endpoint {
+    pub fn new(cfg: &TokenConfig, issuer: Arc<TokenIssuer>) -> Self {
+        Endpoint {
+            path: cfg.path.clone(),
+            service: cfg.service.clone(),
+            realm: cfg.realm.as_ref().map(|u| u.to_string()),
+            issuer,
+            lifetime: cfg.lifetime,
+            refresh_lifetime: cfg.refresh_lifetime,
+            lifetimes: cfg
+                .lifetimes
+                .iter()
+                .map(|(u, d)| (u.clone(), *d.clone()))
+                .collect(),
+        }
+    }
+
+    /// The challenge's `realm`: configured, or this endpoint on the host
+    /// the client used.
+    pub fn realm(&self, public_origin: Option<&str>) -> String {
+        match (&self.realm, public_origin) {
+            (Some(r), _) => r.clone(),
+            (None, Some(origin)) => format!("{origin}{}", self.path),
+            (None, None) => self.path.clone(),
+        }
+    }
+
+    pub async fn serve(
+        &self,
+        session: &mut Session,
+        gate: &Gate,
+        ip: IpAddr,
+    ) -> pingora::Result<Answer> {
+        let req = session.req_header();
+        let parsed = if req.method == http::Method::GET {
+            wire::parse_get(req.uri.query().unwrap_or(""))
+        } else if req.method == http::Method::POST {
+            match read_form(session).await? {
+                Some(body) => wire::parse_post(&body),
+                None => Err(EndpointError::TooLarge),
+            }
+        } else {
+            return Ok(Answer::MethodNotAllowed);
+        };
+        let request = match parsed {
+            Ok(r) => r,
+            Err(e) => return Ok(Answer::BadRequest(e)),
+        };
+        if request
+            .service
+            .as_deref()
+            .is_some_and(|s| s != self.service)
+        {
+            return Ok(Answer::BadRequest(EndpointError::Invalid("service")));
+        }
+
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| basic::parse(v.as_bytes()));
+        let (principal, outcome) = match &request.grant {
+            Grant::Header => match authorization {
+                Some(c) => {
+                    let (p, o) = gate.login(&c.user, &c.password, ip).await;
+                    (p, Some(o))
+                }
+                None => (Ok(Principal::Anonymous), None),
+            },
+            Grant::Password { username, password } => {
+                let (p, o) = gate.login(username, password, ip).await;
+                (p, Some(o))
+            }
+            Grant::RefreshToken(token) => (self.refresh(gate, token, ip), None),
+        };
+        let principal = match principal {
+            Ok(p) => p,
+            Err(mut refusal) => {
+                // the token endpoint itself is protected by Basic auth
+                if matches!(refusal.challenge, Challenge::Bearer { .. }) {
+                    refusal.challenge = Challenge::Basic;
+                }
+                return Ok(Answer::Refused(refusal, outcome));
+            }
+        };
+
+        let acl = gate.acl.load();
+        let granted = grant(&acl, &principal, ip, &request.scopes);
+        let user = principal.user().map(str::to_owned);
+        let lifetime = user
+            .as_ref()
+            .and_then(|u| self.lifetimes.get(u))
+            .copied()
+            .unwrap_or(self.lifetime);
+        let subject = user.clone().unwrap_or_default();
+        let issued = match self.issuer.issue(&subject, granted.clone(), lifetime) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(target: "auth", error = %e, "cannot issue a token");
+                return Ok(Answer::Refused(
+                    Refusal::new(RegistryError::UNAVAILABLE, Challenge::None),
+                    outcome,
+                ));
+            }
+        };
+        let refresh = match (&user, request.offline) {
+            (Some(u), true) => self.issuer.issue_refresh(u, self.refresh_lifetime).ok(),
+            _ => None,
+        };
+        tracing::info!(
+            target: "auth",
+            user = user.as_deref().unwrap_or("-"),
+            client = %ip,
+            scope = %wire_scope(&granted),
+            jti = %issued.jti,
+            "token issued"
+        );
+        let json = TokenResponse::new(issued, refresh)
+            .with_scope(&granted)
+            .to_json();
+        Ok(Answer::Token { json, user })
+    }
+
+    /// A refresh token stands for its user as long as the user still
+    /// exists; what it may do is decided again by the current rules.
+    fn refresh(&self, gate: &Gate, token: &str, ip: IpAddr) -> Result<Principal, Refusal> {
+        let refused = || Refusal::new(RegistryError::INVALID_TOKEN, Challenge::Basic);
+        let sub = self.issuer.verify_refresh(token).map_err(|e| {
+            tracing::info!(target: "auth", client = %ip, reason = e.as_str(), "refresh token refused");
+            refused()
+        })?;
+        if !gate.authenticator.has_user(&sub) {
+            tracing::info!(target: "auth", user = %sub, "refresh token of a removed user");
+            return Err(refused());
+        }
+        let identity = Arc::new(Identity {
+            user: sub,
+            backend: "refresh_token",
+        });
+        Ok(gate.user_principal(identity))
+    }
+}
+
+fn wire_scope(granted: &[Access]) -> String {
+    super::token::scope::scope_string(granted)
+}
+
+/// Reads a small form body; `None` if it is larger than the endpoint takes.
+async fn read_form(session: &mut Session) -> pingora::Result<Option<Bytes>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > wire::MAX_FORM_BODY {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(Bytes::from(body)))
+}
+
+/// The intersection of the requested scopes and what the rules allow.
+pub fn grant(acl: &Acl, principal: &Principal, ip: IpAddr, scopes: &[Scope]) -> Vec<Access> {
+    let groups: Vec<String> = match principal {
+        Principal::User { groups, .. } => groups.clone(),
+        _ => Vec::new(),
+    };
+    let caller = Caller {
+        user: principal.user(),
+        groups: &groups,
+        ip,
+    };
+    scopes
+        .iter()
+        .map(|scope| {
+            let allowed = match (scope.kind.as_str(), scope.name.as_str()) {
+                ("repository", name) if RepoName::parse(name).is_ok() => acl
+                    .granted(&caller, Some(name))
+                    .0
+                    .intersect(Actions::ALL_REPO),
+                ("registry", "catalog") if acl.check(&caller, None, Action::Catalog).allowed() => {
+                    Actions::ALL
+                }
+                _ => Actions::NONE,
+            };
+            let actions = if scope.kind == "registry" {
+                if allowed.contains(Action::Catalog) && scope.actions.iter().any(|a| a == "*") {
+                    vec!["*".to_owned()]
+                } else {
+                    Vec::new()
+                }
+            } else {
+                let mut v: Vec<String> = Vec::new();
+                for asked in &scope.actions {
+                    for a in allowed.iter() {
+                        if (asked == "*" || asked == a.as_str())
+                            && !v.iter().any(|x| x == a.as_str())
+                        {
+                            v.push(a.as_str().to_owned());
+                        }
+                    }
+                }
+                v
+            };
+            Access::granted(scope, actions)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::token::scope::parse_scope;
+    use crate::config::RuleConfig;
+    use std::collections::HashMap;
+
+    fn acl() -> Arc<Acl> {
+        let rules = vec![
+            RuleConfig {
+                users: Some(vec!["alice".into()]),
+                repositories: Some(vec!["team/*".into()]),
+                actions: vec!["pull".into(), "push".into()],
+                ..Default::default()
+            },
+            RuleConfig {
+                users: Some(vec!["admin".into()]),
+                actions: vec!["*".into()],
+                ..Default::default()
+            },
+            RuleConfig {
+                anonymous: true,
+                repositories: Some(vec!["public/*".into()]),
+                actions: vec!["pull".into()],
+                ..Default::default()
+            },
+        ];
+        Acl::compile(&rules, HashMap::new()).unwrap()
+    }
+
+    fn user(u: &str) -> Principal {
+        Principal::User {
+            identity: Arc::new(Identity {
+                user: u.into(),
+                backend: "t",
+            }),
+            groups: vec![],
+        }
+    }
+
+    fn scopes(list: &[&str]) -> Vec<Scope> {
+        list.iter().map(|s| parse_scope(s).unwrap()).collect()
+    }
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn partial_grants_are_the_intersection() {
+        let g = grant(
+            &acl(),
+            &user("alice"),
+            IP,
+            &scopes(&["repository:team/app:pull,push,delete"]),
+        );
+        assert_eq!(g[0].actions, ["pull", "push"]);
+        let g = grant(
+            &acl(),
+            &user("alice"),
+            IP,
+            &scopes(&["repository:other/app:pull"]),
+        );
+        assert!(g[0].actions.is_empty());
+        let g = grant(
+            &acl(),
+            &user("alice"),
+            IP,
+            &scopes(&["repository:team/app:*"]),
+        );
+        assert_eq!(g[0].actions, ["pull", "push"]);
+    }
+
+    #[test]
+    fn catalog_scope_needs_the_catalog_action() {
+        let g = grant(&acl(), &user("admin"), IP, &scopes(&["registry:catalog:*"]));
+        assert_eq!(g[0].actions, ["*"]);
+        let g = grant(&acl(), &user("alice"), IP, &scopes(&["registry:catalog:*"]));
+        assert!(g[0].actions.is_empty());
+    }
+
+    #[test]
+    fn anonymous_gets_only_anonymous_grants() {
+        let g = grant(
+            &acl(),
+            &Principal::Anonymous,
+            IP,
+            &scopes(&["repository:public/x:pull,push", "repository:team/app:pull"]),
+        );
+        assert_eq!(g[0].actions, ["pull"]);
+        assert!(g[1].actions.is_empty());
+    }
+
+    #[test]
+    fn invalid_names_and_types_get_nothing() {
+        let g = grant(
+            &acl(),
+            &user("admin"),
+            IP,
+            &scopes(&["repository:UPPER:pull", "thing:x:pull"]),
+        );
+        assert!(g.iter().all(|a| a.actions.is_empty()));
+    }
+}
