@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::ThrottleConfig;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Failures {
     count: u32,
     blocked_until: Option<Instant>,
@@ -103,15 +103,6 @@ where
         .time_to_idle(cfg.window)
         .max_capacity(cfg.max_entries)
         .build()
-}
-
-impl Default for Failures {
-    fn default() -> Self {
-        Failures {
-            count: 0,
-            blocked_until: None,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ impl Endpoint {
             lifetimes: cfg
                 .lifetimes
                 .iter()
-                .map(|(u, d)| (u.clone(), *d.clone()))
+                .map(|(u, d)| (u.clone(), d.into_inner()))
                 .collect(),
         }
     }

