@@ -75,6 +75,16 @@ self_signed = true
 realm = "portcullis quick start"
 [auth.htpasswd]
 path = "$state/htpasswd"
+
+# demo may do everything; anyone may pull public/*
+[[access]]
+users = ["demo"]
+actions = ["*"]
+
+[[access]]
+anonymous = true
+repositories = ["public/**"]
+actions = ["pull"]
 TOML
 "$bin" check --config "$state/proxy.toml" >/dev/null
 nohup "$bin" serve --config "$state/proxy.toml" >"$state/portcullis.log" 2>&1 &
