@@ -63,6 +63,7 @@ mod tests {
         Arc::new(Identity {
             user: u.into(),
             backend: "htpasswd",
+            groups: Vec::new(),
         })
     }
 

@@ -88,7 +88,10 @@ impl Gate {
 
     /// A verified user with the groups the config gives it.
     pub fn user_principal(&self, identity: Arc<Identity>) -> Principal {
-        let groups = self.acl.load().static_groups(&identity.user).to_vec();
+        let mut groups = identity.groups.clone();
+        groups.extend_from_slice(self.acl.load().static_groups(&identity.user));
+        groups.sort();
+        groups.dedup();
         Principal::User { identity, groups }
     }
 

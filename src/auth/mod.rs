@@ -33,6 +33,9 @@ pub struct Identity {
     pub user: String,
     /// Which backend vouched for the user (for logs and metrics).
     pub backend: &'static str,
+    /// Groups the backend knows the user by (a directory's); the config's
+    /// static groups are added when the principal is made.
+    pub groups: Vec<String>,
 }
 
 /// Why a login failed. Clients see the same 401 for all of these; the
@@ -159,6 +162,7 @@ impl Authenticator {
                 let id = Arc::new(Identity {
                     user: creds.user.clone(),
                     backend: "htpasswd",
+                    groups: Vec::new(),
                 });
                 if self.generation.load(Ordering::SeqCst) == generation {
                     self.cache

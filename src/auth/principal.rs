@@ -177,6 +177,7 @@ mod tests {
             identity: Arc::new(Identity {
                 user: name.into(),
                 backend: "htpasswd",
+                groups: Vec::new(),
             }),
             groups: vec![],
         }

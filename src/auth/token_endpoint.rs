@@ -185,6 +185,7 @@ impl Endpoint {
         let identity = Arc::new(Identity {
             user: sub,
             backend: "refresh_token",
+            groups: Vec::new(),
         });
         Ok(gate.user_principal(identity))
     }
@@ -289,6 +290,7 @@ mod tests {
             identity: Arc::new(Identity {
                 user: u.into(),
                 backend: "t",
+                groups: Vec::new(),
             }),
             groups: vec![],
         }

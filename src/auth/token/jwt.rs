@@ -20,8 +20,9 @@ use super::scope::Access;
 
 /// Clock skew tolerated on `exp` and `nbf` (registry:2 allows 60 s).
 pub const LEEWAY: Duration = Duration::from_secs(30);
-/// The token spec: "a token should never be returned with less than 60
-/// seconds to live".
+/// The floor on lifetimes, against a configured zero. The token spec asks
+/// for at least 60 s ("for compatibility with older clients"); shorter
+/// lifetimes are the configuration's choice (tests use them).
 pub const MIN_LIFETIME: Duration = Duration::from_secs(5);
 /// Longer than any token we issue (an `x5c` header makes one ~1.5 KiB).
 const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -47,7 +48,7 @@ pub struct Claims {
 }
 
 /// A freshly issued access token and what the token response says of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Issued {
     pub token: String,
     /// Seconds.
@@ -57,6 +58,17 @@ pub struct Issued {
     /// Unix seconds.
     pub expires_at: u64,
     pub jti: String,
+}
+
+/// Without the token: it is a bearer credential, not for logs.
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("expires_in", &self.expires_in)
+            .field("issued_at", &self.issued_at)
+            .field("jti", &self.jti)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a token is refused. The messages are fit for `error_description`:

@@ -182,7 +182,7 @@ fn error_body_is_oauth_with_docker_details() {
 #[test]
 fn response_fields() {
     let issued = Issued {
-        token: "tok".into(),
+        token: "secret-token".into(),
         expires_in: 300,
         issued_at: "2024-01-02T03:04:05Z".into(),
         expires_at: 0,
@@ -191,7 +191,7 @@ fn response_fields() {
     let r = TokenResponse::new(issued.clone(), None);
     assert_eq!(
         r.to_json(),
-        r#"{"token":"tok","access_token":"tok","expires_in":300,"issued_at":"2024-01-02T03:04:05Z"}"#
+        r#"{"token":"secret-token","access_token":"secret-token","expires_in":300,"issued_at":"2024-01-02T03:04:05Z"}"#
     );
     let granted: Vec<Access> = vec![
         parse_scope("repository:a:pull").unwrap().into(),
@@ -201,7 +201,7 @@ fn response_fields() {
     let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
     assert_eq!(v["refresh_token"], "ref");
     assert_eq!(v["scope"], "repository:a:pull");
-    assert!(!format!("{r:?}").contains("tok"));
+    assert!(!format!("{r:?}").contains("secret-token"));
 }
 
 #[test]

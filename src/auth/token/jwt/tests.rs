@@ -105,12 +105,14 @@ fn issues_tokens_registry2_can_read() {
 }
 
 #[test]
-fn lifetimes_are_at_least_a_minute() {
+fn lifetimes_have_a_floor() {
     let (_d, t) = setup();
-    let issued = t.issue("alice", vec![], Duration::from_secs(1)).unwrap();
-    assert_eq!(issued.expires_in, 60);
+    let issued = t.issue("alice", vec![], Duration::ZERO).unwrap();
+    let min = MIN_LIFETIME.as_secs();
+    assert!(min > 0);
+    assert_eq!(issued.expires_in, min);
     let c = t.verify(&issued.token).unwrap();
-    assert_eq!(c.exp - c.iat, 60);
+    assert_eq!(c.exp - c.iat, min);
     assert!(c.access.is_empty(), "docker login: a token without access");
 }
 
