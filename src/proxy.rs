@@ -14,6 +14,7 @@ use std::time::Instant;
 use crate::auth::gate::{Gate, LoginOutcome};
 use crate::auth::principal::{self, Challenge, Principal, Refusal};
 use crate::auth::token_endpoint::{Answer, Endpoint};
+use crate::auth::upstream_token::UpstreamTokens;
 use crate::observe::access_log::{self, AccessRecord};
 use crate::observe::drain::InFlight;
 use crate::registry::catalog;
@@ -28,6 +29,8 @@ pub struct RegistryProxy {
     pub realm: String,
     /// Token mode: the endpoint's path, service name and public URL.
     pub token_endpoint: Option<Endpoint>,
+    /// The upstream runs token auth: tokens we send it.
+    pub upstream_tokens: Option<UpstreamTokens>,
     /// Precomputed `Strict-Transport-Security` value, if enabled.
     pub hsts: Option<String>,
     /// The TLS port, for redirects from the plain-HTTP listener.
@@ -45,6 +48,8 @@ pub struct RequestCtx {
     public_origin: Option<String>,
     upstream_start: Option<Instant>,
     upstream_ms: Option<u128>,
+    /// `Authorization` for the upstream, when it runs token auth.
+    upstream_authorization: Option<String>,
     _in_flight: InFlight,
 }
 
@@ -61,6 +66,7 @@ impl ProxyHttp for RegistryProxy {
             public_origin: None,
             upstream_start: None,
             upstream_ms: None,
+            upstream_authorization: None,
             _in_flight: InFlight::enter(),
         }
     }
@@ -159,6 +165,9 @@ impl ProxyHttp for RegistryProxy {
             self.refuse(session, ctx, &refusal).await?;
             return Ok(true);
         }
+        if let Some(tokens) = &self.upstream_tokens {
+            ctx.upstream_authorization = tokens.bearer(principal.user(), &needs);
+        }
         if route == Route::Catalog {
             self.catalog(session, &principal, ip, ctx).await?;
             return Ok(true);
@@ -180,7 +189,7 @@ impl ProxyHttp for RegistryProxy {
         &self,
         session: &mut Session,
         req: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         let client_host = headers::request_host(session.req_header());
         headers::prepare_upstream_request(
@@ -188,7 +197,11 @@ impl ProxyHttp for RegistryProxy {
             &self.upstream,
             client_host.as_deref(),
             &client_ip(session),
-        )
+        )?;
+        if let Some(auth) = &ctx.upstream_authorization {
+            req.insert_header(http::header::AUTHORIZATION, auth.as_str())?;
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -427,7 +440,10 @@ impl RegistryProxy {
             acl.check(&caller, Some(name), route::Action::Pull)
                 .allowed()
         };
-        let source = self.upstream.catalog_source();
+        let mut source = self.upstream.catalog_source();
+        if let Some(auth) = &ctx.upstream_authorization {
+            source.authorization = Some(auth.clone());
+        }
         let page = if n == 0 {
             Ok(catalog::Filtered {
                 repositories: Vec::new(),

@@ -18,6 +18,7 @@ use crate::auth::throttle::Throttle;
 use crate::auth::token::jwt::TokenIssuer;
 use crate::auth::token::keys::{KeySet, KeySettings};
 use crate::auth::token_endpoint::Endpoint;
+use crate::auth::upstream_token::UpstreamTokens;
 use crate::auth::{groups, AuthSetupError, Authenticator};
 use crate::config::{AuthMode, Config, ConfigError, Problem, TokenConfig};
 use crate::observe::{drain, logging};
@@ -78,10 +79,17 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
             "no [[access]] rules: every authenticated user may pull, push and delete everything"
         );
     }
-    let (mode, tokens) = match cfg.auth.mode {
-        AuthMode::Basic => (Mode::Basic, None),
-        AuthMode::Token => {
-            let issuer = Arc::new(build_issuer(&cfg.auth.token)?);
+    let need_keys = cfg.auth.mode == AuthMode::Token || cfg.upstream.token_auth;
+    let issuer = match need_keys {
+        true => Some(Arc::new(build_issuer(&cfg.auth.token)?)),
+        false => None,
+    };
+    let upstream_tokens = match (&issuer, cfg.upstream.token_auth) {
+        (Some(i), true) => Some(UpstreamTokens::new(Arc::clone(i))),
+        _ => None,
+    };
+    let (mode, tokens) = match (cfg.auth.mode, issuer) {
+        (AuthMode::Token, Some(issuer)) => {
             tracing::info!(
                 kid = issuer.keys().signing().kid(),
                 cert = %issuer.keys().cert_path().display(),
@@ -89,6 +97,7 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
             );
             (Mode::Token, Some(issuer))
         }
+        _ => (Mode::Basic, None),
     };
     let token_endpoint = tokens
         .as_ref()
@@ -131,6 +140,7 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
         upstream: Arc::clone(&upstream),
         gate,
         token_endpoint,
+        upstream_tokens,
         realm: cfg.auth.realm.clone(),
         hsts: (!cfg.server.hsts_max_age.is_zero())
             .then(|| format!("max-age={}", cfg.server.hsts_max_age.as_secs())),

@@ -15,6 +15,7 @@ pub mod principal;
 pub mod throttle;
 pub mod token;
 pub mod token_endpoint;
+pub mod upstream_token;
 
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};

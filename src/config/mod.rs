@@ -171,6 +171,10 @@ pub struct UpstreamConfig {
     pub write_timeout: Duration,
     #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// The upstream runs token auth trusting our token key: send it a
+    /// token we mint per request instead of nothing.
+    #[serde(default)]
+    pub token_auth: bool,
     /// Credentials the proxy presents to an upstream that wants its own.
     pub username: Option<String>,
     pub password: Option<Secret>,
@@ -429,6 +433,12 @@ impl Config {
             p.push(Problem::new(
                 "upstream.ca_file",
                 "only used with an https upstream url",
+            ));
+        }
+        if self.upstream.token_auth && self.upstream.username.is_some() {
+            p.push(Problem::new(
+                "upstream.token_auth",
+                "cannot be combined with upstream.username/password",
             ));
         }
         if self.upstream.password.is_some() != self.upstream.username.is_some() {

@@ -91,6 +91,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
 }
 
 /// The private key tokens are signed with.
+#[derive(Clone)]
 pub struct SigningKey {
     encoding: EncodingKey,
     public: VerificationKey,
@@ -130,7 +131,7 @@ impl std::fmt::Debug for SigningKey {
 
 /// The signing key and every key that verifies tokens (the signing key's
 /// own public key first).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct KeySet {
     signing: SigningKey,
     verification: Vec<VerificationKey>,
