@@ -431,6 +431,10 @@ pub struct ProxyOptions {
     pub extra_server: String,
     /// Raw TOML appended to the generated config.
     pub extra_toml: String,
+    /// Raw TOML lines added to the `[auth]` table (e.g. `mode = "token"`).
+    pub extra_auth: String,
+    /// Raw TOML lines added to the `[upstream]` table.
+    pub extra_upstream: String,
 }
 
 impl Default for ProxyOptions {
@@ -442,6 +446,8 @@ impl Default for ProxyOptions {
             watch_interval: "200ms".to_string(),
             extra_server: String::new(),
             extra_toml: String::new(),
+            extra_auth: String::new(),
+            extra_upstream: String::new(),
         }
     }
 }
@@ -530,6 +536,7 @@ watch_interval = "{watch}"
 
 [upstream]
 url = "{upstream}"
+{extra_upstream}
 
 [tls]
 cert = "{cert}"
@@ -537,6 +544,7 @@ key = "{key}"
 
 [auth]
 realm = "{REALM}"
+{extra_auth}
 
 [auth.htpasswd]
 path = "{htpasswd}"
@@ -551,6 +559,8 @@ level = "info"
             htpasswd = htpasswd.display(),
             extra = opts.extra_toml,
             extra_server = opts.extra_server,
+            extra_auth = opts.extra_auth,
+            extra_upstream = opts.extra_upstream,
         );
         fs::write(dir.path().join("proxy.toml"), config).unwrap();
 
@@ -1266,4 +1276,436 @@ pub fn oci_layer_digests(dir: &Path) -> Vec<String> {
         .iter()
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// access rules, token auth, throttling: helpers
+// ---------------------------------------------------------------------------
+
+impl Registry {
+    /// A registry on `port` (or a free one) with `extra_yaml` appended to its
+    /// config (top-level keys such as `auth:`). Ready once `GET /v2/`
+    /// answers one of `ready` (a registry with its own auth answers 401).
+    pub fn start_with(port: Option<u16>, extra_yaml: &str, ready: &[u16]) -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-reg-")
+            .tempdir()
+            .unwrap();
+        let port = port.unwrap_or_else(free_port);
+        let config = format!(
+            "version: 0.1\n\
+             log:\n  level: info\n  accesslog:\n    disabled: false\n\
+             storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: portcullis-test-secret\n{extra_yaml}\n",
+            root = dir.path().join("data").display()
+        );
+        fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = dir.path().join("registry.log");
+        let logf = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(logf.try_clone().unwrap()))
+            .stderr(Stdio::from(logf))
+            .spawn()
+            .expect("spawn /usr/bin/docker-registry");
+        let mut r = Registry {
+            dir,
+            port,
+            child: Some(child),
+            log,
+        };
+        let url = format!("{}/v2/", r.url());
+        let client = Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = r.child.as_mut().unwrap().try_wait() {
+                panic!("docker-registry exited: {st}\n{}", tail(&r.log, 40));
+            }
+            if matches!(client.get(&url).send(), Ok(resp) if ready.contains(&resp.status().as_u16()))
+            {
+                return r;
+            }
+            if start.elapsed() > WAIT {
+                panic!(
+                    "docker-registry did not answer GET {url} with {ready:?} within {WAIT:?}\n{}",
+                    tail(&r.log, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Pushes a blob straight to the registry (POST, then PUT ?digest=).
+pub fn direct_blob(reg: &Registry, repo: &str, data: &[u8]) -> String {
+    let c = reg.direct();
+    let digest = sha256_digest(data);
+    let r = c
+        .post(format!("{}/v2/{repo}/blobs/uploads/", reg.url()))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        202,
+        "direct POST upload to {repo}: {:?}",
+        r.text()
+    );
+    let loc = header_of(&r, "location").expect("upload Location");
+    let loc = if loc.starts_with('/') {
+        format!("{}{loc}", reg.url())
+    } else {
+        loc
+    };
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{loc}{sep}digest={digest}"))
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "direct blob PUT to {repo}: {:?}", r.text());
+    digest
+}
+
+/// Pushes a small image (config + one layer) straight to the registry,
+/// bypassing the proxy. Returns the manifest digest.
+pub fn push_image_direct(reg: &Registry, repo: &str, tag: &str) -> String {
+    let c = reg.direct();
+    let base = reg.url();
+    let put_blob = |data: &[u8]| -> String { direct_blob(reg, repo, data) };
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[]}},"repo":"{repo}","tag":"{tag}"}}"#
+    );
+    let cfg_digest = put_blob(config.as_bytes());
+    let layer = pseudo_random(2048, repo.len() as u64 * 131 + tag.len() as u64);
+    let layer_digest = put_blob(&layer);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}],
+    }))
+    .unwrap();
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        201,
+        "direct manifest push {repo}:{tag}: {:?}",
+        r.text()
+    );
+    sha256_digest(&manifest)
+}
+
+/// `[auth.token]` with the generated key kept in `key_dir`, plus `extra` lines.
+pub fn token_toml(key_dir: &Path, extra: &str) -> String {
+    format!(
+        "\n[auth.token]\nkey_dir = \"{}\"\n{extra}\n",
+        key_dir.display()
+    )
+}
+
+/// Options for a token-mode proxy: `users`, `[[access]]` rules and more TOML.
+pub fn token_options(
+    users: &[(&str, &str)],
+    key_dir: &Path,
+    token_extra: &str,
+    rules: &str,
+) -> ProxyOptions {
+    ProxyOptions {
+        users: users
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect(),
+        extra_auth: "mode = \"token\"".into(),
+        extra_toml: format!("{}\n{rules}", token_toml(key_dir, token_extra)),
+        ..Default::default()
+    }
+}
+
+/// Options for a Basic-mode proxy: `users` and `[[access]]` rules.
+pub fn basic_options(users: &[(&str, &str)], rules: &str) -> ProxyOptions {
+    ProxyOptions {
+        users: users
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect(),
+        extra_toml: rules.to_string(),
+        ..Default::default()
+    }
+}
+
+impl Proxy {
+    /// A fresh client whose connections come from `local` (e.g. 127.0.0.2).
+    pub fn client_from(&self, local: std::net::IpAddr) -> Client {
+        Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca.pem.as_bytes()).unwrap())
+            .tls_built_in_root_certs(false)
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(local)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    /// `/token?service=container-registry&scope=…` (one `scope` per entry).
+    pub fn token_path(&self, scopes: &[&str], offline: bool) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("service", "container-registry");
+        for s in scopes {
+            q.append_pair("scope", s);
+        }
+        if offline {
+            q.append_pair("offline_token", "true");
+        }
+        format!("/token?{}", q.finish())
+    }
+
+    /// `GET /token` with Basic credentials (or none); returns (status, JSON body).
+    pub fn get_token(
+        &self,
+        creds: Option<(&str, &str)>,
+        scopes: &[&str],
+        offline: bool,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.client.get(self.url(&self.token_path(scopes, offline)));
+        if let Some((u, p)) = creds {
+            req = req.basic_auth(u, Some(p));
+        }
+        let r = req.send().unwrap();
+        let status = r.status().as_u16();
+        let body = r.bytes().unwrap();
+        let v = serde_json::from_slice(&body).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
+        });
+        (status, v)
+    }
+
+    /// A token (the `token` field) for `scopes`, asserting the endpoint said 200.
+    pub fn token(&self, creds: Option<(&str, &str)>, scopes: &[&str]) -> String {
+        let (status, v) = self.get_token(creds, scopes, false);
+        assert_eq!(status, 200, "GET /token {scopes:?}: {v}\n{}", self.logs());
+        v["token"].as_str().expect("token field").to_string()
+    }
+
+    /// A request with a Bearer token.
+    pub fn bearer(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+    }
+
+    /// A request with the given Basic credentials.
+    pub fn req_as(&self, method: Method, path: &str, user: &str, pass: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .basic_auth(user, Some(pass))
+    }
+
+    /// A request without credentials.
+    pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Full text of the proxy's stderr and stdout (for log assertions).
+    pub fn log_text(&self) -> String {
+        let read = |p: &Path| {
+            fs::read(p)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        format!("{}\n{}", read(&self.stdout), read(&self.stderr))
+    }
+}
+
+/// The claims (middle part) of a JWT, decoded without verification.
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).expect("JWT with three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .expect("base64url claims");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// The JWT with one character of its payload changed (still base64url).
+pub fn tamper_jwt(token: &str) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "JWT with three parts");
+    let mut payload: Vec<char> = parts[1].chars().collect();
+    let i = payload.len() / 2;
+    payload[i] = if payload[i] == 'A' { 'B' } else { 'A' };
+    let payload: String = payload.into_iter().collect();
+    format!("{}.{}.{}", parts[0], payload, parts[2])
+}
+
+/// The parameters of a `Bearer k="v",…` or `Basic realm="…"` challenge.
+pub fn challenge_params(value: &str) -> (String, std::collections::BTreeMap<String, String>) {
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let mut out = std::collections::BTreeMap::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let Some((k, after)) = rest.split_once('=') else {
+            break;
+        };
+        let k = k.trim().trim_start_matches(',').trim().to_string();
+        let (v, tail) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            (q[..end].to_string(), q.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].to_string(), &after[end..])
+        };
+        out.insert(k, v);
+        rest = tail.trim().trim_start_matches(',').trim();
+    }
+    (scheme.to_string(), out)
+}
+
+/// (status, error codes, WWW-Authenticate) of a response, consuming it.
+pub fn status_codes_challenge(
+    r: reqwest::blocking::Response,
+) -> (u16, Vec<String>, Option<String>) {
+    let status = r.status().as_u16();
+    let challenge = header_of(&r, "www-authenticate");
+    let body = r.bytes().unwrap();
+    let codes = error_codes(&body).unwrap_or_else(|e| vec![format!("<{e}>")]);
+    (status, codes, challenge)
+}
+
+// ---------------------------------------------------------------------------
+// skopeo / podman with their state confined to a temp dir
+// ---------------------------------------------------------------------------
+
+/// Runs a client program with its auth file, tmp and config dirs in `state`.
+pub fn tool_run(state: &Path, program: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let auth = state.join("auth.json");
+    if !auth.exists() {
+        fs::write(&auth, "{}").unwrap();
+    }
+    let tmp = state.join("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let mut child = Command::new(program)
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .env("TMPDIR", &tmp)
+        .env("HOME", state)
+        .env("XDG_RUNTIME_DIR", state.join("xdg"))
+        .env("XDG_CONFIG_HOME", state.join("config"))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    if let Some(input) = stdin {
+        let mut s = child.stdin.take().unwrap();
+        s.write_all(input.as_bytes()).unwrap();
+    }
+    wait_output(
+        child,
+        Duration::from_secs(240),
+        &format!("{program} {args:?}"),
+    )
+}
+
+/// A podman with its own storage (vfs), run root and auth file.
+pub struct PodmanCli {
+    pub state: TempDir,
+    pub root: PathBuf,
+    pub runroot: PathBuf,
+}
+
+impl Default for PodmanCli {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PodmanCli {
+    pub fn new() -> PodmanCli {
+        let state = tempfile::Builder::new()
+            .prefix("portcullis-podman-")
+            .tempdir()
+            .unwrap();
+        let root = state.path().join("root");
+        let runroot = state.path().join("runroot");
+        PodmanCli {
+            state,
+            root,
+            runroot,
+        }
+    }
+
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let ptmp = self.state.path().join("libpod-tmp");
+        let mut all: Vec<String> = vec![
+            "--root".into(),
+            self.root.display().to_string(),
+            "--runroot".into(),
+            self.runroot.display().to_string(),
+            "--tmpdir".into(),
+            ptmp.display().to_string(),
+            "--storage-driver".into(),
+            "vfs".into(),
+            "--events-backend".into(),
+            "none".into(),
+            "--cgroup-manager".into(),
+            "cgroupfs".into(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        tool_run(self.state.path(), "podman", &refs, stdin)
+    }
+
+    /// `containers-storage:` reference of an image in this podman's store.
+    pub fn storage_ref(&self, name: &str) -> String {
+        format!(
+            "containers-storage:[vfs@{}+{}]{name}",
+            self.root.display(),
+            self.runroot.display()
+        )
+    }
+}
+
+/// stdout + stderr of a client run.
+pub fn both(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+impl Proxy {
+    /// Whether the proxy process still runs (not exited, not a zombie),
+    /// without needing `&mut self`.
+    pub fn is_running_ref(&self) -> bool {
+        let Some(c) = self.child.as_ref() else {
+            return false;
+        };
+        match fs::read_to_string(format!("/proc/{}/stat", c.id())) {
+            Ok(s) => s
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_some_and(|state| state != 'Z' && state != 'X'),
+            Err(_) => false,
+        }
+    }
 }

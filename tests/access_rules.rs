@@ -1,0 +1,590 @@
+//! Access rules through the proxy in Basic mode, with raw requests against a
+//! real registry: read-only users, repositories a user may not see (same
+//! answer whether they exist or not), anonymous pull, `${user}` namespaces,
+//! `GET /v2/` always asking for credentials; then `check --explain` and the
+//! reload of the rules (file change, invalid config, SIGHUP).
+
+mod support;
+
+use reqwest::Method;
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+const BOB: (&str, &str) = ("bob", "bob-readonly-pw");
+const ADMIN: (&str, &str) = ("admin", "admin-pw");
+
+const RULES: &str = r#"
+[[access]]
+users = ["admin"]
+actions = ["*"]
+comment = "admins"
+
+[[access]]
+users = ["alice"]
+repositories = ["team-a/**", "public/**"]
+actions = ["pull", "push"]
+comment = "alice works on team-a"
+
+[[access]]
+users = ["bob"]
+repositories = ["team-a/**"]
+actions = ["pull"]
+comment = "bob reads team-a"
+
+[[access]]
+repositories = ["users/${user}/**"]
+actions = ["pull", "push", "delete"]
+comment = "personal namespaces"
+
+[[access]]
+anonymous = true
+repositories = ["public/**"]
+actions = ["pull"]
+comment = "public images for everyone"
+"#;
+
+fn users() -> Vec<(&'static str, &'static str)> {
+    vec![(USER, PASS), BOB, ADMIN]
+}
+
+fn start() -> (Registry, Proxy) {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg, basic_options(&users(), RULES));
+    (reg, proxy)
+}
+
+/// Status, error codes, challenge, and the body with `repo` replaced by `<repo>`.
+fn refusal(
+    r: reqwest::blocking::Response,
+    repo: &str,
+) -> (u16, Vec<String>, Option<String>, String) {
+    let status = r.status().as_u16();
+    let challenge = header_of(&r, "www-authenticate").map(|c| c.replace(repo, "<repo>"));
+    let body = r.bytes().unwrap();
+    let codes = error_codes(&body).unwrap_or_else(|e| vec![format!("<{e}>")]);
+    let text = String::from_utf8_lossy(&body).replace(repo, "<repo>");
+    (status, codes, challenge, text)
+}
+
+#[test]
+fn base_endpoint_always_needs_credentials_even_with_anonymous_rules() {
+    let (_reg, proxy) = start();
+    let r = proxy.anon(Method::GET, "/v2/").send().unwrap();
+    let (status, codes, challenge) = status_codes_challenge(r);
+    assert_eq!(status, 401, "GET /v2/ without credentials");
+    assert_eq!(codes, ["UNAUTHORIZED"]);
+    let challenge = challenge.expect("GET /v2/ 401 without WWW-Authenticate");
+    assert!(
+        challenge.starts_with("Basic ") && challenge.contains(&format!("realm=\"{REALM}\"")),
+        "challenge: {challenge}"
+    );
+    // bob (who may only pull team-a) still logs in
+    let r = proxy
+        .req_as(Method::GET, "/v2/", BOB.0, BOB.1)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "GET /v2/ as bob");
+    let r = proxy
+        .req_as(Method::GET, "/v2/", BOB.0, "wrong")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401, "GET /v2/ as bob with a wrong password");
+}
+
+#[test]
+fn read_only_user_pulls_but_cannot_push() {
+    let (_reg, proxy) = start();
+    let (manifest, digest) = push_image(&proxy, "team-a/app", "v1");
+
+    let r = proxy
+        .req_as(Method::GET, "/v2/team-a/app/manifests/v1", BOB.0, BOB.1)
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "bob pulls team-a/app");
+    assert_eq!(r.bytes().unwrap().to_vec(), manifest);
+
+    let r = proxy
+        .req_as(Method::POST, "/v2/team-a/app/blobs/uploads/", BOB.0, BOB.1)
+        .send()
+        .unwrap();
+    let (status, codes, challenge) = status_codes_challenge(r);
+    assert_eq!(status, 403, "bob starts an upload to team-a/app");
+    assert_eq!(codes, ["DENIED"]);
+    assert_eq!(challenge, None, "403 DENIED carries no challenge");
+
+    let r = proxy
+        .req_as(Method::PUT, "/v2/team-a/app/manifests/v2", BOB.0, BOB.1)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403, "bob PUTs a manifest");
+    let r = proxy
+        .req_as(
+            Method::DELETE,
+            &format!("/v2/team-a/app/manifests/{digest}"),
+            BOB.0,
+            BOB.1,
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403, "bob deletes a manifest");
+    // alice may push but not delete
+    let r = proxy
+        .req(
+            Method::DELETE,
+            &format!("/v2/team-a/app/manifests/{digest}"),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403, "alice deletes a manifest (not granted)");
+    let r = proxy
+        .req(Method::GET, "/v2/team-a/app/manifests/v1")
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the refused delete did not reach the registry"
+    );
+}
+
+#[test]
+fn forbidden_repository_answers_the_same_whether_it_exists_or_not() {
+    let (reg, proxy) = start();
+    push_image_direct(&reg, "secret/exists", "v1");
+    let blob = direct_blob(&reg, "secret/exists", b"a secret blob");
+
+    // authenticated but not allowed: 403 DENIED, identical for both
+    for (what, path_of) in [
+        (
+            "manifest",
+            Box::new(|r: &str| format!("/v2/{r}/manifests/v1")) as Box<dyn Fn(&str) -> String>,
+        ),
+        ("tags", Box::new(|r: &str| format!("/v2/{r}/tags/list"))),
+        (
+            "blob",
+            Box::new(move |r: &str| format!("/v2/{r}/blobs/{blob}")),
+        ),
+    ] {
+        for (user, pass) in [(USER, PASS), BOB] {
+            let a = refusal(
+                proxy
+                    .req_as(Method::GET, &path_of("secret/exists"), user, pass)
+                    .send()
+                    .unwrap(),
+                "secret/exists",
+            );
+            let b = refusal(
+                proxy
+                    .req_as(Method::GET, &path_of("secret/missing"), user, pass)
+                    .send()
+                    .unwrap(),
+                "secret/missing",
+            );
+            assert_eq!(
+                a.0, 403,
+                "{user} GET {what} of an existing forbidden repo: {a:?}"
+            );
+            assert_eq!(a.1, ["DENIED"], "{user} {what}: {a:?}");
+            assert_eq!(
+                a, b,
+                "{user} {what}: existing vs missing forbidden repository differ"
+            );
+            let ha = proxy
+                .req_as(Method::HEAD, &path_of("secret/exists"), user, pass)
+                .send()
+                .unwrap();
+            let hb = proxy
+                .req_as(Method::HEAD, &path_of("secret/missing"), user, pass)
+                .send()
+                .unwrap();
+            assert_eq!(ha.status(), 403, "{user} HEAD {what}");
+            assert_eq!(
+                ha.status(),
+                hb.status(),
+                "{user} HEAD {what}: existing vs missing"
+            );
+        }
+        // anonymous: 401 with a challenge, identical for both
+        let a = refusal(
+            proxy
+                .anon(Method::GET, &path_of("secret/exists"))
+                .send()
+                .unwrap(),
+            "secret/exists",
+        );
+        let b = refusal(
+            proxy
+                .anon(Method::GET, &path_of("secret/missing"))
+                .send()
+                .unwrap(),
+            "secret/missing",
+        );
+        assert_eq!(a.0, 401, "anonymous GET {what}: {a:?}");
+        assert_eq!(a.1, ["UNAUTHORIZED"]);
+        assert!(
+            a.2.as_deref().is_some_and(|c| c.starts_with("Basic ")),
+            "{a:?}"
+        );
+        assert_eq!(a, b, "anonymous {what}: existing vs missing differ");
+    }
+    // the registry did see neither request
+    let uris = reg.logged_uris();
+    assert!(
+        !uris.iter().any(|u| u.contains("secret/missing")),
+        "a refused request reached the registry: {uris:?}"
+    );
+}
+
+#[test]
+fn anonymous_pull_of_public_but_push_asks_for_login() {
+    let (reg, proxy) = start();
+    let (manifest, _) = push_image(&proxy, "public/tools", "v1");
+
+    let r = proxy
+        .anon(Method::GET, "/v2/public/tools/manifests/v1")
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "anonymous pull of public/tools");
+    assert_eq!(r.bytes().unwrap().to_vec(), manifest);
+    let r = proxy
+        .anon(Method::GET, "/v2/public/tools/tags/list")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "anonymous tags/list of public/tools");
+
+    for (method, path) in [
+        (Method::POST, "/v2/public/tools/blobs/uploads/"),
+        (Method::PUT, "/v2/public/tools/manifests/v2"),
+        (Method::DELETE, "/v2/public/tools/manifests/v1"),
+    ] {
+        let r = proxy
+            .anon(method.clone(), path)
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest.clone())
+            .send()
+            .unwrap();
+        let (status, codes, challenge) = status_codes_challenge(r);
+        assert_eq!(status, 401, "anonymous {method} {path}");
+        assert_eq!(codes, ["UNAUTHORIZED"], "anonymous {method} {path}");
+        assert!(
+            challenge
+                .as_deref()
+                .is_some_and(|c| c.starts_with("Basic realm=")),
+            "anonymous {method} {path}: challenge {challenge:?}"
+        );
+    }
+    // anonymous may not see anything else
+    push_image_direct(&reg, "team-a/private", "v1");
+    let r = proxy
+        .anon(Method::GET, "/v2/team-a/private/manifests/v1")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401, "anonymous pull of team-a/private");
+    // bob (no rule for public) falls through to the anonymous rule: pull only
+    let r = proxy
+        .req_as(Method::GET, "/v2/public/tools/tags/list", BOB.0, BOB.1)
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "bob pulls public/tools through the anonymous rule"
+    );
+    let r = proxy
+        .req_as(
+            Method::POST,
+            "/v2/public/tools/blobs/uploads/",
+            BOB.0,
+            BOB.1,
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403, "bob pushes to public/tools");
+}
+
+#[test]
+fn personal_namespaces_follow_the_user() {
+    let (reg, proxy) = start();
+    // alice is the harness's default user (push_image uses her credentials)
+    push_image(&proxy, "users/alice/x", "v1");
+    let r = proxy
+        .req(Method::POST, "/v2/users/bob/x/blobs/uploads/")
+        .send()
+        .unwrap();
+    let (status, codes, _) = status_codes_challenge(r);
+    assert_eq!(status, 403, "alice pushes to users/bob/x");
+    assert_eq!(codes, ["DENIED"]);
+    let r = proxy
+        .req(Method::GET, "/v2/users/bob/x/tags/list")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403, "alice lists users/bob/x");
+    // bob's own namespace works for bob, alice's is closed to him
+    let r = proxy
+        .req_as(Method::POST, "/v2/users/bob/x/blobs/uploads/", BOB.0, BOB.1)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "bob pushes to users/bob/x");
+    let r = proxy
+        .req_as(Method::GET, "/v2/users/alice/x/tags/list", BOB.0, BOB.1)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403, "bob lists users/alice/x");
+    // a `${user}` pattern never matches anonymous callers
+    let r = proxy
+        .anon(Method::GET, "/v2/users/alice/x/tags/list")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401, "anonymous lists users/alice/x");
+    // alice may delete in her namespace
+    let r = proxy
+        .req(Method::DELETE, "/v2/users/alice/x/manifests/v1")
+        .send()
+        .unwrap();
+    // distribution refuses deleting by tag (only by digest): any non-403 answer
+    // means the rule let it through to the registry
+    assert_ne!(r.status(), 403, "alice deletes in users/alice/x");
+    assert!(
+        reg.logged_uris()
+            .iter()
+            .any(|u| u == "/v2/users/alice/x/manifests/v1"),
+        "the delete did not reach the registry"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// check --explain
+// ---------------------------------------------------------------------------
+
+#[test]
+fn check_explain_names_the_deciding_rule() {
+    let (_reg, proxy) = start();
+    let cfg = proxy.config_path();
+    let cfg = cfg.to_str().unwrap();
+
+    let o = portcullis(
+        &[
+            "check",
+            "--config",
+            cfg,
+            "--explain",
+            "alice",
+            "team-a/app",
+            "push",
+        ],
+        None,
+    );
+    let text = out_text(&o);
+    assert_eq!(o.status.code(), Some(0), "allowed → exit 0: {text}");
+    assert!(text.contains("rule 2 matches"), "deciding rule: {text}");
+    assert!(
+        text.contains("alice works on team-a"),
+        "rule comment: {text}"
+    );
+    assert!(text.contains("allowed"), "{text}");
+    assert!(
+        text.contains("rule 1 skipped"),
+        "rules tried before: {text}"
+    );
+
+    let o = portcullis(
+        &[
+            "check",
+            "--config",
+            cfg,
+            "--explain",
+            "bob",
+            "team-a/app",
+            "push",
+        ],
+        None,
+    );
+    let text = out_text(&o);
+    assert_eq!(o.status.code(), Some(1), "denied → exit 1: {text}");
+    assert!(
+        text.contains("rule 3 matches") && text.contains("denied"),
+        "{text}"
+    );
+
+    let o = portcullis(
+        &[
+            "check",
+            "--config",
+            cfg,
+            "--explain",
+            "bob",
+            "secret/x",
+            "pull",
+        ],
+        None,
+    );
+    let text = out_text(&o);
+    assert_eq!(o.status.code(), Some(1), "no rule → exit 1: {text}");
+    assert!(text.contains("default deny"), "{text}");
+
+    let o = portcullis(
+        &[
+            "check",
+            "--config",
+            cfg,
+            "--explain",
+            "-",
+            "public/tools",
+            "pull",
+        ],
+        None,
+    );
+    let text = out_text(&o);
+    assert_eq!(o.status.code(), Some(0), "anonymous public pull: {text}");
+    assert!(text.contains("rule 5 matches"), "{text}");
+
+    let o = portcullis(
+        &[
+            "check",
+            "--config",
+            cfg,
+            "--explain",
+            "alice",
+            "users/alice/y",
+            "delete",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let o = portcullis(
+        &[
+            "check",
+            "--config",
+            cfg,
+            "--explain",
+            "alice",
+            "users/bob/y",
+            "pull",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", out_text(&o));
+}
+
+// ---------------------------------------------------------------------------
+// reload
+// ---------------------------------------------------------------------------
+
+/// Replaces the `[[access]]` rules of the proxy's config (atomic rename).
+fn rewrite_rules(proxy: &Proxy, rules: &str) {
+    let cfg = std::fs::read_to_string(proxy.config_path()).unwrap();
+    let head = cfg.split("\n[[access]]").next().unwrap();
+    write_atomic(&proxy.config_path(), format!("{head}\n{rules}").as_bytes());
+}
+
+fn bob_push_status(proxy: &Proxy) -> u16 {
+    proxy
+        .req_as(Method::POST, "/v2/team-a/app/blobs/uploads/", BOB.0, BOB.1)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
+    let (_reg, proxy) = start();
+    assert_eq!(bob_push_status(&proxy), 403, "bob may not push at first");
+
+    // 1. the file changes: bob may push team-a now
+    let bob_rw = RULES.replace(
+        "users = [\"bob\"]\nrepositories = [\"team-a/**\"]\nactions = [\"pull\"]",
+        "users = [\"bob\"]\nrepositories = [\"team-a/**\"]\nactions = [\"pull\", \"push\"]",
+    );
+    assert_ne!(bob_rw, RULES);
+    rewrite_rules(&proxy, &bob_rw);
+    wait_until_every(
+        "bob's new push rule applies",
+        WAIT,
+        Duration::from_millis(200),
+        || bob_push_status(&proxy) == 202,
+        || proxy.logs(),
+    );
+
+    // 2. an invalid config (unknown action) keeps the rules in force
+    let invalid = RULES.replace("actions = [\"pull\"]", "actions = [\"pul\"]");
+    assert_ne!(invalid, RULES);
+    rewrite_rules(&proxy, &invalid);
+    wait_until_every(
+        "the invalid config is noticed",
+        WAIT,
+        Duration::from_millis(200),
+        || {
+            proxy
+                .log_text()
+                .contains("keeping the previous access rules")
+        },
+        || proxy.logs(),
+    );
+    assert_eq!(
+        bob_push_status(&proxy),
+        202,
+        "the previous rules keep serving"
+    );
+    assert!(proxy.is_running_ref(), "the proxy is still running");
+    // `check` reports the invalid action
+    let o = portcullis(
+        &["check", "--config", proxy.config_path().to_str().unwrap()],
+        None,
+    );
+    assert!(
+        !o.status.success(),
+        "check of the invalid config: {}",
+        out_text(&o)
+    );
+    assert!(out_text(&o).contains("actions"), "{}", out_text(&o));
+
+    // 3. SIGHUP reloads (the rules go back to bob = read-only)
+    let reloads_before = proxy.log_text().matches("config reloaded").count();
+    rewrite_rules(&proxy, RULES);
+    let st = Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -HUP");
+    wait_until_every(
+        "bob is read-only again after SIGHUP",
+        WAIT,
+        Duration::from_millis(200),
+        || bob_push_status(&proxy) == 403,
+        || proxy.logs(),
+    );
+    wait_until(
+        "SIGHUP is logged",
+        WAIT,
+        || proxy.log_text().contains("SIGHUP: reloading"),
+        || proxy.logs(),
+    );
+    assert!(
+        proxy.log_text().matches("config reloaded").count() > reloads_before,
+        "no reload logged\n{}",
+        proxy.logs()
+    );
+    // a SIGHUP with nothing changed reloads too, and does not stop the proxy
+    let before = proxy.log_text().matches("SIGHUP: reloading").count();
+    let st = Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_until(
+        "second SIGHUP is logged",
+        WAIT,
+        || proxy.log_text().matches("SIGHUP: reloading").count() > before,
+        || proxy.logs(),
+    );
+    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    assert_eq!(r.status(), 200, "the proxy serves after SIGHUP");
+    assert_eq!(bob_push_status(&proxy), 403);
+}
