@@ -174,11 +174,8 @@ impl KeySet {
                 path: key_path.clone(),
                 reason,
             })?;
-        let cert_path = dir.join(CERT_FILE);
-        let cert_der = keep_certificate(&cert_path, &key)?;
-
         let mut verification = vec![public.clone()];
-        let mut bundle = pem_encode("CERTIFICATE", &cert_der);
+        let mut extra_certs: Vec<Vec<u8>> = Vec::new();
         for path in &settings.extra_verification_keys {
             let (keys, certs) = load_public_keys(path)?;
             for k in keys {
@@ -186,7 +183,19 @@ impl KeySet {
                     verification.push(k);
                 }
             }
-            for c in certs.iter().filter(|c| **c != cert_der) {
+            extra_certs.extend(certs);
+        }
+        // a certificate of the signing key among the extra keys (one the
+        // registry already trusts, or one a CA signed) is the one to send
+        let given = extra_certs
+            .iter()
+            .find(|c| cert_spki(c).as_deref() == Some(public.spki_der()));
+        let cert_path = dir.join(CERT_FILE);
+        let cert_der = keep_certificate(&cert_path, &key, given.map(Vec::as_slice))?;
+
+        let mut bundle = pem_encode("CERTIFICATE", &cert_der);
+        for c in extra_certs.iter().filter(|c| **c != cert_der) {
+            if !bundle.contains(&pem_encode("CERTIFICATE", c)) {
                 bundle.push_str(&pem_encode("CERTIFICATE", c));
             }
         }
@@ -285,24 +294,29 @@ fn encoding_key(key: &KeyPair, alg: Algorithm) -> Result<EncodingKey, String> {
     r.map_err(|e| e.to_string())
 }
 
-/// Keeps `token-cert.pem` if it is a certificate of `key`, else writes a
-/// new one. Returns the certificate (DER).
+/// Keeps `token-cert.pem` if it is a certificate of `key`, else writes
+/// `given` (a certificate of `key` from the verification keys) or a new
+/// self-signed one. Returns the certificate (DER).
 ///
 /// Rewriting only when the key changed keeps the file byte-identical
 /// across restarts, so a registry reading it never sees it change.
-fn keep_certificate(path: &Path, key: &KeyPair) -> Result<Vec<u8>, KeyError> {
+fn keep_certificate(path: &Path, key: &KeyPair, given: Option<&[u8]>) -> Result<Vec<u8>, KeyError> {
     let spki = key.public_key_der();
     if let Ok(pem) = fs::read(path) {
         let first = rustls_pki_types::CertificateDer::pem_slice_iter(&pem).next();
         if let Some(Ok(der)) = first {
-            if let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) {
-                if cert.public_key().raw == spki.as_slice() && cert.validity().is_valid() {
-                    return Ok(der.to_vec());
-                }
+            let current = x509_parser::parse_x509_certificate(&der).is_ok_and(|(_, c)| {
+                c.public_key().raw == spki.as_slice() && c.validity().is_valid()
+            });
+            if current && given.is_none_or(|g| g == der.as_ref()) {
+                return Ok(der.to_vec());
             }
         }
     }
-    let der = self_signed(key)?;
+    let der = match given {
+        Some(g) => g.to_vec(),
+        None => self_signed(key)?,
+    };
     write_atomic(
         path,
         pem_encode("CERTIFICATE", &der).as_bytes(),
@@ -311,6 +325,12 @@ fn keep_certificate(path: &Path, key: &KeyPair) -> Result<Vec<u8>, KeyError> {
     )
     .map_err(io_err(path))?;
     Ok(der)
+}
+
+/// The DER SubjectPublicKeyInfo of a certificate.
+fn cert_spki(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.public_key().raw.to_vec())
 }
 
 /// A certificate that only carries the key to registry:2. Its validity runs
@@ -468,6 +488,43 @@ mod tests {
             "own cert + the old cert; bare keys cannot go in"
         );
         assert_eq!(certs[1].as_ref(), old.signing().cert_der());
+    }
+
+    #[test]
+    fn uses_a_given_certificate_of_the_signing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let key_path = dir.path().join("next.pem");
+        fs::write(&key_path, key.serialize_pem()).unwrap();
+        // a certificate made ahead of the switch (and already in the
+        // registry's bundle)
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "made ahead");
+        let ahead = params.self_signed(&key).unwrap();
+        let ahead_path = dir.path().join("next-cert.pem");
+        fs::write(&ahead_path, ahead.pem()).unwrap();
+        let s = KeySettings {
+            signing_key: Some(key_path),
+            extra_verification_keys: vec![ahead_path],
+            ..settings(dir.path())
+        };
+        // a stale token-cert.pem of an earlier key is replaced
+        KeySet::load(&settings(dir.path())).unwrap();
+        let ks = KeySet::load(&s).unwrap();
+        assert_eq!(ks.signing().cert_der(), ahead.der().as_ref());
+        let pem = fs::read(ks.cert_path()).unwrap();
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+        assert_eq!(der.as_ref(), ahead.der().as_ref());
+        let bundle = fs::read(ks.bundle_path()).unwrap();
+        assert_eq!(bundle, pem, "the given cert only once");
+        assert_eq!(ks.verification_keys().len(), 1, "same key, no duplicate");
+        // and kept on the next start
+        assert_eq!(
+            KeySet::load(&s).unwrap().signing().cert_der(),
+            ahead.der().as_ref()
+        );
     }
 
     #[test]
