@@ -1,0 +1,208 @@
+//! Throttling of failed logins through the proxy: Basic credentials on
+//! `/v2/` and the token endpoint. Past `max_failures`, the attacking
+//! address gets 429 with Retry-After and TOOMANYREQUESTS; the real user
+//! from another address still logs in.
+
+mod support;
+
+use reqwest::Method;
+use std::net::IpAddr;
+use support::*;
+
+const BOB: (&str, &str) = ("bob", "bob-pw");
+/// A long first refusal, so the attacker stays refused for the whole test.
+const THROTTLE: &str = "\n[auth.throttle]\nmax_failures = 10\nbackoff = \"60s\"\n";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Status, Retry-After and error codes of a response.
+fn answer(r: reqwest::blocking::Response) -> (u16, Option<String>, Vec<String>) {
+    let status = r.status().as_u16();
+    let retry = header_of(&r, "retry-after");
+    let body = r.bytes().unwrap();
+    let codes = error_codes(&body).unwrap_or_default();
+    (status, retry, codes)
+}
+
+#[test]
+fn basic_wrong_passwords_are_throttled_per_address() {
+    let reg = Registry::start();
+    let mut opts = basic_options(&[(USER, PASS), BOB], "");
+    opts.extra_toml = THROTTLE.into();
+    let proxy = Proxy::start(&reg, opts);
+    let attacker = proxy.client_from(ip("127.0.0.1"));
+    let url = proxy.url("/v2/");
+
+    let mut statuses = Vec::new();
+    let mut first_429 = None;
+    for i in 0..50 {
+        let r = attacker
+            .get(&url)
+            .basic_auth(USER, Some(format!("wrong-{i}")))
+            .send()
+            .unwrap();
+        let (status, retry, codes) = answer(r);
+        if status == 429 && first_429.is_none() {
+            first_429 = Some((i, retry.clone(), codes.clone()));
+        }
+        statuses.push(status);
+    }
+    assert!(
+        statuses[..10].iter().all(|&s| s == 401),
+        "the first 10 wrong passwords: {statuses:?}"
+    );
+    let (i, retry, codes) = first_429.unwrap_or_else(|| {
+        panic!(
+            "50 wrong passwords, never 429: {statuses:?}\n{}",
+            proxy.logs()
+        )
+    });
+    assert_eq!(i, 10, "refused from the 11th attempt: {statuses:?}");
+    assert!(
+        statuses[10..].iter().all(|&s| s == 429),
+        "all attempts after the limit are refused: {statuses:?}"
+    );
+    let retry = retry.expect("429 without Retry-After");
+    let secs: u64 = retry.parse().expect("Retry-After in seconds");
+    assert!(secs >= 1 && secs <= 60, "Retry-After {secs}");
+    assert_eq!(codes, ["TOOMANYREQUESTS"]);
+
+    // the right password from the throttled address is refused too
+    let r = attacker
+        .get(&url)
+        .basic_auth(USER, Some(PASS))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 429, "alice from the attacking address");
+    // and bob from there (the address is blocked for every user)
+    let r = attacker
+        .get(&url)
+        .basic_auth(BOB.0, Some(BOB.1))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 429, "bob from the attacking address");
+
+    // alice from another address still logs in, and works
+    let home = proxy.client_from(ip("127.0.0.2"));
+    let r = home.get(&url).basic_auth(USER, Some(PASS)).send().unwrap();
+    assert_eq!(r.status(), 200, "alice from 127.0.0.2\n{}", proxy.logs());
+    let r = home
+        .post(proxy.url("/v2/throttle/app/blobs/uploads/"))
+        .basic_auth(USER, Some(PASS))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "alice pushes from 127.0.0.2");
+    // a wrong password from the new address is a plain 401 (not throttled)
+    let r = home
+        .get(&url)
+        .basic_auth(USER, Some("wrong"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401, "one wrong password from 127.0.0.2");
+    let r = home
+        .get(&url)
+        .basic_auth(BOB.0, Some(BOB.1))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "bob from 127.0.0.2");
+}
+
+#[test]
+fn token_endpoint_wrong_passwords_are_throttled_per_address() {
+    let reg = Registry::start();
+    let keys = tempfile::tempdir().unwrap();
+    let mut opts = token_options(&[(USER, PASS), BOB], keys.path(), "", "");
+    opts.extra_toml.push_str(THROTTLE);
+    let proxy = Proxy::start(&reg, opts);
+    let token_url = proxy.url(&proxy.token_path(&["repository:team/app:pull"], false));
+    let attacker = proxy.client_from(ip("127.0.0.3"));
+
+    let mut statuses = Vec::new();
+    let mut throttled = None;
+    for i in 0..50 {
+        let r = if i % 2 == 0 {
+            attacker
+                .get(&token_url)
+                .basic_auth(USER, Some(format!("wrong-{i}")))
+                .send()
+                .unwrap()
+        } else {
+            let form = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("grant_type", "password")
+                .append_pair("username", USER)
+                .append_pair("password", &format!("wrong-{i}"))
+                .append_pair("service", "container-registry")
+                .finish();
+            attacker
+                .post(proxy.url("/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .unwrap()
+        };
+        let (status, retry, codes) = answer(r);
+        if status == 429 && throttled.is_none() {
+            throttled = Some((i, retry, codes));
+        }
+        statuses.push(status);
+    }
+    assert!(
+        statuses[..10].iter().all(|&s| s == 401),
+        "the first 10 wrong passwords at /token: {statuses:?}"
+    );
+    let (i, retry, codes) = throttled.unwrap_or_else(|| {
+        panic!(
+            "/token: 50 wrong passwords, never 429: {statuses:?}\n{}",
+            proxy.logs()
+        )
+    });
+    assert_eq!(i, 10, "refused from the 11th attempt: {statuses:?}");
+    assert!(statuses[10..].iter().all(|&s| s == 429), "{statuses:?}");
+    assert!(retry.is_some(), "429 from /token without Retry-After");
+    assert_eq!(codes, ["TOOMANYREQUESTS"]);
+    let r = attacker
+        .get(&token_url)
+        .basic_auth(USER, Some(PASS))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "alice's right password from the attacking address"
+    );
+
+    // from 127.0.0.2 alice gets a token, and Basic on /v2/ works too
+    let home = proxy.client_from(ip("127.0.0.2"));
+    let r = home
+        .get(&token_url)
+        .basic_auth(USER, Some(PASS))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "alice's token from 127.0.0.2\n{}",
+        proxy.logs()
+    );
+    let v: serde_json::Value = r.json().unwrap();
+    let t = v["token"].as_str().expect("token");
+    let r = home
+        .request(Method::GET, proxy.url("/v2/"))
+        .bearer_auth(t)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "alice's token on /v2/");
+    // Basic attempts on /v2/ from the attacking address are throttled as well
+    let r = attacker
+        .get(proxy.url("/v2/"))
+        .basic_auth(BOB.0, Some(BOB.1))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "bob with Basic on /v2/ from the attacking address"
+    );
+}
