@@ -16,11 +16,14 @@ use crate::auth::principal::{self, Challenge, Principal, Refusal};
 use crate::auth::token_endpoint::{Answer, Endpoint};
 use crate::auth::upstream_token::UpstreamTokens;
 use crate::observe::access_log::{self, AccessRecord};
+use crate::observe::audit::{self, AuditEvent, AuditLog};
 use crate::observe::drain::InFlight;
+use crate::observe::metrics::{code_class, method_label, metrics};
 use crate::registry::catalog;
 use crate::registry::errors::RegistryError;
 use crate::registry::route::{self, Route};
 use crate::registry::{headers, location};
+use crate::tls::acme;
 use crate::upstream::Upstream;
 
 pub struct RegistryProxy {
@@ -31,11 +34,14 @@ pub struct RegistryProxy {
     pub token_endpoint: Option<Endpoint>,
     /// The upstream runs token auth: tokens we send it.
     pub upstream_tokens: Option<UpstreamTokens>,
+    pub audit: Option<Arc<AuditLog>>,
     /// Precomputed `Strict-Transport-Security` value, if enabled.
     pub hsts: Option<String>,
     /// The TLS port, for redirects from the plain-HTTP listener.
     pub https_port: u16,
     pub access_log: bool,
+    /// tls.acme with http-01: validation requests on the plain listener.
+    pub acme_http01: Option<Arc<crate::tls::acme::Challenges>>,
 }
 
 /// Per-request state, filled in as the pipeline advances.
@@ -50,6 +56,8 @@ pub struct RequestCtx {
     upstream_ms: Option<u128>,
     /// `Authorization` for the upstream, when it runs token auth.
     upstream_authorization: Option<String>,
+    /// `Docker-Content-Digest` of the upstream's answer, for the audit log.
+    digest: Option<String>,
     _in_flight: InFlight,
 }
 
@@ -67,6 +75,7 @@ impl ProxyHttp for RegistryProxy {
             upstream_start: None,
             upstream_ms: None,
             upstream_authorization: None,
+            digest: None,
             _in_flight: InFlight::enter(),
         }
     }
@@ -76,6 +85,11 @@ impl ProxyHttp for RegistryProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let host = headers::request_host(session.req_header());
         if !is_tls(session) {
+            let path = session.req_header().uri.path().to_owned();
+            if let (Some(ch), Some(token)) = (&self.acme_http01, acme::http01::token(&path)) {
+                acme::http01::respond(session, ch, token).await?;
+                return Ok(true);
+            }
             let to =
                 headers::https_redirect(host.as_deref(), self.https_port, session.req_header());
             let code = if session.req_header().method == http::Method::GET
@@ -154,6 +168,7 @@ impl ProxyHttp for RegistryProxy {
         // 3. authorize
         let acl = self.gate.acl.load();
         if let Err(refusal) = principal::authorize(&principal, &acl, ip, self.gate.mode, &needs) {
+            metrics().denied.inc();
             tracing::info!(
                 target: "auth",
                 user = principal.user().unwrap_or("-"),
@@ -207,10 +222,21 @@ impl ProxyHttp for RegistryProxy {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.upstream_ms = ctx.upstream_start.map(|t| t.elapsed().as_millis());
+        if let Some(t) = ctx.upstream_start {
+            let elapsed = t.elapsed();
+            ctx.upstream_ms = Some(elapsed.as_millis());
+            metrics().upstream_duration.observe(elapsed.as_secs_f64());
+        }
+        if self.audit.is_some() {
+            ctx.digest = resp
+                .headers
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+        }
         Ok(())
     }
 
@@ -233,6 +259,18 @@ impl ProxyHttp for RegistryProxy {
         _ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let err = headers::upstream_error(e);
+        if e.esource() == &pingora::ErrorSource::Upstream {
+            let kind = match e.etype() {
+                pingora::ErrorType::ConnectTimedout
+                | pingora::ErrorType::ReadTimedout
+                | pingora::ErrorType::WriteTimedout => "timeout",
+                pingora::ErrorType::ConnectRefused
+                | pingora::ErrorType::ConnectNoRoute
+                | pingora::ErrorType::ConnectError => "connect",
+                _ => "other",
+            };
+            metrics().upstream_errors.with_label_values(&[kind]).inc();
+        }
         let code = match err {
             Some(err) if session.response_written().is_none() => {
                 tracing::warn!(target: "upstream", error = %e, status = err.status, "upstream request failed");
@@ -263,6 +301,28 @@ impl ProxyHttp for RegistryProxy {
         e: Option<&pingora::Error>,
         ctx: &mut RequestCtx,
     ) {
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let route = ctx.route.as_ref().map_or("other", Route::kind);
+        let m = metrics();
+        m.requests
+            .with_label_values(&[route, method_label(&req.method), code_class(status)])
+            .inc();
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(ctx.start.elapsed().as_secs_f64());
+        m.received_bytes
+            .with_label_values(&[route])
+            .inc_by(session.body_bytes_read() as u64);
+        m.sent_bytes
+            .with_label_values(&[route])
+            .inc_by(session.body_bytes_sent() as u64);
+        if let Some(log) = &self.audit {
+            self.audit(log, session, ctx, status);
+        }
         if !self.access_log {
             return;
         }
@@ -287,6 +347,57 @@ impl ProxyHttp for RegistryProxy {
 }
 
 impl RegistryProxy {
+    /// One audit line for content-changing or content-reading requests
+    /// that reached the registry.
+    fn audit(&self, log: &AuditLog, session: &Session, ctx: &RequestCtx, status: u16) {
+        let Some(route) = &ctx.route else { return };
+        let method = &session.req_header().method;
+        let action = match (route, method.as_str()) {
+            (Route::Manifest { .. } | Route::Blob { .. }, "GET" | "HEAD") => "pull",
+            (Route::Manifest { .. }, "PUT") => "push",
+            (Route::Upload { .. }, "PUT") => "push",
+            (
+                Route::UploadStart {
+                    mount_from: Some(_),
+                    ..
+                },
+                "POST",
+            ) => "mount",
+            (Route::Manifest { .. } | Route::Blob { .. }, "DELETE") => "delete",
+            _ => return,
+        };
+        // HEAD of a blob is how clients check for existence: not a pull
+        if action == "pull" && method == http::Method::HEAD && matches!(route, Route::Blob { .. }) {
+            return;
+        }
+        let query = session.req_header().uri.query();
+        let pushed_digest = route::query_param(query, "digest");
+        let mount_digest = route::query_param(query, "mount");
+        let from = match route {
+            Route::UploadStart {
+                mount_from: Some(f),
+                ..
+            } => Some(f.as_str()),
+            _ => None,
+        };
+        log.write(&AuditEvent {
+            time: audit::now_rfc3339(),
+            action,
+            user: ctx.user.as_deref(),
+            client: client_ip(session),
+            repository: route.repo().map_or("", |r| r.as_str()),
+            reference: route.reference(),
+            digest: ctx
+                .digest
+                .as_deref()
+                .or(pushed_digest.as_deref())
+                .or(mount_digest.as_deref()),
+            from,
+            status,
+            bytes: session.body_bytes_sent().max(session.body_bytes_read()),
+        });
+    }
+
     fn add_security_headers(&self, resp: &mut ResponseHeader) -> Result<()> {
         resp.insert_header("Docker-Distribution-Api-Version", "registry/2.0")?;
         resp.insert_header("X-Content-Type-Options", "nosniff")?;

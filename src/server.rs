@@ -21,6 +21,10 @@ use crate::auth::token_endpoint::Endpoint;
 use crate::auth::upstream_token::UpstreamTokens;
 use crate::auth::{groups, AuthSetupError, Authenticator};
 use crate::config::{AuthMode, Config, ConfigError, Problem, TokenConfig};
+use crate::observe::admin::{AdminApp, ScrapeAuth};
+use crate::observe::audit::AuditLog;
+use crate::observe::health::{self, Health};
+use crate::observe::metrics::metrics;
 use crate::observe::{drain, logging};
 use crate::proxy::RegistryProxy;
 use crate::tls::{TlsError, TlsState};
@@ -41,6 +45,12 @@ pub enum ServeError {
     Watcher(std::io::Error),
     #[error("auth.token: {0}")]
     Token(String),
+    #[error("log.audit_file: {0}")]
+    Audit(std::io::Error),
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("cannot start the health check: {0}")]
+    Health(std::io::Error),
 }
 
 /// The access rules and groups from a config (also used on reload).
@@ -49,6 +59,20 @@ pub fn build_acl(cfg: &Config) -> Result<Arc<Acl>, ConfigError> {
         problems: vec![Problem::new("auth.groups_file", e.to_string())],
     })?;
     Acl::compile(&cfg.access, groups).map_err(|problems| ConfigError { problems })
+}
+
+/// What scrapers of `/metrics` must present.
+fn scrape_auth(cfg: &Config) -> Result<Option<ScrapeAuth>, ServeError> {
+    let m = &cfg.metrics;
+    let secret = |s: &crate::config::Secret, key: &str| {
+        s.resolve()
+            .map_err(|e| ServeError::Metrics(format!("{key}: {e}")))
+    };
+    Ok(match (&m.username, &m.password, &m.bearer_token) {
+        (Some(u), Some(p), _) => Some(ScrapeAuth::basic(u, &secret(p, "password")?)),
+        (_, _, Some(t)) => Some(ScrapeAuth::bearer(&secret(t, "bearer_token")?)),
+        _ => None,
+    })
 }
 
 /// Signing and verification keys for token mode (generated on first start).
@@ -79,7 +103,27 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
             "no [[access]] rules: every authenticated user may pull, push and delete everything"
         );
     }
+    let health = Arc::new(Health::default());
+    health::spawn(
+        Arc::clone(&upstream),
+        Arc::clone(&health),
+        cfg.health.interval,
+        cfg.health.threshold,
+    )
+    .map_err(ServeError::Health)?;
+    let audit = match &cfg.log.audit_file {
+        Some(path) => Some(Arc::new(
+            AuditLog::open(path, cfg.log.audit_max_bytes).map_err(ServeError::Audit)?,
+        )),
+        None => None,
+    };
     let need_keys = cfg.auth.mode == AuthMode::Token || cfg.upstream.token_auth;
+    if cfg.auth.mode == AuthMode::Token && cfg.auth.token.lifetime < Duration::from_secs(60) {
+        tracing::warn!(
+            lifetime_s = cfg.auth.token.lifetime.as_secs(),
+            "auth.token.lifetime is under 60s: Docker clients assume 60s and may send expired tokens"
+        );
+    }
     let issuer = match need_keys {
         true => Some(Arc::new(build_issuer(&cfg.auth.token)?)),
         false => None,
@@ -136,11 +180,30 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    // stored ACME certificates are installed before the listeners start
+    let acme = match &cfg.tls.acme {
+        Some(a) => Some(
+            crate::tls::acme::start(
+                a,
+                Arc::clone(&tls.store),
+                &crate::tls::acme::Listeners {
+                    tls: cfg.server.listen,
+                    http: cfg.server.http_listen,
+                },
+                cfg.server.watch_interval,
+                tls.self_signed_pem.is_some(),
+            )
+            .map_err(TlsError::from)?,
+        ),
+        None => None,
+    };
     let proxy = RegistryProxy {
+        acme_http01: acme.as_ref().and_then(|a| a.http01.clone()),
         upstream: Arc::clone(&upstream),
         gate,
         token_endpoint,
         upstream_tokens,
+        audit: audit.clone(),
         realm: cfg.auth.realm.clone(),
         hsts: (!cfg.server.hsts_max_age.is_zero())
             .then(|| format!("max-age={}", cfg.server.hsts_max_age.as_secs())),
@@ -148,6 +211,19 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
         access_log: cfg.log.access_log,
     };
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    if cfg.metrics.enabled {
+        let admin = AdminApp {
+            health: Arc::clone(&health),
+            certs: Arc::clone(&tls.store),
+            auth: scrape_auth(&cfg)?,
+            ready_checks: Vec::new(),
+        };
+        let mut admin_service =
+            pingora::services::listening::Service::new("portcullis admin".to_owned(), admin);
+        admin_service.add_tcp(&cfg.metrics.listen.to_string());
+        server.add_service(admin_service);
+        tracing::info!(listen = %cfg.metrics.listen, "metrics and health on /metrics, /healthz, /readyz");
+    }
     // The paths are unused: the resolver below supplies every certificate.
     let mut tls_settings = TlsSettings::intermediate("", "").map_err(|e| {
         ServeError::Tls(TlsError::Files(crate::tls::pem::PemError::Read {
@@ -158,6 +234,9 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
     tls_settings.set_cert_resolver(tls.store.clone());
     tls_settings.enable_h2();
     service.add_tls_with_settings(&cfg.server.listen.to_string(), None, tls_settings);
+    if let Some(responder) = acme.as_ref().and_then(|a| a.alpn.clone()) {
+        service.endpoints().set_pre_tls_callback(responder);
+    }
     if let Some(http) = cfg.server.http_listen {
         service.add_tcp(&http.to_string());
     }
@@ -169,6 +248,7 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
         auth,
         acl,
         upstream,
+        audit,
     };
     spawn_watcher(&cfg, watched).map_err(ServeError::Watcher)?;
     server.run(RunArgs {
@@ -186,6 +266,7 @@ struct Watched {
     auth: Arc<Authenticator>,
     acl: Arc<ArcSwap<Acl>>,
     upstream: Arc<Upstream>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// Polls the certificate, htpasswd, group and config files (and reloads
@@ -210,12 +291,22 @@ fn spawn_watcher(cfg: &Config, mut w: Watched) -> std::io::Result<()> {
                 let hangup = hup.swap(false, Ordering::SeqCst);
                 if hangup {
                     tracing::info!("SIGHUP: reloading");
+                    if let Some(audit) = &w.audit {
+                        if let Err(e) = audit.reopen() {
+                            tracing::error!(target: "audit", error = %e, "cannot reopen the audit log");
+                        }
+                    }
                 }
                 if let Some(files) = w.tls.files.as_mut() {
                     files.poll(&w.tls.store);
                 }
                 if htpasswd.changed() || hangup {
-                    match w.auth.reload() {
+                    let result = w.auth.reload();
+                    metrics()
+                        .config_reloads
+                        .with_label_values(&["htpasswd", if result.is_ok() { "ok" } else { "error" }])
+                        .inc();
+                    match result {
                         Ok(n) => tracing::info!(target: "auth", users = n, "htpasswd file reloaded"),
                         Err(e) => tracing::error!(
                             target: "auth",
@@ -243,16 +334,26 @@ fn spawn_watcher(cfg: &Config, mut w: Watched) -> std::io::Result<()> {
 fn reload_policy(path: &std::path::Path, acl: &ArcSwap<Acl>) {
     match Config::load(path).and_then(|cfg| build_acl(&cfg)) {
         Ok(new) => {
+            metrics()
+                .config_reloads
+                .with_label_values(&["config", "ok"])
+                .inc();
             tracing::info!(
                 rules = new.rule_count(),
                 "config reloaded: access rules and groups replaced"
             );
             acl.store(new);
         }
-        Err(e) => tracing::error!(
-            error = %e.to_string().replace('\n', "; "),
-            "config changed but is invalid; keeping the previous access rules"
-        ),
+        Err(e) => {
+            metrics()
+                .config_reloads
+                .with_label_values(&["config", "error"])
+                .inc();
+            tracing::error!(
+                error = %e.to_string().replace('\n', "; "),
+                "config changed but is invalid; keeping the previous access rules"
+            );
+        }
     }
 }
 

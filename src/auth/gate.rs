@@ -49,7 +49,10 @@ impl Gate {
         password: &str,
         ip: IpAddr,
     ) -> (Result<Principal, Refusal>, LoginOutcome) {
+        let m = crate::observe::metrics::metrics();
         if let Some(wait) = self.throttle.check(Some(user), ip) {
+            m.throttled.inc();
+            m.auth_attempts.with_label_values(&["-", "throttled"]).inc();
             let refusal = Refusal {
                 error: RegistryError::TOO_MANY_REQUESTS,
                 challenge: Challenge::None,
@@ -63,10 +66,16 @@ impl Gate {
         };
         match self.authenticator.verify(&creds).await {
             Ok(identity) => {
+                m.auth_attempts
+                    .with_label_values(&[identity.backend, "ok"])
+                    .inc();
                 self.throttle.succeeded(user, ip);
                 (Ok(self.user_principal(identity)), LoginOutcome::Ok)
             }
             Err(failure) => {
+                m.auth_attempts
+                    .with_label_values(&[self.authenticator.backend_name(), failure.as_str()])
+                    .inc();
                 if failure != AuthFailure::Unavailable {
                     self.throttle.failed(Some(user), ip);
                 }
@@ -116,16 +125,22 @@ impl Gate {
                     }),
                     None,
                 ),
-                Err(e) => (
-                    Err(Refusal::new(
-                        RegistryError::INVALID_TOKEN,
-                        Challenge::Bearer {
-                            scope: None,
-                            error: Some("invalid_token"),
-                        },
-                    )),
-                    Some(LoginOutcome::BadToken(e.as_str())),
-                ),
+                Err(e) => {
+                    crate::observe::metrics::metrics()
+                        .auth_attempts
+                        .with_label_values(&["token", "bad_token"])
+                        .inc();
+                    (
+                        Err(Refusal::new(
+                            RegistryError::INVALID_TOKEN,
+                            Challenge::Bearer {
+                                scope: None,
+                                error: Some("invalid_token"),
+                            },
+                        )),
+                        Some(LoginOutcome::BadToken(e.as_str())),
+                    )
+                }
             };
         }
         // An unknown scheme, or Bearer in Basic mode: ask for credentials.

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod groups;
 pub mod hash_pool;
 pub mod htpasswd;
+pub mod ldap;
 pub mod principal;
 pub mod throttle;
 pub mod token;
@@ -125,6 +126,11 @@ impl Authenticator {
         self.users.load().file.hash_of(user).is_some()
     }
 
+    /// The backend named in metrics for failures (no user is known then).
+    pub fn backend_name(&self) -> &'static str {
+        "htpasswd"
+    }
+
     pub fn user_count(&self) -> usize {
         self.users.load().file.len()
     }
@@ -142,9 +148,12 @@ impl Authenticator {
 
     /// Checks Basic credentials. Never runs bcrypt on the calling thread.
     pub async fn verify(&self, creds: &BasicCredentials) -> Result<Arc<Identity>, AuthFailure> {
+        let cache = &crate::observe::metrics::metrics().credential_cache;
         if let Some(id) = self.cache.get(&creds.user, &creds.password) {
+            cache.with_label_values(&["hit"]).inc();
             return Ok(id);
         }
+        cache.with_label_values(&["miss"]).inc();
         let generation = self.generation.load(Ordering::SeqCst);
         let users = self.users.load_full();
         let (hash, known) = match users.file.hash_of(&creds.user) {

@@ -156,6 +156,7 @@ impl Endpoint {
             (Some(u), true) => self.issuer.issue_refresh(u, self.refresh_lifetime).ok(),
             _ => None,
         };
+        crate::observe::metrics::metrics().tokens_issued.inc();
         tracing::info!(
             target: "auth",
             user = user.as_deref().unwrap_or("-"),

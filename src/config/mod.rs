@@ -4,6 +4,8 @@
 //! silently switch a security setting off) and every problem is reported
 //! with the dotted key it concerns, so `portcullis check` can name it.
 
+pub mod acme;
+pub mod ldap;
 mod secret;
 
 pub use secret::{Secret, SecretError};
@@ -24,9 +26,60 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
     /// Ordered access rules; the first that matches decides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<RuleConfig>,
+}
+
+/// The admin listener: `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    #[serde(default = "defaults::metrics_listen")]
+    pub listen: SocketAddr,
+    /// Basic credentials scrapers must send to `/metrics`.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Or a bearer token (`authorization.credentials` in Prometheus).
+    pub bearer_token: Option<Secret>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: defaults::metrics_listen(),
+            username: None,
+            password: None,
+            bearer_token: None,
+        }
+    }
+}
+
+/// The upstream health check (like registry:2's `health.storagedriver`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default = "defaults::health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Failed checks in a row before the upstream counts as down.
+    #[serde(default = "defaults::health_threshold")]
+    pub threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: defaults::health_interval(),
+            threshold: defaults::health_threshold(),
+        }
+    }
 }
 
 /// One `[[access]]` rule as written; compiled by `auth::acl`.
@@ -187,6 +240,9 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
     #[serde(default)]
     pub self_signed: bool,
+    /// Certificates over ACME; alone, a self-signed fallback serves until
+    /// the first is issued (and for names no certificate covers).
+    pub acme: Option<acme::AcmeConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -254,6 +310,12 @@ pub struct LogConfig {
     pub level: String,
     #[serde(default = "defaults::yes")]
     pub access_log: bool,
+    /// JSON lines of pulls, pushes, mounts and deletes.
+    pub audit_file: Option<PathBuf>,
+    /// Rotate the audit file at this size (bytes; 0: never, rotate
+    /// externally and send SIGHUP).
+    #[serde(default)]
+    pub audit_max_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -262,6 +324,8 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             level: defaults::log_level(),
             access_log: true,
+            audit_file: None,
+            audit_max_bytes: 0,
         }
     }
 }
@@ -303,6 +367,15 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn metrics_listen() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 9095))
+    }
+    pub fn health_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn health_threshold() -> u32 {
+        3
     }
     pub fn max_failures() -> u32 {
         10
@@ -474,12 +547,16 @@ impl Config {
                 "tls.self_signed",
                 "cannot be combined with tls.cert and tls.key",
             )),
+            (false, None, None) if tls.acme.is_some() => {}
             (false, None, None) => p.push(Problem::new(
                 "tls",
-                "set tls.cert and tls.key, or tls.self_signed = true",
+                "set tls.cert and tls.key, [tls.acme], or tls.self_signed = true",
             )),
             (false, Some(_), None) => p.push(Problem::new("tls.key", "missing (tls.cert is set)")),
             (false, None, Some(_)) => p.push(Problem::new("tls.cert", "missing (tls.key is set)")),
+        }
+        if let Some(acme) = &tls.acme {
+            p.extend(acme.validate(self.server.http_listen.is_some()));
         }
         if self.auth.realm.is_empty() || self.auth.realm.contains('"') {
             p.push(Problem::new(
@@ -513,10 +590,37 @@ impl Config {
                 "must start with / and not be under /v2",
             ));
         }
-        if t.lifetime.is_zero() || t.refresh_lifetime.is_zero() {
+        if t.lifetime < Duration::from_secs(5) || t.refresh_lifetime < Duration::from_secs(5) {
             p.push(Problem::new(
                 "auth.token.lifetime",
-                "token lifetimes must be greater than zero",
+                "token lifetimes must be at least 5s",
+            ));
+        }
+        let m = &self.metrics;
+        if m.password.is_some() != m.username.is_some() {
+            p.push(Problem::new(
+                "metrics.password",
+                "metrics.username and metrics.password go together",
+            ));
+        }
+        if m.username.is_some() && m.bearer_token.is_some() {
+            p.push(Problem::new(
+                "metrics.bearer_token",
+                "choose Basic (username/password) or a bearer token",
+            ));
+        }
+        if m.enabled
+            && (m.listen == self.server.listen || Some(m.listen) == self.server.http_listen)
+        {
+            p.push(Problem::new(
+                "metrics.listen",
+                "must differ from the proxy's listeners",
+            ));
+        }
+        if self.health.interval.is_zero() || self.health.threshold == 0 {
+            p.push(Problem::new(
+                "health",
+                "interval and threshold must be greater than zero",
             ));
         }
         let th = &self.auth.throttle;

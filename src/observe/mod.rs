@@ -2,5 +2,9 @@
 //! a graceful shutdown end as soon as transfers are done.
 
 pub mod access_log;
+pub mod admin;
+pub mod audit;
 pub mod drain;
+pub mod health;
 pub mod logging;
+pub mod metrics;

@@ -1,6 +1,7 @@
 //! TLS termination: where the served certificate comes from and how it is
 //! replaced without a restart.
 
+pub mod acme;
 pub mod pem;
 pub mod self_signed;
 pub mod store;
@@ -19,6 +20,8 @@ pub enum TlsError {
     Files(#[from] PemError),
     #[error("tls.self_signed: {0}")]
     SelfSigned(#[from] self_signed::SelfSignedError),
+    #[error("tls.acme: {0}")]
+    Acme(#[from] acme::AcmeError),
 }
 
 /// Certificate files being watched for renewal.
@@ -56,11 +59,18 @@ impl TlsState {
             }
             _ => {
                 let (loaded, pem) = self_signed::generate()?;
-                tracing::warn!(
-                    target: "tls",
-                    names = ?loaded.info.names,
-                    "serving a generated self-signed certificate (tls.self_signed); clients must trust it explicitly"
-                );
+                if cfg.acme.is_some() && !cfg.self_signed {
+                    tracing::info!(
+                        target: "tls",
+                        "default certificate: self-signed, for names tls.acme does not cover (and for its names until their first certificate)"
+                    );
+                } else {
+                    tracing::warn!(
+                        target: "tls",
+                        names = ?loaded.info.names,
+                        "serving a generated self-signed certificate (tls.self_signed); clients must trust it explicitly"
+                    );
+                }
                 Ok(TlsState {
                     store: Arc::new(CertStore::new(loaded)),
                     files: None,

@@ -1,0 +1,154 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`.
+//!
+//! It is its own listener (loopback by default) so that metrics and health
+//! never share a port, TLS or auth with registry clients.
+
+use async_trait::async_trait;
+use base64::Engine;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+use super::health::Health;
+use super::metrics::metrics;
+use crate::tls::store::CertStore;
+
+/// What a scraper must present, if anything.
+pub enum ScrapeAuth {
+    Basic { expected: String },
+    Bearer { expected: String },
+}
+
+impl ScrapeAuth {
+    pub fn basic(user: &str, password: &str) -> Self {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        ScrapeAuth::Basic {
+            expected: format!("Basic {token}"),
+        }
+    }
+
+    pub fn bearer(token: &str) -> Self {
+        ScrapeAuth::Bearer {
+            expected: format!("Bearer {token}"),
+        }
+    }
+
+    fn allows(&self, header: Option<&[u8]>) -> bool {
+        let expected = match self {
+            ScrapeAuth::Basic { expected } | ScrapeAuth::Bearer { expected } => expected,
+        };
+        // hash both so the comparison is constant-time and length-blind
+        let a = Sha256::digest(header.unwrap_or_default());
+        let b = Sha256::digest(expected.as_bytes());
+        bool::from(a.ct_eq(&b))
+    }
+}
+
+/// A named readiness check, e.g. whether the directory answers.
+pub type ReadyCheck = (&'static str, Box<dyn Fn() -> bool + Send + Sync>);
+
+pub struct AdminApp {
+    pub health: Arc<Health>,
+    pub certs: Arc<CertStore>,
+    pub auth: Option<ScrapeAuth>,
+    /// Extra readiness checks (e.g. the directory), by name.
+    pub ready_checks: Vec<ReadyCheck>,
+}
+
+fn response(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+impl AdminApp {
+    fn readiness(&self) -> (bool, String) {
+        let mut ok = true;
+        let mut text = String::new();
+        let up = self.health.upstream_up();
+        ok &= up;
+        text.push_str(&format!("upstream: {}\n", if up { "ok" } else { "down" }));
+        text.push_str("certificate: ok\n");
+        for (name, check) in &self.ready_checks {
+            let r = check();
+            ok &= r;
+            text.push_str(&format!("{name}: {}\n", if r { "ok" } else { "down" }));
+        }
+        (ok, text)
+    }
+
+    fn refresh_cert_gauges(&self) {
+        let g = &metrics().cert_expiry;
+        g.reset();
+        for info in self.certs.all() {
+            let name = info.names.first().map(String::as_str).unwrap_or("default");
+            g.with_label_values(&[name]).set(info.not_after as f64);
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_owned();
+        match path.as_str() {
+            "/healthz" => response(200, "text/plain", b"ok\n".to_vec()),
+            "/readyz" => {
+                let (ok, text) = self.readiness();
+                response(if ok { 200 } else { 503 }, "text/plain", text.into_bytes())
+            }
+            "/metrics" => {
+                let header = session
+                    .req_header()
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes());
+                if let Some(auth) = &self.auth {
+                    if !auth.allows(header) {
+                        let mut r = response(401, "text/plain", b"unauthorized\n".to_vec());
+                        if matches!(auth, ScrapeAuth::Basic { .. }) {
+                            r.headers_mut().insert(
+                                http::header::WWW_AUTHENTICATE,
+                                http::HeaderValue::from_static("Basic realm=\"metrics\""),
+                            );
+                        }
+                        return r;
+                    }
+                }
+                self.refresh_cert_gauges();
+                response(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics().render(),
+                )
+            }
+            _ => response(404, "text/plain", b"not found\n".to_vec()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrape_auth_compares_whole_values() {
+        let a = ScrapeAuth::basic("prom", "s3cret");
+        let good = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("prom:s3cret")
+        );
+        assert!(a.allows(Some(good.as_bytes())));
+        assert!(!a.allows(Some(b"Basic cHJvbTpub3Bl")));
+        assert!(!a.allows(None));
+        let b = ScrapeAuth::bearer("tok");
+        assert!(b.allows(Some(b"Bearer tok")));
+        assert!(!b.allows(Some(b"Bearer tok2")));
+    }
+}

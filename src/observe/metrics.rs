@@ -1,0 +1,288 @@
+//! Prometheus metrics, in one registry of our own.
+//!
+//! Labels are bounded: route kind, method, status class, backend, result.
+//! No user or repository labels (their number is unbounded).
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+/// Request durations from a millisecond to an hour: manifest GETs take
+/// milliseconds, multi-GiB layer pushes many minutes.
+const DURATION_BUCKETS: [f64; 18] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub received_bytes: IntCounterVec,
+    pub sent_bytes: IntCounterVec,
+    pub upstream_duration: Histogram,
+    pub upstream_errors: IntCounterVec,
+    pub upstream_up: IntGauge,
+    pub auth_attempts: IntCounterVec,
+    pub denied: IntCounter,
+    pub credential_cache: IntCounterVec,
+    pub throttled: IntCounter,
+    pub ldap_duration: HistogramVec,
+    pub tls_handshakes: IntCounter,
+    pub tls_hellos: IntCounter,
+    pub cert_expiry: GaugeVec,
+    pub acme_renewals: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub tokens_issued: IntCounter,
+    pub build_info: GaugeVec,
+    pub start_time: Gauge,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn plain_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let upstream_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "portcullis_upstream_response_duration_seconds",
+                "Time from sending a request upstream to its response header.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        r.register(Box::new(upstream_duration.clone()))
+            .expect("unique metric");
+        let upstream_up = IntGauge::new(
+            "portcullis_upstream_up",
+            "1 if the upstream registry passes its health check, else 0.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(upstream_up.clone()))
+            .expect("unique metric");
+        let start_time = Gauge::new(
+            "portcullis_start_time_seconds",
+            "Start time of the process since the Unix epoch.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(start_time.clone()))
+            .expect("unique metric");
+        let m = Metrics {
+            requests: counter(
+                &r,
+                "portcullis_requests_total",
+                "Requests answered, by route kind, method and status class.",
+                &["route", "method", "code"],
+            ),
+            request_duration: histogram(
+                &r,
+                "portcullis_request_duration_seconds",
+                "Time from the request header to the end of the response.",
+                &["route"],
+                &DURATION_BUCKETS,
+            ),
+            received_bytes: counter(
+                &r,
+                "portcullis_received_bytes_total",
+                "Request body bytes received from clients.",
+                &["route"],
+            ),
+            sent_bytes: counter(
+                &r,
+                "portcullis_sent_bytes_total",
+                "Response body bytes sent to clients.",
+                &["route"],
+            ),
+            upstream_duration,
+            upstream_errors: counter(
+                &r,
+                "portcullis_upstream_errors_total",
+                "Failed upstream exchanges, by kind (connect, timeout, other).",
+                &["kind"],
+            ),
+            upstream_up,
+            auth_attempts: counter(
+                &r,
+                "portcullis_auth_attempts_total",
+                "Credential checks by backend and result (ok, bad_credentials, unknown_user, backend_error, throttled, bad_token).",
+                &["backend", "result"],
+            ),
+            denied: plain_counter(
+                &r,
+                "portcullis_denied_requests_total",
+                "Requests refused by the access rules.",
+            ),
+            credential_cache: counter(
+                &r,
+                "portcullis_credential_cache_requests_total",
+                "Lookups in the verified-credential cache, by result (hit, miss).",
+                &["result"],
+            ),
+            throttled: plain_counter(
+                &r,
+                "portcullis_throttled_requests_total",
+                "Login attempts refused by the brute-force throttle.",
+            ),
+            ldap_duration: histogram(
+                &r,
+                "portcullis_ldap_operation_duration_seconds",
+                "Directory operations (search, bind), by operation.",
+                &["operation"],
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            ),
+            tls_handshakes: plain_counter(
+                &r,
+                "portcullis_tls_handshakes_total",
+                "TLS handshakes completed.",
+            ),
+            tls_hellos: plain_counter(
+                &r,
+                "portcullis_tls_client_hellos_total",
+                "TLS ClientHellos answered with a certificate; minus completed handshakes, the failed ones.",
+            ),
+            cert_expiry: gauge(
+                &r,
+                "portcullis_certificate_expiry_timestamp_seconds",
+                "Expiry (notAfter) of each served certificate, by its first name.",
+                &["name"],
+            ),
+            acme_renewals: counter(
+                &r,
+                "portcullis_acme_renewals_total",
+                "ACME orders by result (ok, error).",
+                &["result"],
+            ),
+            config_reloads: counter(
+                &r,
+                "portcullis_config_reloads_total",
+                "Reloads of config, htpasswd and certificate files, by what and result.",
+                &["what", "result"],
+            ),
+            tokens_issued: plain_counter(
+                &r,
+                "portcullis_tokens_issued_total",
+                "Access tokens issued by the token endpoint.",
+            ),
+            build_info: gauge(
+                &r,
+                "portcullis_build_info",
+                "Always 1; the version and commit of this build as labels.",
+                &["version", "commit"],
+            ),
+            start_time,
+            registry: r,
+        };
+        m.build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("PORTCULLIS_COMMIT").unwrap_or("unknown"),
+            ])
+            .set(1.0);
+        if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            m.start_time.set(d.as_secs_f64());
+        }
+        m
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // encoding into a Vec cannot fail
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+/// `2xx`, `4xx`, …; `0` means no response was sent.
+pub fn code_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// A method label from a closed set.
+pub fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_bounded_labels() {
+        let m = metrics();
+        m.requests
+            .with_label_values(&["manifest", "GET", "2xx"])
+            .inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains(
+                "portcullis_requests_total{code=\"2xx\",method=\"GET\",route=\"manifest\"}"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("portcullis_build_info{"), "{text}");
+        assert!(text.contains("# TYPE portcullis_request_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(code_class(204), "2xx");
+        assert_eq!(code_class(0), "none");
+        assert_eq!(method_label(&http::Method::OPTIONS), "other");
+    }
+}
