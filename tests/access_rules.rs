@@ -588,3 +588,44 @@ fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
     assert_eq!(r.status(), 200, "the proxy serves after SIGHUP");
     assert_eq!(bob_push_status(&proxy), 403);
 }
+
+/// containers/image (skopeo, podman, buildah) without credentials answers a
+/// Basic challenge with `Authorization: Basic Og==` — an empty user name and
+/// password. That is an anonymous client, not a failed login: it must get
+/// what the anonymous rules allow, and must not count toward throttling.
+#[test]
+fn empty_basic_credentials_are_anonymous() {
+    let (_reg, proxy) = start();
+    push_image(&proxy, "public/tools", "v1");
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| {
+            proxy
+                .anon(Method::GET, "/v2/public/tools/manifests/v1")
+                .header("authorization", "Basic Og==")
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "12 x GET public/tools with `Authorization: Basic Og==` (what skopeo sends without credentials): {statuses:?}\n{}",
+        proxy.logs()
+    );
+    // still refused where anonymous callers may not go, with a challenge
+    let r = proxy
+        .anon(Method::POST, "/v2/public/tools/blobs/uploads/")
+        .header("authorization", "Basic Og==")
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "anonymous push with empty Basic credentials"
+    );
+    // and the real user from the same address is not throttled
+    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    assert_eq!(r.status(), 200, "alice after 12 empty-credential requests");
+}
