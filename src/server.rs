@@ -91,7 +91,7 @@ pub fn build_issuer(t: &TokenConfig) -> Result<TokenIssuer, ServeError> {
         .with_refresh_lifetime(t.refresh_lifetime))
 }
 
-pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
+pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeError> {
     let cfg = Config::load(config_path)?;
     logging::init(&cfg.log);
     let tls = TlsState::new(&cfg.tls)?;
@@ -170,6 +170,7 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
         grace_period_seconds: Some(cfg.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
         upstream_keepalive_pool_size: 256,
+        upgrade_sock: cfg.server.upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
     conf.ca_file = cfg
@@ -177,7 +178,14 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
         .ca_file
         .as_ref()
         .map(|p| p.display().to_string());
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    if upgrade {
+        tracing::info!(sock = %cfg.server.upgrade_sock.display(), "upgrade: waiting for the running process to hand over its sockets (send it SIGQUIT)");
+    }
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
     // stored ACME certificates are installed before the listeners start
@@ -251,10 +259,10 @@ pub fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
         audit,
     };
     spawn_watcher(&cfg, watched).map_err(ServeError::Watcher)?;
+    spawn_drain(server.watch_execution_phase(), cfg.server.grace_period)
+        .map_err(ServeError::Watcher)?;
     server.run(RunArgs {
-        shutdown_signal: Box::new(Signals {
-            grace: cfg.server.grace_period,
-        }),
+        shutdown_signal: Box::new(Signals),
     });
     Ok(())
 }
@@ -357,11 +365,38 @@ fn reload_policy(path: &std::path::Path, acl: &ArcSwap<Acl>) {
     }
 }
 
+/// Once Pingora has stopped the listeners (SIGTERM, or SIGQUIT after the
+/// sockets were handed to the new process), exit as soon as no transfer is
+/// left instead of always waiting out the grace period.
+fn spawn_drain(
+    mut phases: tokio::sync::broadcast::Receiver<pingora::server::ExecutionPhase>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    use pingora::server::ExecutionPhase as P;
+    std::thread::Builder::new()
+        .name("portcullis-drain".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(P::ShutdownStarted) => {
+                    tracing::info!(
+                        in_flight = drain::in_flight(),
+                        grace_s = grace.as_secs(),
+                        "listeners closed; waiting for transfers to finish"
+                    );
+                    let left = drain::wait_idle(grace);
+                    tracing::info!(left, "shutdown complete");
+                    std::process::exit(0);
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        })?;
+    Ok(())
+}
+
 /// Pingora's signals, with an early exit once a graceful shutdown has no
 /// transfer left to wait for.
-struct Signals {
-    grace: Duration,
-}
+struct Signals;
 
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
@@ -377,20 +412,14 @@ impl ShutdownSignalWatch for Signals {
         };
         tokio::select! {
             _ = term.recv() => {
-                let grace = self.grace;
-                tracing::info!(in_flight = drain::in_flight(), grace_s = grace.as_secs(), "SIGTERM: no new connections; waiting for transfers to finish");
-                let spawned = std::thread::Builder::new().name("portcullis-drain".into()).spawn(move || {
-                    let left = drain::wait_idle(grace);
-                    tracing::info!(left, "shutdown complete");
-                    std::process::exit(0);
-                });
-                if let Err(e) = spawned {
-                    tracing::warn!("cannot watch the drain, waiting out the grace period: {e}");
-                }
+                tracing::info!(in_flight = drain::in_flight(), "SIGTERM: stopping; no new connections");
                 ShutdownSignal::GracefulTerminate
             }
             _ = int.recv() => ShutdownSignal::FastShutdown,
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = quit.recv() => {
+                tracing::info!("SIGQUIT: handing the listening sockets to the new process");
+                ShutdownSignal::GracefulUpgrade
+            }
         }
     }
 }

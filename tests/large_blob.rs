@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,32 +18,7 @@ const SIZE: u64 = 1 << 30;
 const RSS_LIMIT_KIB: u64 = 100 * 1024;
 
 fn generator() -> String {
-    format!(
-        // openssl dies of SIGPIPE when head has enough: not an error under pipefail
-        "{{ openssl enc -aes-128-ctr -nosalt -K 000102030405060708090a0b0c0d0e0f -iv 0f0e0d0c0b0a09080706050403020100 -in /dev/zero 2>/dev/null || true; }} | head -c {SIZE}"
-    )
-}
-
-fn bash(script: &str) -> std::process::Output {
-    let child = Command::new("bash")
-        .args(["-c", &format!("set -euo pipefail\n{script}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_output(child, Duration::from_secs(600), "bash pipeline")
-}
-
-fn digest_of_stream(cmd: &str) -> String {
-    let o = bash(&format!("{cmd} | openssl dgst -sha256 -r"));
-    assert!(o.status.success(), "digest pipeline: {}", out_text(&o));
-    let hex = String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    format!("sha256:{hex}")
+    stream_generator(SIZE)
 }
 
 #[test]

@@ -30,6 +30,12 @@ enum Command {
             default_value = "/etc/portcullis/proxy.toml"
         )]
         config: PathBuf,
+        /// Take over the listening sockets of a running portcullis (zero
+        /// downtime upgrade): start the new binary with --upgrade, then send
+        /// SIGQUIT to the old process; it hands its sockets over over
+        /// `server.upgrade_sock`, finishes its transfers and exits.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Load and validate the whole config, including the files it names;
     /// print every problem as `key: reason`.
@@ -98,7 +104,7 @@ struct PasswordArgs {
 impl Cli {
     pub fn run(self) -> ExitCode {
         let result = match self.command {
-            Command::Serve { config } => match crate::server::serve(&config) {
+            Command::Serve { config, upgrade } => match crate::server::serve(&config, upgrade) {
                 Ok(()) => Ok(()),
                 Err(e) => Err(format!("cannot start: {e}")),
             },

@@ -209,6 +209,10 @@ pub struct ServerConfig {
     pub hsts_max_age: Duration,
     /// Proxy worker threads; default: one per CPU.
     pub threads: Option<usize>,
+    /// Unix socket over which a running process hands its listening
+    /// sockets to its successor (`serve --upgrade`).
+    #[serde(default = "defaults::upgrade_sock")]
+    pub upgrade_sock: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -367,6 +371,9 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn upgrade_sock() -> std::path::PathBuf {
+        "/tmp/portcullis-upgrade.sock".into()
     }
     pub fn metrics_listen() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 9095))

@@ -357,7 +357,7 @@ mod tests {
             "user_filter"
         );
         assert_eq!(
-            key(|c| c.user_filter = Some("uid={username}".into())),
+            key(|c| c.user_filter = Some("(&(uid={username})".into())),
             "user_filter"
         );
         assert_eq!(

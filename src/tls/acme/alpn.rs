@@ -133,3 +133,117 @@ impl ResolvesServerCert for OneCert {
         Some(Arc::clone(&self.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// The CA checks the extension itself; the test only looks.
+    #[derive(Debug)]
+    struct AnyCert;
+
+    impl ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    fn client(alpn: &[u8]) -> tokio_rustls::TlsConnector {
+        let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
+        c.alpn_protocols = vec![alpn.to_vec()];
+        tokio_rustls::TlsConnector::from(Arc::new(c))
+    }
+
+    /// Accepts one connection and runs the responder on it; returns its
+    /// verdict and the first bytes Pingora's handshake would then read.
+    async fn one(listener: &TcpListener, r: &AlpnResponder) -> (bool, Vec<u8>) {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut stream = L4Stream::from(tcp);
+        let ok = r.process(&mut stream).await.is_ok();
+        let mut first = vec![0u8; 5];
+        if ok {
+            stream.read_exact(&mut first).await.unwrap();
+        }
+        (ok, first)
+    }
+
+    #[tokio::test]
+    async fn answers_acme_tls_and_leaves_other_hellos_alone() {
+        let challenges = Arc::new(Challenges::new(None));
+        let (cert, _) = super::super::challenge::alpn_certificate("a.example", &[1u8; 32]).unwrap();
+        challenges.put_alpn("a.example", Arc::clone(&cert));
+        let r = AlpnResponder::new(challenges);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+
+        // the validation handshake is answered with the challenge cert
+        let validator = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("a.example").unwrap();
+            let tls = client(ACME_TLS_ALPN).connect(name, tcp).await.unwrap();
+            let (_, conn) = tls.get_ref();
+            (
+                conn.alpn_protocol().map(<[u8]>::to_vec),
+                conn.peer_certificates().unwrap()[0].clone(),
+            )
+        });
+        let (ok, _) = one(&listener, &r).await;
+        assert!(!ok, "the connection must be dropped after the validation");
+        let (alpn, peer) = validator.await.unwrap();
+        assert_eq!(alpn.as_deref(), Some(ACME_TLS_ALPN));
+        assert_eq!(peer, cert.cert[0]);
+
+        // an ordinary hello, and acme-tls/1 for an unknown name: untouched
+        for (alpn, sni) in [(&b"h2"[..], "a.example"), (ACME_TLS_ALPN, "b.example")] {
+            let c = client(alpn);
+            let hello = tokio::spawn(async move {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let name = ServerName::try_from(sni).unwrap();
+                let _ = c.connect(name, tcp).await;
+            });
+            let (ok, first) = one(&listener, &r).await;
+            assert!(ok, "{sni}");
+            assert_eq!(first[0], 0x16, "the ClientHello record is read again");
+            hello.abort();
+        }
+    }
+}

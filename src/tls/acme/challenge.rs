@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::state::StateDir;
-use crate::tls::pem;
 
 /// `GET` path prefix of http-01 validation requests.
 pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -21,7 +20,7 @@ pub enum ChallengeError {
     #[error("cannot make the tls-alpn-01 certificate: {0}")]
     Certificate(#[from] rcgen::Error),
     #[error("cannot load the tls-alpn-01 certificate: {0}")]
-    Load(#[from] pem::PemError),
+    Load(String),
 }
 
 pub struct Challenges {
@@ -76,10 +75,7 @@ impl Challenges {
         }
         let shared = self.shared.as_ref()?;
         let pem_bytes = tokio::fs::read(shared.alpn01_path(&domain)).await.ok()?;
-        let p = std::path::Path::new("<tls-alpn-01>");
-        pem::parse_pair(&pem_bytes, &pem_bytes, p, p)
-            .ok()
-            .map(|l| l.key)
+        certified(&pem_bytes).ok()
     }
 }
 
@@ -98,9 +94,20 @@ pub fn alpn_certificate(
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     let pem_text = format!("{}{}", cert.pem(), key.serialize_pem());
-    let p = std::path::Path::new("<tls-alpn-01>");
-    let loaded = pem::parse_pair(pem_text.as_bytes(), pem_text.as_bytes(), p, p)?;
-    Ok((loaded.key, pem_text))
+    Ok((certified(pem_text.as_bytes())?, pem_text))
+}
+
+/// Certificate and key from PEM, without the consistency check of
+/// `pem::parse_pair`: webpki refuses the critical acmeIdentifier
+/// extension it does not know, and a validation server expects exactly it.
+fn certified(pem_bytes: &[u8]) -> Result<Arc<CertifiedKey>, ChallengeError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let load = |e: &dyn std::fmt::Display| ChallengeError::Load(e.to_string());
+    let cert = CertificateDer::from_pem_slice(pem_bytes).map_err(|e| load(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(pem_bytes).map_err(|e| load(&e))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| load(&e))?;
+    Ok(Arc::new(CertifiedKey::new(vec![cert], signer)))
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
