@@ -19,6 +19,10 @@ use reqwest::Method;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+pub mod pebble;
+pub mod prometheus;
+pub mod slapd;
+
 pub const USER: &str = "alice";
 pub const PASS: &str = "alice-S3cret:with-colon";
 pub const REALM: &str = "Docker Registry Realm";
@@ -549,6 +553,7 @@ realm = "{REALM}"
 [auth.htpasswd]
 path = "{htpasswd}"
 
+{metrics}
 [log]
 level = "info"
 {extra}
@@ -558,6 +563,13 @@ level = "info"
             key = key_path.display(),
             htpasswd = htpasswd.display(),
             extra = opts.extra_toml,
+            // the admin listener's default port would collide between
+            // parallel tests: off unless a test configures it
+            metrics = if opts.extra_toml.contains("[metrics]") {
+                ""
+            } else {
+                "[metrics]\nenabled = false\n"
+            },
             extra_server = opts.extra_server,
             extra_auth = opts.extra_auth,
             extra_upstream = opts.extra_upstream,
@@ -1708,4 +1720,37 @@ impl Proxy {
             Err(_) => false,
         }
     }
+}
+
+/// A shell command printing `size` deterministic pseudo-random bytes
+/// (AES-CTR of zeros), for streaming large bodies without holding them.
+pub fn stream_generator(size: u64) -> String {
+    format!(
+        // openssl dies of SIGPIPE when head has enough: not an error under pipefail
+        "{{ openssl enc -aes-128-ctr -nosalt -K 000102030405060708090a0b0c0d0e0f -iv 0f0e0d0c0b0a09080706050403020100 -in /dev/zero 2>/dev/null || true; }} | head -c {size}"
+    )
+}
+
+/// Runs a bash pipeline under `set -euo pipefail` (10 minutes at most).
+pub fn bash(script: &str) -> Output {
+    let child = Command::new("bash")
+        .args(["-c", &format!("set -euo pipefail\n{script}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(600), "bash pipeline")
+}
+
+/// `sha256:…` of what a shell command prints.
+pub fn digest_of_stream(cmd: &str) -> String {
+    let o = bash(&format!("{cmd} | openssl dgst -sha256 -r"));
+    assert!(o.status.success(), "digest pipeline: {}", out_text(&o));
+    let hex = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    format!("sha256:{hex}")
 }
