@@ -66,7 +66,7 @@ fn basic_wrong_passwords_are_throttled_per_address() {
     );
     let retry = retry.expect("429 without Retry-After");
     let secs: u64 = retry.parse().expect("Retry-After in seconds");
-    assert!(secs >= 1 && secs <= 60, "Retry-After {secs}");
+    assert!((1..=60).contains(&secs), "Retry-After {secs}");
     assert_eq!(codes, ["TOOMANYREQUESTS"]);
 
     // the right password from the throttled address is refused too
