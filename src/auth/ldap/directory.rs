@@ -58,11 +58,10 @@ impl Search {
 
 impl Directory {
     pub async fn authenticate(&self, user: &str, password: &str) -> Result<LdapVerdict, LdapError> {
-        let verdict = match &self.queries.mode {
-            BindMode::Search => self.search_then_bind(user, password).await?,
-            BindMode::Dn(_) | BindMode::Upn(_) => self.direct_bind(user, password).await?,
-        };
-        Ok(verdict)
+        match &self.queries.mode {
+            BindMode::Search => self.search_then_bind(user, password).await,
+            BindMode::Dn(_) | BindMode::Upn(_) => self.direct_bind(user, password).await,
+        }
     }
 
     /// The entry and groups of `user`, without a password check: what

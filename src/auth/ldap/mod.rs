@@ -64,7 +64,8 @@ pub struct LdapEntry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LdapError {
-    #[error("auth.ldap: {0}")]
+    /// The config cannot work (`key: reason`, keys in full).
+    #[error("{0}")]
     Config(String),
     #[error("auth.ldap.bind_password: {0}")]
     Secret(#[from] SecretError),

@@ -117,17 +117,14 @@ impl Pool {
         Fut: Future<Output = ldap3::result::Result<T>>,
     {
         let mut lease = self.get(kind).await?;
-        match lease.run(what, &op).await {
+        match lease.run(&op).await {
             Ok(v) => Ok((lease, v)),
             Err(OpError::Transport(reason)) if lease.reused => {
                 tracing::debug!(%reason, "pooled LDAP connection is dead; reconnecting");
                 drop(lease);
                 self.discard_idle(kind);
                 let mut lease = self.connect(kind).await?;
-                let v = lease
-                    .run(what, &op)
-                    .await
-                    .map_err(|e| e.into_error(what, self))?;
+                let v = lease.run(&op).await.map_err(|e| e.into_error(what, self))?;
                 Ok((lease, v))
             }
             Err(e) => Err(e.into_error(what, self)),
@@ -244,7 +241,7 @@ impl<'a> Lease<'a> {
     }
 
     /// Runs one operation within the operation timeout.
-    pub async fn run<T, F, Fut>(&mut self, _what: &'static str, op: &F) -> Result<T, OpError>
+    pub async fn run<T, F, Fut>(&mut self, op: &F) -> Result<T, OpError>
     where
         F: Fn(Ldap) -> Fut,
         Fut: Future<Output = ldap3::result::Result<T>>,
@@ -270,9 +267,7 @@ impl<'a> Lease<'a> {
         Fut: Future<Output = ldap3::result::Result<T>>,
     {
         let pool = self.pool;
-        self.run(what, &op)
-            .await
-            .map_err(|e| e.into_error(what, pool))
+        self.run(&op).await.map_err(|e| e.into_error(what, pool))
     }
 }
 
