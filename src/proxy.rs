@@ -247,7 +247,9 @@ impl ProxyHttp for RegistryProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(public) = &ctx.public_origin {
-            location::rewrite_response(resp, self.upstream.origin(), public)?;
+            for origin in self.upstream.origins() {
+                location::rewrite_response(resp, origin, public)?;
+            }
         }
         self.add_security_headers(resp)
     }

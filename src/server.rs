@@ -61,6 +61,48 @@ pub fn build_acl(cfg: &Config) -> Result<Arc<Acl>, ConfigError> {
     Acl::compile(&cfg.access, groups).map_err(|problems| ConfigError { problems })
 }
 
+/// Round-robin over the registry replicas, with Pingora's HTTP health
+/// check (`GET /v2/`, any answer below 500 is healthy) run by a
+/// background service.
+fn replica_balancer(
+    cfg: &Config,
+) -> Result<
+    (
+        pingora::services::background::GenBackgroundService<crate::upstream::Replicas>,
+        Arc<crate::upstream::Replicas>,
+    ),
+    ServeError,
+> {
+    use pingora::lb::health_check::HttpHealthCheck;
+    let addrs = Upstream::replica_addresses(&cfg.upstream);
+    let mut lb = crate::upstream::Replicas::try_from_iter(addrs.iter().map(String::as_str))
+        .map_err(|e| {
+            ServeError::Upstream(crate::upstream::UpstreamError::Resolve {
+                host: addrs.join(","),
+                reason: e.to_string(),
+            })
+        })?;
+    let host = cfg.upstream.url.host_str().unwrap_or_default();
+    let mut hc = HttpHealthCheck::new(host, cfg.upstream.url.scheme() == "https");
+    hc.req.set_uri(http::Uri::from_static("/v2/"));
+    hc.consecutive_failure = cfg.health.threshold as usize;
+    hc.validator = Some(Box::new(|resp| {
+        if resp.status.as_u16() < 500 {
+            Ok(())
+        } else {
+            Err(pingora::Error::explain(
+                pingora::ErrorType::HTTPStatus(resp.status.as_u16()),
+                "replica unhealthy",
+            ))
+        }
+    }));
+    lb.set_health_check(Box::new(hc));
+    lb.health_check_frequency = Some(cfg.health.interval);
+    let service = pingora::services::background::background_service("upstream replicas", lb);
+    let task = service.task();
+    Ok((service, task))
+}
+
 /// What scrapers of `/metrics` must present.
 fn scrape_auth(cfg: &Config) -> Result<Option<ScrapeAuth>, ServeError> {
     let m = &cfg.metrics;
@@ -96,7 +138,14 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
     logging::init(&cfg.log);
     let tls = TlsState::new(&cfg.tls)?;
     let auth = Arc::new(Authenticator::new(&cfg.auth)?);
-    let upstream = Arc::new(Upstream::new(&cfg.upstream)?);
+    let mut upstream = Upstream::new(&cfg.upstream)?;
+    let mut replica_service = None;
+    if !cfg.upstream.replicas.is_empty() {
+        let (service, lb) = replica_balancer(&cfg)?;
+        upstream = upstream.with_replicas(lb);
+        replica_service = Some(service);
+    }
+    let upstream = Arc::new(upstream);
     let acl = Arc::new(ArcSwap::new(build_acl(&cfg)?));
     if acl.load().rule_count() == 0 {
         tracing::warn!(
@@ -249,6 +298,9 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
         service.add_tcp(&http.to_string());
     }
     server.add_service(service);
+    if let Some(s) = replica_service {
+        server.add_service(s);
+    }
 
     let watched = Watched {
         config_path: config_path.to_owned(),

@@ -7,7 +7,14 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::LoadBalancer;
+
 use crate::config::{SecretError, UpstreamConfig};
+
+/// Several registry replicas, balanced round-robin; replicas failing the
+/// health check are skipped until they pass again.
+pub type Replicas = LoadBalancer<RoundRobin>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -31,6 +38,9 @@ pub struct Upstream {
     idle_timeout: Duration,
     authorization: Option<String>,
     ca_pem: Option<Vec<u8>>,
+    /// `scheme://host[:port]` of every replica (the first is `url`).
+    origins: Vec<String>,
+    replicas: Option<Arc<Replicas>>,
 }
 
 impl Upstream {
@@ -66,7 +76,36 @@ impl Upstream {
             idle_timeout: cfg.idle_timeout,
             authorization,
             ca_pem: cfg.ca_file.as_ref().and_then(|p| std::fs::read(p).ok()),
+            origins: std::iter::once(url)
+                .chain(cfg.replicas.iter())
+                .map(|u| u.origin().ascii_serialization())
+                .collect(),
+            replicas: None,
         })
+    }
+
+    /// Balances over `replicas` (built by the server, whose background
+    /// service runs their health checks).
+    pub fn with_replicas(mut self, replicas: Arc<Replicas>) -> Self {
+        self.replicas = Some(replicas);
+        self
+    }
+
+    /// The replicas' `host:port`s, for the load balancer.
+    pub fn replica_addresses(cfg: &UpstreamConfig) -> Vec<String> {
+        std::iter::once(&cfg.url)
+            .chain(cfg.replicas.iter())
+            .map(|u| {
+                let host = u.host_str().unwrap_or_default();
+                let port = u.port_or_known_default().unwrap_or(80);
+                format!("{host}:{port}")
+            })
+            .collect()
+    }
+
+    /// Every replica's origin, to recognise upstream URLs in responses.
+    pub fn origins(&self) -> &[String] {
+        &self.origins
     }
 
     #[cfg(test)]
@@ -102,7 +141,10 @@ impl Upstream {
         }
         crate::registry::catalog::UpstreamCatalog {
             client: builder.build().unwrap_or_default(),
-            base: self.origin.clone(),
+            base: match self.replicas.as_ref().and_then(|lb| lb.select(b"", 256)) {
+                Some(b) if !self.tls => format!("http://{}", b.addr),
+                _ => self.origin.clone(),
+            },
             authorization: self.authorization.clone(),
         }
     }
@@ -126,7 +168,19 @@ impl Upstream {
     /// A peer for one request; pingora pools connections per peer, so
     /// equal peers reuse kept-alive upstream connections.
     pub fn peer(&self) -> pingora::Result<Box<HttpPeer>> {
-        let mut peer = HttpPeer::new(self.address(), self.tls, self.sni.clone());
+        let addr = match &self.replicas {
+            Some(lb) => lb
+                .select(b"", 256)
+                .and_then(|b| b.addr.as_inet().copied())
+                .ok_or_else(|| {
+                    pingora::Error::explain(
+                        pingora::ErrorType::ConnectNoRoute,
+                        "no healthy upstream replica",
+                    )
+                })?,
+            None => self.address(),
+        };
+        let mut peer = HttpPeer::new(addr, self.tls, self.sni.clone());
         let o = &mut peer.options;
         o.connection_timeout = Some(self.connect_timeout);
         o.read_timeout = Some(self.read_timeout);

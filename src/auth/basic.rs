@@ -15,6 +15,22 @@ impl std::fmt::Debug for BasicCredentials {
     }
 }
 
+/// `Basic Og==` (empty user and password): what containers/image clients
+/// (skopeo, podman) send when they have no credentials. It means
+/// "anonymous", not a failed login.
+pub fn is_empty(header: &[u8]) -> bool {
+    let Ok(value) = std::str::from_utf8(header) else {
+        return false;
+    };
+    let Some((scheme, token)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("basic")
+        && base64::engine::general_purpose::STANDARD
+            .decode(token.trim())
+            .is_ok_and(|d| d == b":")
+}
+
 /// Parses a header value; `None` for other schemes or malformed values.
 pub fn parse(header: &[u8]) -> Option<BasicCredentials> {
     let value = std::str::from_utf8(header).ok()?.trim();
@@ -59,6 +75,13 @@ mod tests {
         assert!(parse(format!("Basic {}", b64("nocolon")).as_bytes()).is_none());
         assert!(parse(format!("Basic {}", b64(":pw")).as_bytes()).is_none());
         assert!(parse(b"Basic").is_none());
+    }
+
+    #[test]
+    fn empty_credentials_are_recognised() {
+        assert!(is_empty(b"Basic Og=="));
+        assert!(!is_empty(format!("Basic {}", b64("a:")).as_bytes()));
+        assert!(!is_empty(b"Bearer Og=="));
     }
 
     #[test]

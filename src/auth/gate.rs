@@ -110,7 +110,7 @@ impl Gate {
         authorization: Option<&[u8]>,
         ip: IpAddr,
     ) -> (Result<Principal, Refusal>, Option<LoginOutcome>) {
-        let Some(header) = authorization else {
+        let Some(header) = authorization.filter(|h| !basic::is_empty(h)) else {
             return (Ok(Principal::Anonymous), None);
         };
         if let Some(creds) = basic::parse(header) {

@@ -60,9 +60,15 @@ impl UpstreamTokens {
 }
 
 /// The `access` claim for a set of needs, one entry per resource.
+/// registry:2 wants `pull` with every `push` (distribution's
+/// `appendAccessRecords` asks for both on uploads), so push brings pull.
 pub fn access_for(needs: &[(Option<&RepoName>, Action)]) -> Vec<Access> {
     let mut out: Vec<Access> = Vec::new();
-    for &(repo, action) in needs {
+    let expanded = needs.iter().flat_map(|&(repo, action)| {
+        let extra = (action == Action::Push).then_some((repo, Action::Pull));
+        std::iter::once((repo, action)).chain(extra)
+    });
+    for (repo, action) in expanded {
         let (kind, name, act) = match repo {
             Some(r) => ("repository", r.as_str(), action.as_str()),
             None => ("registry", "catalog", "*"),
@@ -98,6 +104,9 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].name, "team/app");
         assert_eq!(got[0].actions, ["push", "pull"]);
+        // push alone brings pull along
+        let p = access_for(&[(Some(&b), Action::Push)]);
+        assert_eq!(p[0].actions, ["push", "pull"]);
         assert_eq!(got[1].actions, ["pull"]);
         let cat = access_for(&[(None, Action::Catalog)]);
         assert_eq!(

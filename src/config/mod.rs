@@ -219,6 +219,10 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub url: url::Url,
+    /// More replicas of the same registry (shared storage and
+    /// `http.secret`), balanced with `url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<url::Url>,
     pub ca_file: Option<PathBuf>,
     #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -508,6 +512,17 @@ impl Config {
                 "upstream.url",
                 "must not have a path: the registry API lives at /v2/ of the upstream",
             ));
+        }
+        for (i, r) in self.upstream.replicas.iter().enumerate() {
+            if r.scheme() != self.upstream.url.scheme()
+                || r.host_str().is_none()
+                || !matches!(r.path(), "" | "/")
+            {
+                p.push(Problem::new(
+                    format!("upstream.replicas[{i}]"),
+                    "must be a URL like upstream.url: same scheme, a host, no path",
+                ));
+            }
         }
         if self.upstream.ca_file.is_some() && self.upstream.url.scheme() != "https" {
             p.push(Problem::new(

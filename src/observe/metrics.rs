@@ -268,6 +268,9 @@ mod tests {
         m.requests
             .with_label_values(&["manifest", "GET", "2xx"])
             .inc();
+        m.request_duration
+            .with_label_values(&["manifest"])
+            .observe(0.003);
         let text = String::from_utf8(m.render()).unwrap();
         assert!(
             text.contains(
