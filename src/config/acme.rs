@@ -367,6 +367,28 @@ mod tests {
     }
 
     #[test]
+    fn acme_alone_is_a_valid_tls_section() {
+        let base = r#"
+            [server]
+            listen = "127.0.0.1:5443"
+            [upstream]
+            url = "http://127.0.0.1:5000"
+            [auth.htpasswd]
+            path = "/etc/portcullis/htpasswd"
+            [tls.acme]
+            accept_terms = true
+            domains = ["registry.example.com"]
+        "#;
+        let c = crate::config::Config::parse(base).unwrap();
+        assert!(c.tls.cert.is_none() && c.tls.acme.is_some());
+        let e =
+            crate::config::Config::parse(&format!("{base}challenge = \"http-01\"\n")).unwrap_err();
+        assert_eq!(keys(&e.problems), ["tls.acme.challenge"], "{e}");
+        let e = crate::config::Config::parse(&base.replace("accept_terms = true", "")).unwrap_err();
+        assert_eq!(keys(&e.problems), ["tls.acme.accept_terms"], "{e}");
+    }
+
+    #[test]
     fn a_follower_agrees_to_nothing() {
         let c = parse("role = \"follow\"\ndomains = [\"a.example\"]");
         assert!(c.validate(false).is_empty());

@@ -287,6 +287,9 @@ realm = "{REALM}"
 [auth.htpasswd]
 path = "{htpasswd}"
 
+[metrics]
+enabled = false
+
 [log]
 level = "info,acme=debug"
 "#,

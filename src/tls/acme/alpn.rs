@@ -70,7 +70,7 @@ impl PreTlsProcess for AlpnResponder {
         // the connection served its purpose; Pingora must not use it
         Err(Error::explain(
             ErrorType::ConnectionClosed,
-            "tls-alpn-01 validation answered",
+            "tls-alpn-01 validation answered; connection closed on purpose",
         ))
     }
 }
@@ -137,48 +137,9 @@ impl ResolvesServerCert for OneCert {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use crate::tls::acme::probe::AnyCert;
+    use rustls::pki_types::ServerName;
     use tokio::net::{TcpListener, TcpStream};
-
-    /// The CA checks the extension itself; the test only looks.
-    #[derive(Debug)]
-    struct AnyCert;
-
-    impl ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
 
     fn client(alpn: &[u8]) -> tokio_rustls::TlsConnector {
         let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(

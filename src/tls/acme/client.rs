@@ -60,7 +60,16 @@ pub fn describe(e: &instant_acme::Error) -> String {
             }
             s
         }
-        other => other.to_string(),
+        other => {
+            // hyper's errors say "client error (Connect)"; the cause is below
+            let mut s = other.to_string();
+            let mut cause = std::error::Error::source(other);
+            while let Some(c) = cause {
+                s.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            s
+        }
     }
 }
 

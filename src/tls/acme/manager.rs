@@ -60,7 +60,8 @@ pub struct Manager {
     account: Option<Account>,
     /// Whether the CA offers ARI; unknown until asked.
     ari: Option<bool>,
-    wait_for: Option<SocketAddr>,
+    /// The listener the CA validates on, and whether it speaks TLS.
+    wait_for: Option<(SocketAddr, bool)>,
     watch_interval: Duration,
 }
 
@@ -76,6 +77,7 @@ impl Manager {
     ) -> Result<Manager, AcmeError> {
         let specs = cfg.specs();
         let state = StateDir::new(&cfg.state_dir);
+        state.ensure()?;
         let shared = (cfg.role == Role::Follow).then(|| state.clone());
         let metrics = Arc::new(AcmeMetrics::new(
             cfg.challenge.as_str(),
@@ -86,10 +88,9 @@ impl Manager {
             &specs,
         ));
         let wait_for = match cfg.challenge {
-            ChallengeType::Http01 => listeners.http,
-            ChallengeType::TlsAlpn01 => Some(listeners.tls),
-        }
-        .map(loopback);
+            ChallengeType::Http01 => listeners.http.map(|a| (loopback(a), false)),
+            ChallengeType::TlsAlpn01 => Some((loopback(listeners.tls), true)),
+        };
         let mut m = Manager {
             cfg: cfg.clone(),
             slots: specs
@@ -178,7 +179,7 @@ impl Manager {
             return Ok(false);
         }
         if loaded.info.not_after <= unix_now() {
-            tracing::info!(target: "acme", name = spec.name, not_after = loaded.info.not_after, "the stored certificate has expired: ordering a new one");
+            tracing::info!(target: "acme", name = spec.name, not_after = %at(loaded.info.not_after), "the stored certificate has expired: ordering a new one");
             return Ok(false);
         }
         self.install(i, loaded);
@@ -186,8 +187,8 @@ impl Manager {
         tracing::info!(
             target: "acme",
             name = s.spec.name,
-            not_after = s.current.as_ref().map_or(0, |c| c.validity.not_after),
-            renew_at = s.due,
+            not_after = %at(s.current.as_ref().map_or(0, |c| c.validity.not_after)),
+            renew_at = %at(s.due),
             "using the stored ACME certificate"
         );
         Ok(true)
@@ -244,14 +245,12 @@ impl Manager {
 
     /// The CA validates against our listener: do not ask before it is up.
     async fn wait_for_listener(&self) {
-        let Some(addr) = self.wait_for else { return };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some((addr, tls)) = self.wait_for else {
+            return;
+        };
+        if !super::probe::until_up(addr, tls).await {
+            tracing::warn!(target: "acme", %addr, "the listener does not answer; ordering anyway");
         }
-        tracing::warn!(target: "acme", %addr, "the listener does not answer; ordering anyway");
     }
 
     /// One order for slot `i`; on failure the next try is backed off.
@@ -280,8 +279,8 @@ impl Manager {
                 tracing::info!(
                     target: "acme",
                     name,
-                    not_after = s.current.as_ref().map_or(0, |c| c.validity.not_after),
-                    renew_at = s.due,
+                    not_after = %at(s.current.as_ref().map_or(0, |c| c.validity.not_after)),
+                    renew_at = %at(s.due),
                     "certificate issued and installed"
                 );
             }
@@ -403,7 +402,7 @@ impl Manager {
                     if at < slot.due {
                         slot.due = at;
                         self.metrics.cert(i).scheduled(at);
-                        tracing::info!(target: "acme", name = slot.spec.name, renew_at = at, "the CA's renewal window (ARI) moves the renewal earlier");
+                        tracing::info!(target: "acme", name = slot.spec.name, renew_at = %self::at(at), "the CA's renewal window (ARI) moves the renewal earlier");
                     }
                 }
                 Err(instant_acme::Error::Unsupported(_)) => {
@@ -465,6 +464,12 @@ fn validity(der: &[u8]) -> Option<Validity> {
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
     })
+}
+
+/// Unix seconds as an RFC 3339 time, for the logs.
+fn at(unix: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn unix_now() -> i64 {

@@ -14,6 +14,7 @@ pub mod http01;
 pub mod keys;
 pub mod manager;
 pub mod metrics;
+pub mod probe;
 pub mod schedule;
 pub mod state;
 

@@ -49,6 +49,19 @@ impl StateDir {
         &self.root
     }
 
+    /// Creates the directory (0700) if needed: a state directory that
+    /// cannot be made is a configuration error, better found at start.
+    pub fn ensure(&self) -> Result<(), StateError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .map_err(|source| StateError::Write {
+                path: self.root.clone(),
+                source,
+            })
+    }
+
     /// The account file of a CA directory: staging and production (or
     /// two CAs) keep separate accounts side by side.
     pub fn account_path(&self, directory_url: &str) -> PathBuf {
