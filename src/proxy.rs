@@ -58,6 +58,8 @@ pub struct RequestCtx {
     upstream_authorization: Option<String>,
     /// `Docker-Content-Digest` of the upstream's answer, for the audit log.
     digest: Option<String>,
+    /// Connection attempts that failed (retried on another replica).
+    connect_failures: usize,
     _in_flight: InFlight,
 }
 
@@ -76,6 +78,7 @@ impl ProxyHttp for RegistryProxy {
             upstream_ms: None,
             upstream_authorization: None,
             digest: None,
+            connect_failures: 0,
             _in_flight: InFlight::enter(),
         }
     }
@@ -188,6 +191,23 @@ impl ProxyHttp for RegistryProxy {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Nothing was sent yet, so a refused connection may be retried: with
+    /// replicas, the balancer picks the next one.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<pingora::Error>,
+    ) -> Box<pingora::Error> {
+        ctx.connect_failures += 1;
+        if self.upstream.replica_count() > 1 && ctx.connect_failures < self.upstream.replica_count()
+        {
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn upstream_peer(

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,11 +110,17 @@ fn scrape_auth(cfg: &Config) -> Result<Option<ScrapeAuth>, ServeError> {
         s.resolve()
             .map_err(|e| ServeError::Metrics(format!("{key}: {e}")))
     };
-    Ok(match (&m.username, &m.password, &m.bearer_token) {
-        (Some(u), Some(p), _) => Some(ScrapeAuth::basic(u, &secret(p, "password")?)),
-        (_, _, Some(t)) => Some(ScrapeAuth::bearer(&secret(t, "bearer_token")?)),
-        _ => None,
-    })
+    let mut auth = ScrapeAuth::new();
+    let mut any = false;
+    if let (Some(u), Some(p)) = (&m.username, &m.password) {
+        auth = auth.basic(u, &secret(p, "password")?);
+        any = true;
+    }
+    if let Some(t) = &m.bearer_token {
+        auth = auth.bearer(&secret(t, "bearer_token")?);
+        any = true;
+    }
+    Ok(any.then_some(auth))
 }
 
 /// Signing and verification keys for token mode (generated on first start).
@@ -204,7 +210,8 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
     });
     tracing::info!(
         users = auth.user_count(),
-        htpasswd = %auth.htpasswd_path().display(),
+        htpasswd = %auth.htpasswd_path().map(|p| p.display().to_string()).unwrap_or_default(),
+        ldap = auth.ldap().is_some(),
         upstream = upstream.origin(),
         "portcullis {} starting on {}",
         env!("CARGO_PKG_VERSION"),
@@ -336,7 +343,13 @@ fn spawn_watcher(cfg: &Config, mut w: Watched) -> std::io::Result<()> {
     let interval = cfg.server.watch_interval;
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
-    let mut htpasswd = FileWatch::new(vec![w.auth.htpasswd_path().to_owned()]);
+    let mut htpasswd = FileWatch::new(
+        w.auth
+            .htpasswd_path()
+            .map(Path::to_owned)
+            .into_iter()
+            .collect(),
+    );
     htpasswd.changed();
     let mut policy_files = vec![w.config_path.clone()];
     policy_files.extend(cfg.auth.groups_file.clone());

@@ -103,6 +103,10 @@ impl Upstream {
             .collect()
     }
 
+    pub fn replica_count(&self) -> usize {
+        self.origins.len()
+    }
+
     /// Every replica's origin, to recognise upstream URLs in responses.
     pub fn origins(&self) -> &[String] {
         &self.origins

@@ -20,14 +20,15 @@ pub mod upstream_token;
 
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, Backend};
 use basic::BasicCredentials;
 use cache::CredentialCache;
 use hash_pool::HashPool;
 use htpasswd::{Htpasswd, HtpasswdError};
+use ldap::{LdapBackend, LdapVerdict};
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,8 @@ pub enum AuthSetupError {
     Threads(#[from] std::io::Error),
     #[error("cannot make the dummy hash: {0}")]
     Dummy(#[from] bcrypt::BcryptError),
+    #[error("auth.ldap: {0}")]
+    Ldap(String),
 }
 
 /// The users of the htpasswd file, with a dummy hash of the same cost so an
@@ -91,44 +94,101 @@ impl Users {
 }
 
 pub struct Authenticator {
-    htpasswd_path: PathBuf,
+    htpasswd_path: Option<PathBuf>,
     users: ArcSwap<Users>,
     /// Bumped on every reload so a verification that raced with a reload
     /// does not cache a result of the old file.
     generation: AtomicU64,
     cache: CredentialCache,
     pool: HashPool,
+    chain: Vec<Backend>,
+    ldap: Option<LdapBackend>,
+    /// Verified directory logins, kept for the directory's own TTL.
+    ldap_cache: Option<CredentialCache>,
+    /// The directory failed its last operation: cached directory logins
+    /// are refused until it answers again, unless allow_stale_on_outage.
+    ldap_down: AtomicBool,
 }
 
 impl Authenticator {
     pub fn new(cfg: &AuthConfig) -> Result<Self, AuthSetupError> {
-        let path = cfg
-            .htpasswd
+        let path = cfg.htpasswd.as_ref().map(|h| h.path.clone());
+        let file = match &path {
+            Some(p) => Htpasswd::load(p)?,
+            None => Htpasswd::default(),
+        };
+        let users = Users::new(file, None)?;
+        let ldap = match &cfg.ldap {
+            Some(l) => Some(LdapBackend::new(l).map_err(|e| AuthSetupError::Ldap(e.to_string()))?),
+            None => None,
+        };
+        let ldap_cache = ldap
             .as_ref()
-            .map(|h| h.path.clone())
-            .unwrap_or_default();
-        let users = Users::new(Htpasswd::load(&path)?, None)?;
+            .map(|l| CredentialCache::new(l.cache_ttl().unwrap_or(cfg.cache_ttl), cfg.cache_size));
         Ok(Authenticator {
             htpasswd_path: path,
             users: ArcSwap::from_pointee(users),
             generation: AtomicU64::new(0),
             cache: CredentialCache::new(cfg.cache_ttl, cfg.cache_size),
             pool: HashPool::new(cfg.hash_threads)?,
+            chain: cfg.chain(),
+            ldap,
+            ldap_cache,
+            ldap_down: AtomicBool::new(false),
         })
     }
 
-    pub fn htpasswd_path(&self) -> &Path {
-        &self.htpasswd_path
+    pub fn htpasswd_path(&self) -> Option<&Path> {
+        self.htpasswd_path.as_deref()
     }
 
-    /// Whether the user still exists (refresh tokens outlive logins).
-    pub fn has_user(&self, user: &str) -> bool {
-        self.users.load().file.hash_of(user).is_some()
+    pub fn ldap(&self) -> Option<&LdapBackend> {
+        self.ldap.as_ref()
+    }
+
+    /// Whether the directory (if any) answered its last operation.
+    pub fn ldap_reachable(&self) -> bool {
+        !self.ldap_down.load(Ordering::SeqCst)
+    }
+
+    /// The user as the backends know it now, with its directory groups:
+    /// refresh tokens outlive logins, so they are checked again.
+    pub async fn identity_of(&self, user: &str) -> Option<Identity> {
+        for backend in &self.chain {
+            match backend {
+                Backend::Htpasswd if self.users.load().file.hash_of(user).is_some() => {
+                    return Some(Identity {
+                        user: user.to_owned(),
+                        backend: "htpasswd",
+                        groups: Vec::new(),
+                    });
+                }
+                Backend::Ldap => {
+                    let ldap = self.ldap.as_ref()?;
+                    match ldap.lookup(user).await {
+                        Ok(Some((_dn, groups))) => {
+                            return Some(Identity {
+                                user: user.to_owned(),
+                                backend: "ldap",
+                                groups,
+                            })
+                        }
+                        Ok(None) => {}
+                        Err(_) => return None,
+                    }
+                }
+                Backend::Htpasswd => {}
+            }
+        }
+        None
     }
 
     /// The backend named in metrics for failures (no user is known then).
     pub fn backend_name(&self) -> &'static str {
-        "htpasswd"
+        match self.chain.first() {
+            Some(Backend::Ldap) => "ldap",
+            _ => "htpasswd",
+        }
     }
 
     pub fn user_count(&self) -> usize {
@@ -137,7 +197,10 @@ impl Authenticator {
 
     /// Re-reads the htpasswd file. On error the previous users stay.
     pub fn reload(&self) -> Result<usize, AuthSetupError> {
-        let file = Htpasswd::load(&self.htpasswd_path)?;
+        let Some(path) = &self.htpasswd_path else {
+            return Ok(0);
+        };
+        let file = Htpasswd::load(path)?;
         let users = Users::new(file, Some(&self.users.load()))?;
         let n = users.file.len();
         self.users.store(Arc::new(users));
@@ -146,42 +209,124 @@ impl Authenticator {
         Ok(n)
     }
 
-    /// Checks Basic credentials. Never runs bcrypt on the calling thread.
+    /// Checks Basic credentials against the chain: the first backend that
+    /// knows the user decides. Never runs bcrypt or LDAP on the calling
+    /// thread.
     pub async fn verify(&self, creds: &BasicCredentials) -> Result<Arc<Identity>, AuthFailure> {
         let cache = &crate::observe::metrics::metrics().credential_cache;
         if let Some(id) = self.cache.get(&creds.user, &creds.password) {
             cache.with_label_values(&["hit"]).inc();
             return Ok(id);
         }
+        if let Some(id) = self
+            .ldap_cache
+            .as_ref()
+            .and_then(|c| c.get(&creds.user, &creds.password))
+        {
+            let stale_ok = self
+                .ldap
+                .as_ref()
+                .is_some_and(LdapBackend::allow_stale_on_outage);
+            if self.ldap_reachable() || stale_ok {
+                cache.with_label_values(&["hit"]).inc();
+                return Ok(id);
+            }
+            // fall through: ask the directory, which fails closed
+        }
         cache.with_label_values(&["miss"]).inc();
+        for backend in &self.chain {
+            let decided = match backend {
+                Backend::Htpasswd => self.verify_htpasswd(creds).await?,
+                Backend::Ldap => self.verify_ldap(creds).await?,
+            };
+            if let Some(id) = decided {
+                return Ok(id);
+            }
+        }
+        // nobody knows the user: cost what a wrong password costs
+        if self.chain.contains(&Backend::Htpasswd) {
+            let dummy = self.users.load().dummy.clone();
+            let password = creds.password.clone();
+            let _ = self
+                .pool
+                .run(move || bcrypt::verify(&password, &dummy).unwrap_or(false))
+                .await;
+        }
+        Err(AuthFailure::UnknownUser)
+    }
+
+    /// `Ok(None)`: the file does not know the user.
+    async fn verify_htpasswd(
+        &self,
+        creds: &BasicCredentials,
+    ) -> Result<Option<Arc<Identity>>, AuthFailure> {
         let generation = self.generation.load(Ordering::SeqCst);
         let users = self.users.load_full();
-        let (hash, known) = match users.file.hash_of(&creds.user) {
-            Some(h) => (h.to_owned(), true),
-            None => (users.dummy.clone(), false),
+        let Some(hash) = users.file.hash_of(&creds.user).map(str::to_owned) else {
+            return Ok(None);
         };
-        // An empty password is never valid, but still costs a verification.
         let password = creds.password.clone();
         let ok = self
             .pool
             .run(move || bcrypt::verify(&password, &hash).unwrap_or(false))
             .await
             .map_err(|_| AuthFailure::Unavailable)?;
-        match (known, ok && !creds.password.is_empty()) {
-            (true, true) => {
-                let id = Arc::new(Identity {
-                    user: creds.user.clone(),
-                    backend: "htpasswd",
-                    groups: Vec::new(),
-                });
-                if self.generation.load(Ordering::SeqCst) == generation {
-                    self.cache
-                        .insert(&creds.user, &creds.password, Arc::clone(&id));
+        // an empty password is never valid, but still costs a verification
+        if !ok || creds.password.is_empty() {
+            return Err(AuthFailure::BadCredentials);
+        }
+        let id = Arc::new(Identity {
+            user: creds.user.clone(),
+            backend: "htpasswd",
+            groups: Vec::new(),
+        });
+        if self.generation.load(Ordering::SeqCst) == generation {
+            self.cache
+                .insert(&creds.user, &creds.password, Arc::clone(&id));
+        }
+        Ok(Some(id))
+    }
+
+    /// `Ok(None)`: the directory does not know the user.
+    async fn verify_ldap(
+        &self,
+        creds: &BasicCredentials,
+    ) -> Result<Option<Arc<Identity>>, AuthFailure> {
+        let Some(ldap) = &self.ldap else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        let verdict = ldap.authenticate(&creds.user, &creds.password).await;
+        crate::observe::metrics::metrics()
+            .ldap_duration
+            .with_label_values(&["login"])
+            .observe(started.elapsed().as_secs_f64());
+        match verdict {
+            Ok(v) => {
+                self.ldap_down.store(false, Ordering::SeqCst);
+                match v {
+                    LdapVerdict::Authenticated { groups, .. } => {
+                        let id = Arc::new(Identity {
+                            user: creds.user.clone(),
+                            backend: "ldap",
+                            groups,
+                        });
+                        if let Some(c) = &self.ldap_cache {
+                            c.insert(&creds.user, &creds.password, Arc::clone(&id));
+                        }
+                        Ok(Some(id))
+                    }
+                    LdapVerdict::BadPassword => Err(AuthFailure::BadCredentials),
+                    LdapVerdict::UnknownUser => Ok(None),
                 }
-                Ok(id)
             }
-            (true, false) => Err(AuthFailure::BadCredentials),
-            (false, _) => Err(AuthFailure::UnknownUser),
+            Err(e) => {
+                if e.is_outage() {
+                    self.ldap_down.store(true, Ordering::SeqCst);
+                }
+                tracing::error!(target: "auth", error = %e, "directory unavailable: login refused (fail closed)");
+                Err(AuthFailure::Unavailable)
+            }
         }
     }
 }

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::acl::{Acl, Actions, Caller};
+use super::basic;
 use super::gate::{Gate, LoginOutcome};
 use super::principal::{Challenge, Principal, Refusal};
 use super::token::endpoint::{self as wire, EndpointError, Grant, TokenResponse};
 use super::token::jwt::TokenIssuer;
 use super::token::scope::{Access, Scope};
-use super::{basic, Identity};
 use crate::config::TokenConfig;
 use crate::registry::errors::RegistryError;
 use crate::registry::route::{Action, RepoName};
@@ -120,7 +120,7 @@ impl Endpoint {
                 let (p, o) = gate.login(username, password, ip).await;
                 (p, Some(o))
             }
-            Grant::RefreshToken(token) => (self.refresh(gate, token, ip), None),
+            Grant::RefreshToken(token) => (self.refresh(gate, token, ip).await, None),
         };
         let principal = match principal {
             Ok(p) => p,
@@ -173,22 +173,18 @@ impl Endpoint {
 
     /// A refresh token stands for its user as long as the user still
     /// exists; what it may do is decided again by the current rules.
-    fn refresh(&self, gate: &Gate, token: &str, ip: IpAddr) -> Result<Principal, Refusal> {
+    async fn refresh(&self, gate: &Gate, token: &str, ip: IpAddr) -> Result<Principal, Refusal> {
         let refused = || Refusal::new(RegistryError::INVALID_TOKEN, Challenge::Basic);
         let sub = self.issuer.verify_refresh(token).map_err(|e| {
             tracing::info!(target: "auth", client = %ip, reason = e.as_str(), "refresh token refused");
             refused()
         })?;
-        if !gate.authenticator.has_user(&sub) {
+        // the user must still exist; directory groups are looked up again
+        let Some(identity) = gate.authenticator.identity_of(&sub).await else {
             tracing::info!(target: "auth", user = %sub, "refresh token of a removed user");
             return Err(refused());
-        }
-        let identity = Arc::new(Identity {
-            user: sub,
-            backend: "refresh_token",
-            groups: Vec::new(),
-        });
-        Ok(gate.user_principal(identity))
+        };
+        Ok(gate.user_principal(Arc::new(identity)))
     }
 }
 
@@ -260,6 +256,7 @@ pub fn grant(acl: &Acl, principal: &Principal, ip: IpAddr, scopes: &[Scope]) -> 
 mod tests {
     use super::*;
     use crate::auth::token::scope::parse_scope;
+    use crate::auth::Identity;
     use crate::config::RuleConfig;
     use std::collections::HashMap;
 

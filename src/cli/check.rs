@@ -117,3 +117,75 @@ pub fn explain(path: &Path, args: &[String], from: std::net::IpAddr) -> ExitCode
         ExitCode::FAILURE
     }
 }
+
+/// `check --ldap USER`: what the directory says about a user.
+pub fn ldap(path: &Path, user: &str, password_stdin: bool) -> ExitCode {
+    use crate::auth::ldap::{LdapBackend, LdapVerdict};
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(ldap_cfg) = &cfg.auth.ldap else {
+        println!("auth.ldap: not configured in {}", path.display());
+        return ExitCode::FAILURE;
+    };
+    let backend = match LdapBackend::new(ldap_cfg) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("auth.ldap: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("cannot start a runtime");
+        return ExitCode::FAILURE;
+    };
+    let entry = match rt.block_on(backend.find(user)) {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            println!("{user}: not found (no entry, or several entries, match the user filter)");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            println!("directory error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("dn: {}", entry.dn);
+    println!("groups: {}", entry.groups.join(", "));
+    if !entry.in_required_group {
+        println!("not in auth.ldap.required_group: logins are refused");
+        return ExitCode::FAILURE;
+    }
+    let args = super::PasswordArgs {
+        cost: 4,
+        password_stdin,
+    };
+    let password = match super::password::read_once(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(backend.authenticate(user, &password)) {
+        Ok(LdapVerdict::Authenticated { .. }) => {
+            println!("bind: ok");
+            ExitCode::SUCCESS
+        }
+        Ok(other) => {
+            println!("bind: refused ({other:?})");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("bind: directory error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

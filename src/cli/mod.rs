@@ -52,6 +52,14 @@ enum Command {
         /// exits 0 if allowed, 1 if denied.
         #[arg(long, num_args = 3, value_names = ["USER", "REPO", "ACTION"])]
         explain: Option<Vec<String>>,
+        /// Look USER up in the directory ([auth.ldap]): print the DN and
+        /// groups found, then try a bind with a prompted password (or one
+        /// line of stdin with --password-stdin).
+        #[arg(long, value_name = "USER", conflicts_with = "explain")]
+        ldap: Option<String>,
+        /// With --ldap: read the password from stdin.
+        #[arg(long, requires = "ldap")]
+        password_stdin: bool,
         /// The client address for --explain.
         #[arg(long, default_value = "127.0.0.1", requires = "explain")]
         from: std::net::IpAddr,
@@ -109,9 +117,16 @@ impl Cli {
                 Err(e) => Err(format!("cannot start: {e}")),
             },
             Command::Check {
+                ldap: Some(user),
+                config,
+                password_stdin,
+                ..
+            } => return check::ldap(&config, &user, password_stdin),
+            Command::Check {
                 config,
                 explain,
                 from,
+                ..
             } => {
                 return match explain {
                     Some(args) => check::explain(&config, &args, from),

@@ -32,6 +32,15 @@ pub fn read(args: &PasswordArgs) -> Result<String, String> {
     Ok(password)
 }
 
+/// One password, no confirmation (for checking, not setting, one).
+pub fn read_once(args: &PasswordArgs) -> Result<String, String> {
+    if args.password_stdin {
+        return read(args);
+    }
+    rpassword::prompt_password("Password: ")
+        .map_err(|e| format!("cannot prompt for a password ({e}); use --password-stdin"))
+}
+
 pub fn hash(args: &PasswordArgs) -> Result<String, String> {
     let password = read(args)?;
     bcrypt::hash(password, args.cost).map_err(|e| format!("cannot hash: {e}"))

@@ -265,6 +265,11 @@ pub struct AuthConfig {
     #[serde(default = "defaults::hash_threads")]
     pub hash_threads: usize,
     pub htpasswd: Option<HtpasswdConfig>,
+    pub ldap: Option<ldap::LdapConfig>,
+    /// The order backends are asked in; the first that knows the user
+    /// decides. Default: htpasswd, then ldap (those configured).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<Backend>,
     #[serde(default)]
     pub mode: AuthMode,
     /// Groups of htpasswd users: `group = ["user", …]`.
@@ -291,7 +296,34 @@ impl Default for AuthConfig {
             cache_size: defaults::cache_size(),
             hash_threads: defaults::hash_threads(),
             htpasswd: None,
+            ldap: None,
+            backends: Vec::new(),
         }
+    }
+}
+
+/// An authentication backend, for `auth.backends`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Htpasswd,
+    Ldap,
+}
+
+impl AuthConfig {
+    /// The configured backends in the order they are asked.
+    pub fn chain(&self) -> Vec<Backend> {
+        if !self.backends.is_empty() {
+            return self.backends.clone();
+        }
+        let mut v = Vec::new();
+        if self.htpasswd.is_some() {
+            v.push(Backend::Htpasswd);
+        }
+        if self.ldap.is_some() {
+            v.push(Backend::Ldap);
+        }
+        v
     }
 }
 
@@ -589,11 +621,32 @@ impl Config {
         if self.auth.hash_threads == 0 {
             p.push(Problem::new("auth.hash_threads", "must be at least 1"));
         }
-        if self.auth.htpasswd.is_none() {
+        if self.auth.htpasswd.is_none() && self.auth.ldap.is_none() {
             p.push(Problem::new(
-                "auth.htpasswd",
-                "no authentication backend configured (add [auth.htpasswd] path = …)",
+                "auth",
+                "no authentication backend configured (add [auth.htpasswd] or [auth.ldap])",
             ));
+        }
+        if let Some(l) = &self.auth.ldap {
+            p.extend(l.validate("auth.ldap"));
+        }
+        for (i, b) in self.auth.backends.iter().enumerate() {
+            let configured = match b {
+                Backend::Htpasswd => self.auth.htpasswd.is_some(),
+                Backend::Ldap => self.auth.ldap.is_some(),
+            };
+            if !configured {
+                p.push(Problem::new(
+                    format!("auth.backends[{i}]"),
+                    format!(
+                        "{b:?} is listed but has no [auth.{}] section",
+                        format!("{b:?}").to_lowercase()
+                    ),
+                ));
+            }
+            if self.auth.backends[..i].contains(b) {
+                p.push(Problem::new(format!("auth.backends[{i}]"), "listed twice"));
+            }
         }
         if let Err(rule_problems) = crate::auth::acl::Acl::compile(&self.access, Default::default())
         {
@@ -625,12 +678,7 @@ impl Config {
                 "metrics.username and metrics.password go together",
             ));
         }
-        if m.username.is_some() && m.bearer_token.is_some() {
-            p.push(Problem::new(
-                "metrics.bearer_token",
-                "choose Basic (username/password) or a bearer token",
-            ));
-        }
+
         if m.enabled
             && (m.listen == self.server.listen || Some(m.listen) == self.server.http_listen)
         {

@@ -15,34 +15,45 @@ use super::health::Health;
 use super::metrics::metrics;
 use crate::tls::store::CertStore;
 
-/// What a scraper must present, if anything.
-pub enum ScrapeAuth {
-    Basic { expected: String },
-    Bearer { expected: String },
+/// What a scraper must present: any one of these `Authorization` values.
+pub struct ScrapeAuth {
+    accepted: Vec<String>,
 }
 
 impl ScrapeAuth {
-    pub fn basic(user: &str, password: &str) -> Self {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        ScrapeAuth::Basic {
-            expected: format!("Basic {token}"),
+    pub fn new() -> Self {
+        ScrapeAuth {
+            accepted: Vec::new(),
         }
     }
 
-    pub fn bearer(token: &str) -> Self {
-        ScrapeAuth::Bearer {
-            expected: format!("Bearer {token}"),
-        }
+    pub fn basic(mut self, user: &str, password: &str) -> Self {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.accepted.push(format!("Basic {token}"));
+        self
+    }
+
+    pub fn bearer(mut self, token: &str) -> Self {
+        self.accepted.push(format!("Bearer {token}"));
+        self
+    }
+
+    fn wants_basic(&self) -> bool {
+        self.accepted.iter().any(|a| a.starts_with("Basic "))
     }
 
     fn allows(&self, header: Option<&[u8]>) -> bool {
-        let expected = match self {
-            ScrapeAuth::Basic { expected } | ScrapeAuth::Bearer { expected } => expected,
-        };
         // hash both so the comparison is constant-time and length-blind
-        let a = Sha256::digest(header.unwrap_or_default());
-        let b = Sha256::digest(expected.as_bytes());
-        bool::from(a.ct_eq(&b))
+        let got = Sha256::digest(header.unwrap_or_default());
+        self.accepted.iter().fold(false, |ok, a| {
+            ok | bool::from(got.ct_eq(&Sha256::digest(a.as_bytes())))
+        })
+    }
+}
+
+impl Default for ScrapeAuth {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -112,7 +123,7 @@ impl ServeHttp for AdminApp {
                 if let Some(auth) = &self.auth {
                     if !auth.allows(header) {
                         let mut r = response(401, "text/plain", b"unauthorized\n".to_vec());
-                        if matches!(auth, ScrapeAuth::Basic { .. }) {
+                        if auth.wants_basic() {
                             r.headers_mut().insert(
                                 http::header::WWW_AUTHENTICATE,
                                 http::HeaderValue::from_static("Basic realm=\"metrics\""),
@@ -139,7 +150,7 @@ mod tests {
 
     #[test]
     fn scrape_auth_compares_whole_values() {
-        let a = ScrapeAuth::basic("prom", "s3cret");
+        let a = ScrapeAuth::new().basic("prom", "s3cret");
         let good = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode("prom:s3cret")
@@ -147,8 +158,10 @@ mod tests {
         assert!(a.allows(Some(good.as_bytes())));
         assert!(!a.allows(Some(b"Basic cHJvbTpub3Bl")));
         assert!(!a.allows(None));
-        let b = ScrapeAuth::bearer("tok");
+        let b = ScrapeAuth::new().bearer("tok");
         assert!(b.allows(Some(b"Bearer tok")));
         assert!(!b.allows(Some(b"Bearer tok2")));
+        let both = ScrapeAuth::new().basic("prom", "s3cret").bearer("tok");
+        assert!(both.allows(Some(good.as_bytes())) && both.allows(Some(b"Bearer tok")));
     }
 }

@@ -1,0 +1,127 @@
+//! LDAP through the proxy: directory users log in with docker-style Basic
+//! credentials, their groups drive the access rules, an htpasswd robot and
+//! LDAP humans share one chain, and an unreachable directory fails closed.
+
+mod support;
+
+use reqwest::Method;
+use std::time::Duration;
+use support::slapd::*;
+use support::*;
+
+fn options(slapd: &Slapd) -> ProxyOptions {
+    let ldap = format!(
+        r#"
+[auth.ldap]
+urls = ["{url}"]
+base_dn = "{BASE_DN}"
+bind_dn = "{SERVICE_DN}"
+bind_password = "{SERVICE_PW}"
+group_search_base = "ou=groups,{BASE_DN}"
+group_filter = "(member={{dn}})"
+timeout = "2s"
+connect_timeout = "1s"
+"#,
+        url = slapd.url()
+    );
+    ProxyOptions {
+        // the htpasswd file holds the CI robot; people come from LDAP
+        users: vec![("robot".to_string(), "robot-pw".to_string())],
+        extra_toml: format!(
+            "{ldap}\n[[access]]\ngroups = [\"ci-pushers\"]\nrepositories = [\"team/*\"]\nactions = [\"pull\", \"push\"]\n\n[[access]]\ngroups = [\"devs\"]\nrepositories = [\"team/*\"]\nactions = [\"pull\"]\n\n[[access]]\nusers = [\"robot\"]\nactions = [\"*\"]\n"
+        ),
+        ..ProxyOptions::default()
+    }
+}
+
+fn status(proxy: &Proxy, method: Method, path: &str, user: &str, pass: &str) -> u16 {
+    proxy
+        .client()
+        .request(method, proxy.url(path))
+        .basic_auth(user, Some(pass))
+        .send()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[test]
+fn directory_groups_drive_access_and_outage_fails_closed() {
+    let reg = Registry::start();
+    let mut slapd = Slapd::start();
+    let proxy = Proxy::start(&reg, options(&slapd));
+
+    // bob is in ci-pushers: may push to team/*
+    assert_eq!(
+        status(
+            &proxy,
+            Method::POST,
+            "/v2/team/app/blobs/uploads/",
+            "bob",
+            "bob-pw"
+        ),
+        202,
+        "{}",
+        proxy.logs()
+    );
+    // alice is in devs: may pull, not push
+    assert_eq!(
+        status(
+            &proxy,
+            Method::GET,
+            "/v2/team/app/tags/list",
+            "alice",
+            "alice-pw"
+        ),
+        404
+    );
+    assert_eq!(
+        status(
+            &proxy,
+            Method::POST,
+            "/v2/team/app/blobs/uploads/",
+            "alice",
+            "alice-pw"
+        ),
+        403
+    );
+    // the htpasswd robot in the same chain
+    assert_eq!(
+        status(
+            &proxy,
+            Method::POST,
+            "/v2/other/x/blobs/uploads/",
+            "robot",
+            "robot-pw"
+        ),
+        202
+    );
+    // wrong password, unknown user, empty password, injection: plain 401
+    for (u, p) in [
+        ("alice", "nope"),
+        ("nobody", "x"),
+        ("alice", ""),
+        ("*", "x"),
+        ("*)(uid=*", "alice-pw"),
+    ] {
+        assert_eq!(status(&proxy, Method::GET, "/v2/", u, p), 401, "{u:?}");
+    }
+
+    // directory down: a login that needs it is refused (fail closed) with
+    // 503, never allowed
+    slapd.stop();
+    let s = status(&proxy, Method::GET, "/v2/", "carol", "carol-pw");
+    assert_eq!(s, 503, "{}", proxy.logs());
+    // the robot does not need the directory
+    assert_eq!(
+        status(&proxy, Method::GET, "/v2/", "robot", "robot-pw"),
+        200
+    );
+    // back: logins work again without a restart
+    slapd.start_again();
+    wait_until(
+        "LDAP logins work again",
+        Duration::from_secs(20),
+        || status(&proxy, Method::GET, "/v2/", "carol", "carol-pw") == 200,
+        || proxy.logs(),
+    );
+}

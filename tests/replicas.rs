@@ -1,0 +1,134 @@
+//! Several registry replicas behind one portcullis: two docker-registry
+//! processes sharing one storage directory and `http.secret`; skopeo push
+//! and pull keep working while either one is stopped and started again.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+fn skopeo_copy(state: &std::path::Path, proxy: &Proxy, from: &str, to: &str, push: bool) {
+    let creds = format!("{USER}:{PASS}");
+    let cert_dir = proxy.cert_dir();
+    let (creds_flag, cert_flag) = if push {
+        ("--dest-creds", "--dest-cert-dir")
+    } else {
+        ("--src-creds", "--src-cert-dir")
+    };
+    let o = tool_run(
+        state,
+        "skopeo",
+        &[
+            "copy",
+            creds_flag,
+            &creds,
+            cert_flag,
+            cert_dir.to_str().unwrap(),
+            from,
+            to,
+        ],
+        None,
+    );
+    assert!(
+        o.status.success(),
+        "skopeo copy {from} -> {to}: {}\n{}",
+        out_text(&o),
+        proxy.logs()
+    );
+}
+
+/// Waits until `n` requests in a row succeed: the balancer has noticed
+/// which replicas are down.
+fn wait_stable(proxy: &Proxy, n: usize) {
+    let mut ok = 0;
+    wait_until_every(
+        "requests succeed on the remaining replica",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let good = proxy
+                .req(reqwest::Method::GET, "/v2/")
+                .send()
+                .is_ok_and(|r| r.status() == 200);
+            ok = if good { ok + 1 } else { 0 };
+            ok >= n
+        },
+        || proxy.logs(),
+    );
+}
+
+#[test]
+fn push_and_pull_survive_a_replica_restart() {
+    let mut a = Registry::start_with(None, "", &[200]);
+    let mut b = Registry::start_with(None, "", &[200]);
+    // b serves a's storage: stop it, point its data dir at a's, start again
+    b.stop();
+    let b_data = b.dir.path().join("data");
+    let _ = std::fs::remove_dir_all(&b_data);
+    std::fs::create_dir_all(a.dir.path().join("data")).unwrap();
+    std::os::unix::fs::symlink(a.dir.path().join("data"), &b_data).unwrap();
+    b.start_again();
+
+    let proxy = Proxy::start(
+        &a,
+        ProxyOptions {
+            extra_upstream: format!("replicas = [\"{}\"]", b.url()),
+            extra_toml: "[health]\ninterval = \"200ms\"\nthreshold = 1\n".into(),
+            ..ProxyOptions::default()
+        },
+    );
+    let state = tempfile::tempdir().unwrap();
+    let src = state.path().join("src-oci");
+    make_oci_layout(&src, "v1", 3, 11);
+    let host = format!("127.0.0.1:{}", proxy.port());
+    let oci = format!("oci:{}:v1", src.display());
+
+    // both up
+    skopeo_copy(
+        state.path(),
+        &proxy,
+        &oci,
+        &format!("docker://{host}/ha/app:v1"),
+        true,
+    );
+
+    // a down: everything goes to b
+    a.stop();
+    wait_stable(&proxy, 10);
+    skopeo_copy(
+        state.path(),
+        &proxy,
+        &oci,
+        &format!("docker://{host}/ha/app:v2"),
+        true,
+    );
+    let out = state.path().join("out1");
+    skopeo_copy(
+        state.path(),
+        &proxy,
+        &format!("docker://{host}/ha/app:v1"),
+        &format!("oci:{}:v1", out.display()),
+        false,
+    );
+
+    // a back, b down: everything goes to a, which sees what b stored
+    a.start_again();
+    b.stop();
+    wait_stable(&proxy, 10);
+    let out = state.path().join("out2");
+    skopeo_copy(
+        state.path(),
+        &proxy,
+        &format!("docker://{host}/ha/app:v2"),
+        &format!("oci:{}:v2", out.display()),
+        false,
+    );
+    skopeo_copy(
+        state.path(),
+        &proxy,
+        &oci,
+        &format!("docker://{host}/ha/app:v3"),
+        true,
+    );
+    b.start_again();
+}
