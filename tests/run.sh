@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(
   cmake gcc g++ make pkg-config curl ca-certificates openssl
   docker-registry skopeo podman buildah uidmap apache2-utils
+  slapd ldap-utils pebble prometheus
 )
 missing=()
 for p in "${packages[@]}"; do
