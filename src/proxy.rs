@@ -60,6 +60,8 @@ pub struct RequestCtx {
     digest: Option<String>,
     /// Connection attempts that failed (retried on another replica).
     connect_failures: usize,
+    /// Route label of the proxy's own endpoints (the token endpoint).
+    own_route: Option<&'static str>,
     _in_flight: InFlight,
 }
 
@@ -79,6 +81,7 @@ impl ProxyHttp for RegistryProxy {
             upstream_authorization: None,
             digest: None,
             connect_failures: 0,
+            own_route: None,
             _in_flight: InFlight::enter(),
         }
     }
@@ -113,6 +116,7 @@ impl ProxyHttp for RegistryProxy {
 
         if let Some(endpoint) = &self.token_endpoint {
             if session.req_header().uri.path() == endpoint.path {
+                ctx.own_route = Some("token");
                 let answer = endpoint.serve(session, &self.gate, ip).await?;
                 self.answer_token(session, ctx, answer).await?;
                 return Ok(true);
@@ -191,6 +195,17 @@ impl ProxyHttp for RegistryProxy {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// A client closing an idle keep-alive connection (without TLS
+    /// close_notify) is normal; Pingora would log it as an error.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &pingora::Error) -> bool {
+        e.esource() == &pingora::ErrorSource::Downstream
+            && ctx.route.is_none()
+            && matches!(
+                e.etype(),
+                pingora::ErrorType::ReadError | pingora::ErrorType::ConnectionClosed
+            )
     }
 
     /// Nothing was sent yet, so a refused connection may be retried: with
@@ -328,7 +343,10 @@ impl ProxyHttp for RegistryProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        let route = ctx.route.as_ref().map_or("other", Route::kind);
+        let route = ctx
+            .own_route
+            .or_else(|| ctx.route.as_ref().map(Route::kind))
+            .unwrap_or("other");
         let m = metrics();
         m.requests
             .with_label_values(&[route, method_label(&req.method), code_class(status)])
@@ -459,6 +477,11 @@ impl RegistryProxy {
         }
         if let Some(secs) = retry_after {
             resp.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
+        }
+        // After an upstream failure Pingora closes the client connection;
+        // say so, or an HTTP/1.1 client may reuse it and see a reset.
+        if err.status >= 500 && !session.is_http2() {
+            resp.insert_header(http::header::CONNECTION, "close")?;
         }
         self.add_security_headers(&mut resp)?;
         self.write(session, resp, Some(body)).await

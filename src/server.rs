@@ -280,7 +280,13 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
             health: Arc::clone(&health),
             certs: Arc::clone(&tls.store),
             auth: scrape_auth(&cfg)?,
-            ready_checks: Vec::new(),
+            ready_checks: match auth.ldap() {
+                Some(_) => {
+                    let a = Arc::clone(&auth);
+                    vec![("directory", Box::new(move || a.ldap_reachable()) as _)]
+                }
+                None => Vec::new(),
+            },
         };
         let mut admin_service =
             pingora::services::listening::Service::new("portcullis admin".to_owned(), admin);
@@ -289,12 +295,13 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
         tracing::info!(listen = %cfg.metrics.listen, "metrics and health on /metrics, /healthz, /readyz");
     }
     // The paths are unused: the resolver below supplies every certificate.
-    let mut tls_settings = TlsSettings::intermediate("", "").map_err(|e| {
-        ServeError::Tls(TlsError::Files(crate::tls::pem::PemError::Read {
-            path: PathBuf::new(),
-            reason: e.to_string(),
-        }))
-    })?;
+    let mut tls_settings =
+        TlsSettings::with_callbacks(Box::new(HandshakeCounter)).map_err(|e| {
+            ServeError::Tls(TlsError::Files(crate::tls::pem::PemError::Read {
+                path: PathBuf::new(),
+                reason: e.to_string(),
+            }))
+        })?;
     tls_settings.set_cert_resolver(tls.store.clone());
     tls_settings.enable_h2();
     service.add_tls_with_settings(&cfg.server.listen.to_string(), None, tls_settings);
@@ -457,6 +464,21 @@ fn spawn_drain(
             }
         })?;
     Ok(())
+}
+
+/// Counts completed TLS handshakes (ClientHellos are counted by the
+/// certificate resolver, so the difference is the failed ones).
+struct HandshakeCounter;
+
+#[async_trait]
+impl pingora::listeners::TlsAccept for HandshakeCounter {
+    async fn handshake_complete_callback(
+        &self,
+        _tls: &pingora::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        metrics().tls_handshakes.inc();
+        None
+    }
 }
 
 /// Pingora's signals, with an early exit once a graceful shutdown has no

@@ -6,8 +6,15 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init(cfg: &LogConfig) {
     // RUST_LOG wins over the config, for debugging a running setup.
+    // rustls warns once per connection from clients that send an IP
+    // address as SNI (RFC 6066 forbids it; curl and Go do it): noise.
+    let level = if cfg.level.contains("rustls") {
+        cfg.level.clone()
+    } else {
+        format!("{},rustls=error", cfg.level)
+    };
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.level))
+        .or_else(|_| EnvFilter::try_new(&level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

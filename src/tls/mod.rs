@@ -97,13 +97,23 @@ impl CertFiles {
                 );
                 store.set(loaded);
             }
-            Err(e) => tracing::error!(
-                target: "tls",
-                error = %e,
-                "certificate files changed but do not load; still serving the previous certificate"
-            ),
+            Err(e) => {
+                reloaded("error");
+                tracing::error!(
+                    target: "tls",
+                    error = %e,
+                    "certificate files changed but do not load; still serving the previous certificate"
+                )
+            }
         }
     }
+}
+
+fn reloaded(result: &str) {
+    crate::observe::metrics::metrics()
+        .config_reloads
+        .with_label_values(&["certificate", result])
+        .inc();
 }
 
 fn log_loaded(what: &str, info: &CertInfo) {

@@ -91,6 +91,7 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        crate::observe::metrics::metrics().tls_hellos.inc();
         Some(self.for_name(hello.server_name()))
     }
 }
