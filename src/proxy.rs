@@ -25,9 +25,11 @@ use crate::registry::route::{self, Route};
 use crate::registry::{headers, location};
 use crate::tls::acme;
 use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
 
 pub struct RegistryProxy {
-    pub upstream: Arc<Upstream>,
+    /// Swapped when a reloaded config changes the upstream.
+    pub upstream: Arc<ArcSwap<Upstream>>,
     pub gate: Arc<Gate>,
     pub realm: String,
     /// Token mode: the endpoint's path, service name and public URL.
@@ -218,7 +220,8 @@ impl ProxyHttp for RegistryProxy {
         mut e: Box<pingora::Error>,
     ) -> Box<pingora::Error> {
         ctx.connect_failures += 1;
-        if self.upstream.replica_count() > 1 && ctx.connect_failures < self.upstream.replica_count()
+        if self.upstream.load().replica_count() > 1
+            && ctx.connect_failures < self.upstream.load().replica_count()
         {
             e.set_retry(true);
         }
@@ -231,7 +234,7 @@ impl ProxyHttp for RegistryProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         ctx.upstream_start = Some(Instant::now());
-        self.upstream.peer()
+        self.upstream.load().peer()
     }
 
     /// 3. forward: our headers, not the client's.
@@ -244,7 +247,7 @@ impl ProxyHttp for RegistryProxy {
         let client_host = headers::request_host(session.req_header());
         headers::prepare_upstream_request(
             req,
-            &self.upstream,
+            &self.upstream.load(),
             client_host.as_deref(),
             &client_ip(session),
         )?;
@@ -282,7 +285,7 @@ impl ProxyHttp for RegistryProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(public) = &ctx.public_origin {
-            for origin in self.upstream.origins() {
+            for origin in self.upstream.load().origins() {
                 location::rewrite_response(resp, origin, public)?;
             }
         }
@@ -596,7 +599,7 @@ impl RegistryProxy {
             acl.check(&caller, Some(name), route::Action::Pull)
                 .allowed()
         };
-        let mut source = self.upstream.catalog_source();
+        let mut source = self.upstream.load().catalog_source();
         if let Some(auth) = &ctx.upstream_authorization {
             source.authorization = Some(auth.clone());
         }

@@ -151,7 +151,7 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
         upstream = upstream.with_replicas(lb);
         replica_service = Some(service);
     }
-    let upstream = Arc::new(upstream);
+    let upstream = Arc::new(ArcSwap::from_pointee(upstream));
     let acl = Arc::new(ArcSwap::new(build_acl(&cfg)?));
     if acl.load().rule_count() == 0 {
         tracing::warn!(
@@ -212,7 +212,7 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
         users = auth.user_count(),
         htpasswd = %auth.htpasswd_path().map(|p| p.display().to_string()).unwrap_or_default(),
         ldap = auth.ldap().is_some(),
-        upstream = upstream.origin(),
+        upstream = upstream.load().origin(),
         "portcullis {} starting on {}",
         env!("CARGO_PKG_VERSION"),
         cfg.server.listen
@@ -339,7 +339,7 @@ struct Watched {
     tls: TlsState,
     auth: Arc<Authenticator>,
     acl: Arc<ArcSwap<Acl>>,
-    upstream: Arc<Upstream>,
+    upstream: Arc<ArcSwap<Upstream>>,
     audit: Option<Arc<AuditLog>>,
 }
 
@@ -396,11 +396,11 @@ fn spawn_watcher(cfg: &Config, mut w: Watched) -> std::io::Result<()> {
                     }
                 }
                 if policy.changed() || hangup {
-                    reload_policy(&w.config_path, &w.acl);
+                    reload_policy(&w.config_path, &w.acl, &w.upstream);
                 }
                 if last_resolve.elapsed() >= Duration::from_secs(30) {
                     last_resolve = Instant::now();
-                    if let Err(e) = w.upstream.refresh_address() {
+                    if let Err(e) = w.upstream.load().refresh_address() {
                         tracing::warn!(target: "upstream", error = %e, "keeping the last upstream address");
                     }
                 }
@@ -409,20 +409,43 @@ fn spawn_watcher(cfg: &Config, mut w: Watched) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Loads the access rules and groups of the config file again. Other
-/// settings (listeners, upstream, TLS source) need a restart.
-fn reload_policy(path: &std::path::Path, acl: &ArcSwap<Acl>) {
-    match Config::load(path).and_then(|cfg| build_acl(&cfg)) {
-        Ok(new) => {
+/// Loads the access rules, groups and upstream of the config file again,
+/// all or nothing. Listeners, TLS source and auth backends need a restart;
+/// so do upstream replicas (their health checks are a service of their own).
+fn reload_policy(path: &std::path::Path, acl: &ArcSwap<Acl>, upstream: &ArcSwap<Upstream>) {
+    let loaded = Config::load(path).and_then(|cfg| {
+        let new_acl = build_acl(&cfg)?;
+        let single = cfg.upstream.replicas.is_empty() && upstream.load().replica_count() == 1;
+        let new_upstream = match single {
+            true => Some(Upstream::new(&cfg.upstream).map_err(|e| ConfigError {
+                problems: vec![Problem::new("upstream", e.to_string())],
+            })?),
+            false => None,
+        };
+        Ok((new_acl, new_upstream))
+    });
+    match loaded {
+        Ok((new_acl, new_upstream)) => {
             metrics()
                 .config_reloads
                 .with_label_values(&["config", "ok"])
                 .inc();
             tracing::info!(
-                rules = new.rule_count(),
+                rules = new_acl.rule_count(),
                 "config reloaded: access rules and groups replaced"
             );
-            acl.store(new);
+            acl.store(new_acl);
+            match new_upstream {
+                Some(u) => {
+                    if u.origin() != upstream.load().origin() {
+                        tracing::info!(upstream = u.origin(), "config reloaded: new upstream");
+                    }
+                    upstream.store(Arc::new(u));
+                }
+                None => {
+                    tracing::info!("upstream replicas are not reloaded; restart to change them")
+                }
+            }
         }
         Err(e) => {
             metrics()
@@ -431,7 +454,7 @@ fn reload_policy(path: &std::path::Path, acl: &ArcSwap<Acl>) {
                 .inc();
             tracing::error!(
                 error = %e.to_string().replace('\n', "; "),
-                "config changed but is invalid; keeping the previous access rules"
+                "config changed but is invalid; keeping the previous configuration"
             );
         }
     }

@@ -94,6 +94,22 @@ impl AdminApp {
         (ok, text)
     }
 
+    /// Copies the ACME manager's own counters into the exported ones.
+    fn refresh_acme(&self) {
+        let Some(acme) = crate::tls::acme::metrics::global() else {
+            return;
+        };
+        let (mut ok, mut failed) = (0u64, 0u64);
+        for c in acme.certificates() {
+            ok += c.certificates_issued();
+            failed += c.renewal_failures();
+        }
+        let m = &metrics().acme_renewals;
+        m.reset();
+        m.with_label_values(&["ok"]).inc_by(ok);
+        m.with_label_values(&["error"]).inc_by(failed);
+    }
+
     fn refresh_cert_gauges(&self) {
         let g = &metrics().cert_expiry;
         g.reset();
@@ -133,6 +149,7 @@ impl ServeHttp for AdminApp {
                     }
                 }
                 self.refresh_cert_gauges();
+                self.refresh_acme();
                 response(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -35,7 +35,7 @@ impl Health {
 
 /// Starts the check loop on a thread with its own small runtime.
 pub fn spawn(
-    upstream: Arc<Upstream>,
+    upstream: Arc<arc_swap::ArcSwap<Upstream>>,
     health: Arc<Health>,
     interval: Duration,
     threshold: u32,
@@ -49,7 +49,8 @@ pub fn spawn(
             rt.block_on(async move {
                 let mut failures = 0u32;
                 loop {
-                    let ok = check(&upstream, interval).await;
+                    let current = upstream.load_full();
+                    let ok = check(&current, interval).await;
                     if ok {
                         failures = 0;
                         health.set(true);
