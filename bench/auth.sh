@@ -1,0 +1,412 @@
+#!/usr/bin/env bash
+# Auth modes and observability overhead of portcullis, on loopback:
+#   basic  - Basic auth (warm credential cache), metrics off, access log off
+#   token  - auth.mode = "token", wrk sends a Bearer token from /token
+#   obs    - Basic auth with metrics on, access log on (stderr -> file), audit_file
+# interleaved (basic token obs, rotated each round), wrk GET of the manifest,
+# portcullis CPU from /proc/PID/stat. Optional LDAP part (LDAP=1, default when
+# /usr/sbin/slapd exists): 64 MiB blob downloads of a logged-in LDAP user alone
+# vs during a storm of ~20 failed LDAP logins/s.
+#
+#   bash bench/auth.sh                # about 5-6 min on 2 vCPUs
+#   QUICK=1 bash bench/auth.sh        # smoke test
+# Knobs: ROUNDS [5] WRK_DURATION [10s] WRK_CONNS [32] WRK_THREADS [2]
+#        LDAP [1 if slapd found] LDAP_ROUNDS [3] LDAP_DOWNLOADS [4] STORM_RATE [20]
+#        PORTCULLIS [target/release/portcullis] OUT [bench/results] KEEP_WORK=1
+# Output: $OUT/auth.csv (target,round,metric,value), $OUT/auth-summary.md
+# (bench/auth_report.py). Everything listens on 127.0.0.1 only.
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ ${QUICK:-0} == 1 ]]; then
+  ROUNDS=${ROUNDS:-1}; WRK_DURATION=${WRK_DURATION:-3s}; LDAP_ROUNDS=${LDAP_ROUNDS:-1}; LDAP_DOWNLOADS=${LDAP_DOWNLOADS:-2}
+fi
+ROUNDS=${ROUNDS:-5}
+WRK_DURATION=${WRK_DURATION:-10s}
+WRK_CONNS=${WRK_CONNS:-32}
+WRK_THREADS=${WRK_THREADS:-2}
+LDAP_ROUNDS=${LDAP_ROUNDS:-3}
+LDAP_DOWNLOADS=${LDAP_DOWNLOADS:-4}
+STORM_RATE=${STORM_RATE:-20}
+[[ -x /usr/sbin/slapd ]] && LDAP=${LDAP:-1} || LDAP=${LDAP:-0}
+BLOB_MIB=64
+PORTCULLIS=${PORTCULLIS:-$ROOT/target/release/portcullis}
+OUT=${OUT:-$ROOT/bench/results}
+PY=${PYTHON:-python3}
+
+BENCH_USER=bench
+BENCH_PASS=bench-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+REPO=bench
+MANIFEST_TYPE=application/vnd.oci.image.manifest.v1+json
+BLOB_BYTES=$((BLOB_MIB * 1024 * 1024))
+CLK_TCK=$(getconf CLK_TCK)
+T_START=$(date +%s)
+
+WORK=$(mktemp -d /tmp/portcullis-auth.XXXXXX)
+mkdir -p "$OUT"
+CSV_TMP=$WORK/results.csv
+echo "target,round,metric,value" >"$CSV_TMP"
+
+declare -A PID PORT BASE MPORT
+REG_PID="" SLAPD_PID="" STORM_PID=""
+
+log()  { printf '[%4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
+die()  { log "FATAL: $*"; exit 1; }
+calc() { awk "BEGIN { printf \"%.6g\", $* }"; }
+now()  { date +%s.%N; }
+rec()  { echo "$1,$2,$3,$4" >>"$CSV_TMP"; }
+
+cleanup() {
+  local rc=$? p
+  set +e
+  [[ -n $STORM_PID ]] && kill "$STORM_PID" 2>/dev/null
+  for p in "${PID[@]}" $REG_PID $SLAPD_PID; do kill "$p" 2>/dev/null; done
+  sleep 0.5
+  for p in "${PID[@]}" $REG_PID $SLAPD_PID; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  if [[ ${KEEP_WORK:-0} == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_ticks() {
+  local sum=0 p f
+  for p in "$@"; do
+    [[ -r /proc/$p/stat ]] || continue
+    f=$(sed 's/^.*) //' "/proc/$p/stat"); set -- $f
+    sum=$(( sum + ${12} + ${13} ))
+  done
+  echo "$sum"
+}
+wait_http() { # URL CURL_AUTH WANT SECONDS
+  local url=$1 auth=$2 want=$3 secs=$4 code i
+  for ((i = 0; i < secs * 10; i++)); do
+    code=$(curl -sk --max-time 2 ${auth:+-u "$auth"} -o /dev/null -w '%{http_code}' "$url" 2>/dev/null || true)
+    [[ $code == "$want" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# ---------------------------------------------------------------- fixtures + registry (as bench/run.sh)
+make_fixtures() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 -subj "/CN=127.0.0.1" \
+    -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
+  chmod 600 "$WORK/key.pem"
+  htpasswd -Bbn "$BENCH_USER" "$BENCH_PASS" | sed '/^$/d' >"$WORK/htpasswd"
+  AUTH_B64=$(printf '%s:%s' "$BENCH_USER" "$BENCH_PASS" | base64 -w0)
+  head -c "$BLOB_BYTES" /dev/urandom >"$WORK/blob.bin"
+  BLOB_DIGEST=sha256:$(sha256sum "$WORK/blob.bin" | cut -d' ' -f1)
+  printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["%s"]},"config":{}}' \
+    "$BLOB_DIGEST" >"$WORK/config.json"
+  CONFIG_DIGEST=sha256:$(sha256sum "$WORK/config.json" | cut -d' ' -f1)
+  CONFIG_SIZE=$(stat -c %s "$WORK/config.json")
+  printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%d}]}' \
+    "$MANIFEST_TYPE" "$CONFIG_DIGEST" "$CONFIG_SIZE" "$BLOB_DIGEST" "$BLOB_BYTES" >"$WORK/manifest.json"
+}
+
+start_registry() {
+  local port; port=$(free_port)
+  REG=http://127.0.0.1:$port
+  mkdir -p "$WORK/registry-data"
+  cat >"$WORK/registry.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry-data
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$port
+  secret: portcullis-bench-secret
+EOF
+  docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+  REG_PID=$!
+  wait_http "$REG/v2/" "" 200 20 || { cat "$WORK/registry.log" >&2; die "registry did not start"; }
+}
+
+push_blob() { # FILE DIGEST
+  local h=$WORK/h.txt loc code
+  code=$(curl -s -X POST -D "$h" -o /dev/null -w '%{http_code}' -H 'Content-Length: 0' "$REG/v2/$REPO/blobs/uploads/")
+  [[ $code == 202 ]] || die "POST upload -> $code"
+  loc=$(grep -i '^location:' "$h" | tail -1 | cut -d' ' -f2- | tr -d '\r')
+  [[ $loc == /* ]] && loc=$REG$loc
+  [[ $loc == *\?* ]] && loc="$loc&digest=$2" || loc="$loc?digest=$2"
+  code=$(curl -s -X PUT -T "$1" -H 'Content-Type: application/octet-stream' -H 'Expect:' -o /dev/null -w '%{http_code}' "$loc")
+  [[ $code == 201 ]] || die "PUT blob -> $code"
+}
+seed() {
+  push_blob "$WORK/blob.bin" "$BLOB_DIGEST"
+  push_blob "$WORK/config.json" "$CONFIG_DIGEST"
+  local code
+  code=$(curl -s -X PUT -H "Content-Type: $MANIFEST_TYPE" --data-binary @"$WORK/manifest.json" \
+    -o /dev/null -w '%{http_code}' "$REG/v2/$REPO/manifests/latest")
+  [[ $code == 201 ]] || die "seed manifest -> $code"
+}
+
+# ---------------------------------------------------------------- portcullis variants
+# write_conf NAME -> $WORK/NAME/proxy.toml
+write_conf() {
+  local n=$1 d=$WORK/$1 auth_extra="" metrics log_extra=""
+  mkdir -p "$d"
+  PORT[$n]=$(free_port); BASE[$n]=https://127.0.0.1:${PORT[$n]}
+  metrics='[metrics]
+enabled = false'
+  case $n in
+    basic) ;;
+    token) auth_extra="mode = \"token\"
+
+[auth.token]
+key_dir = \"$d/keys\"
+lifetime = \"1h\"" ; mkdir -p "$d/keys" ;;
+    obs)   MPORT[$n]=$(free_port)
+           metrics="[metrics]
+enabled = true
+listen = \"127.0.0.1:${MPORT[$n]}\""
+           log_extra="audit_file = \"$d/audit.log\"" ;;
+    ldap)  MPORT[$n]=$(free_port)
+           metrics="[metrics]
+enabled = true
+listen = \"127.0.0.1:${MPORT[$n]}\""
+           auth_extra="backends = [\"ldap\"]
+
+[auth.throttle]
+# off, so that every storm login really reaches the directory
+enabled = false
+
+[auth.ldap]
+urls = [\"ldap://127.0.0.1:$SLAPD_PORT\"]
+bind_dn = \"cn=portcullis,ou=services,dc=example,dc=org\"
+bind_password = \"service-pw\"
+base_dn = \"ou=people,dc=example,dc=org\"
+preset = \"openldap\"" ;;
+  esac
+  local access=false; [[ $n == obs ]] && access=true
+  cat >"$d/proxy.toml" <<EOF
+[server]
+listen = "127.0.0.1:${PORT[$n]}"
+
+[upstream]
+url = "$REG"
+
+[tls]
+cert = "$WORK/cert.pem"
+key = "$WORK/key.pem"
+
+[auth]
+realm = "bench"
+$auth_extra
+
+[auth.htpasswd]
+path = "$WORK/htpasswd"
+
+$metrics
+
+[log]
+level = "info"
+access_log = $access
+$log_extra
+EOF
+  "$PORTCULLIS" check --config "$d/proxy.toml" >"$d/check.log" 2>&1 \
+    || { cat "$d/proxy.toml" "$d/check.log" >&2; die "config $n does not pass portcullis check"; }
+}
+
+start_portcullis() {
+  local n=$1 d=$WORK/$1
+  write_conf "$n"
+  # stdout+stderr to a file: with access_log = true that is the cost of writing it
+  "$PORTCULLIS" serve --config "$d/proxy.toml" >"$d/out.log" 2>&1 &
+  PID[$n]=$!
+  local code i
+  for ((i = 0; i < 300; i++)); do
+    code=$(curl -sk --max-time 2 -o /dev/null -w '%{http_code}' "${BASE[$n]}/v2/" || true)
+    [[ $code == 401 ]] && break
+    sleep 0.1
+  done
+  [[ $code == 401 ]] || { tail -n 30 "$d/out.log" >&2; die "portcullis $n not ready (/v2/ -> $code)"; }
+  log "portcullis $n pid ${PID[$n]} on ${BASE[$n]}"
+}
+
+# AUTHZ[name]: the Authorization header value wrk sends
+declare -A AUTHZ
+prepare_client() {
+  local n=$1 code
+  if [[ $n == token ]]; then
+    local tok
+    tok=$(curl -sk -u "$BENCH_USER:$BENCH_PASS" \
+      "${BASE[$n]}/token?service=container-registry&scope=repository:$REPO:pull" \
+      | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["token"])') || die "no token from /token"
+    AUTHZ[$n]="Bearer $tok"
+  else
+    AUTHZ[$n]="Basic $AUTH_B64"
+  fi
+  # one request first (warms the credential cache for Basic), and a correctness check
+  local got
+  got=$(curl -sk -H "Authorization: ${AUTHZ[$n]}" -H "Accept: $MANIFEST_TYPE" \
+    "${BASE[$n]}/v2/$REPO/manifests/latest" | sha256sum | cut -d' ' -f1)
+  [[ $got == $(sha256sum <"$WORK/manifest.json" | cut -d' ' -f1) ]] || die "$n does not serve the manifest"
+  code=$(curl -sk -o /dev/null -w '%{http_code}' -H "Authorization: Bearer not-a-token" "${BASE[$n]}/v2/$REPO/manifests/latest")
+  [[ $code == 401 ]] || log "WARNING: $n answers $code to a bogus token"
+}
+
+parse_dur_ms() {
+  awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /m$/) n*=60000; else if (v ~ /s$/) n*=1000; printf "%.4g", n }'
+}
+
+load_manifest() {
+  local t=$1 r=$2 out=$WORK/wrk-$1-$2.txt c0 c1 g0 g1
+  c0=$(cpu_ticks "${PID[$t]}"); g0=$(cpu_ticks "$REG_PID")
+  timeout 120 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --timeout 10s --latency \
+    -H "Authorization: ${AUTHZ[$t]}" -H "Accept: $MANIFEST_TYPE" \
+    "${BASE[$t]}/v2/$REPO/manifests/latest" >"$out" 2>&1 || log "$t: wrk exited non-zero"
+  c1=$(cpu_ticks "${PID[$t]}"); g1=$(cpu_ticks "$REG_PID")
+  local reqs rps non2xx sockerr p50 p99
+  reqs=$(awk '/requests in/ {print $1; exit}' "$out")
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+  non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out"); non2xx=${non2xx:-0}
+  sockerr=$(awk -F'[ ,]+' '/Socket errors:/ {print $4+$6+$8+$10}' "$out"); sockerr=${sockerr:-0}
+  p50=$(awk '$1=="50%" {print $2}' "$out"); p99=$(awk '$1=="99%" {print $2}' "$out")
+  if [[ -z $reqs || $reqs == 0 ]]; then log "$t: wrk produced no requests"; cat "$out" >&2; return 0; fi
+  rec "$t" "$r" manifest_rps "$rps"
+  rec "$t" "$r" manifest_errors $((non2xx + sockerr))
+  [[ -n $p50 ]] && rec "$t" "$r" manifest_p50_ms "$(parse_dur_ms "$p50")"
+  [[ -n $p99 ]] && rec "$t" "$r" manifest_p99_ms "$(parse_dur_ms "$p99")"
+  rec "$t" "$r" manifest_proxy_cpu_us_per_req "$(calc "($c1 - $c0) / $CLK_TCK * 1e6 / $reqs")"
+  rec "$t" "$r" manifest_registry_cpu_us_per_req "$(calc "($g1 - $g0) / $CLK_TCK * 1e6 / $reqs")"
+  log "$t r$r: $rps req/s, portcullis $(calc "($c1 - $c0) / $CLK_TCK * 1e6 / $reqs") µs/req, errors $((non2xx + sockerr)), p99 $p99"
+}
+
+rotate() { local r=$1; shift; local a=("$@") n=$# i; for ((i = 0; i < n; i++)); do echo "${a[$(((i + r - 1) % n))]}"; done; }
+
+# ---------------------------------------------------------------- LDAP part
+start_slapd() {
+  local d=$WORK/slapd
+  mkdir -p "$d/db"
+  SLAPD_PORT=$(free_port)
+  cat >"$d/slapd.conf" <<EOF
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include /etc/ldap/schema/nis.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+moduleload memberof
+pidfile $d/slapd.pid
+argsfile $d/slapd.args
+database mdb
+maxsize 16777216
+suffix "dc=example,dc=org"
+rootdn "cn=admin,dc=example,dc=org"
+rootpw admin-secret
+directory $d/db
+overlay memberof
+EOF
+  /usr/sbin/slapd -f "$d/slapd.conf" -h "ldap://127.0.0.1:$SLAPD_PORT/" -d 256 </dev/null >"$d/slapd.log" 2>&1 &
+  SLAPD_PID=$!
+  local i
+  for ((i = 0; i < 100; i++)); do
+    ldapsearch -x -H "ldap://127.0.0.1:$SLAPD_PORT" -b "" -s base >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  ldapadd -x -H "ldap://127.0.0.1:$SLAPD_PORT" -D "cn=admin,dc=example,dc=org" -w admin-secret \
+    -f "$ROOT/tests/fixtures/ldap/base.ldif" >"$d/ldapadd.log" 2>&1 || { tail "$d/ldapadd.log" "$d/slapd.log" >&2; die "ldapadd failed"; }
+  log "slapd pid $SLAPD_PID on ldap://127.0.0.1:$SLAPD_PORT"
+}
+slapd_binds() { grep -c ' BIND dn=.* method=' "$WORK/slapd/slapd.log" || true; }
+metric_sum() { # NAME-REGEX: sum of matching samples on the ldap instance's /metrics
+  curl -s "http://127.0.0.1:${MPORT[ldap]}/metrics" | awk -v re="$1" '$0 !~ /^#/ && $1 ~ re {s += $NF} END {printf "%.0f", s}'
+}
+
+storm() { # ~STORM_RATE failed logins/s: bob/carol with fresh wrong passwords
+  local i=0 users=(bob carol) gap
+  gap=$(calc "1 / $STORM_RATE")
+  while :; do
+    curl -sk --max-time 10 -o /dev/null -u "${users[$((i % 2))]}:wrong-$i-$RANDOM" "${BASE[ldap]}/v2/" &
+    i=$((i + 1)); sleep "$gap"
+  done
+}
+
+ldap_downloads() { # ROUND MODE(alone|storm)
+  local r=$1 mode=$2 i t0 t1 bad=0 res b0 b1 m0 m1 h0 h1 s0 s1
+  b0=$(slapd_binds); s0=$(now)
+  m0=$(metric_sum '^portcullis_ldap_operation_duration_seconds_count')
+  h0=$(metric_sum '^portcullis_credential_cache_requests_total.*result="hit"')
+  local tot0; tot0=$(metric_sum '^portcullis_credential_cache_requests_total')
+  if [[ $mode == storm ]]; then storm >/dev/null 2>&1 & STORM_PID=$!; sleep 1; fi
+  t0=$(now)
+  for ((i = 0; i < LDAP_DOWNLOADS; i++)); do
+    res=$(curl -sk --http1.1 -u alice:alice-pw --max-time 120 -o /dev/null -w '%{http_code} %{size_download}' \
+      "${BASE[ldap]}/v2/$REPO/blobs/$BLOB_DIGEST" || echo "000 0")
+    [[ $res == "200 $BLOB_BYTES" ]] || bad=$((bad + 1))
+  done
+  t1=$(now)
+  if [[ $mode == storm ]]; then kill "$STORM_PID" 2>/dev/null; wait "$STORM_PID" 2>/dev/null || true; STORM_PID=""; sleep 0.5; fi
+  s1=$(now); b1=$(slapd_binds)
+  m1=$(metric_sum '^portcullis_ldap_operation_duration_seconds_count')
+  h1=$(metric_sum '^portcullis_credential_cache_requests_total.*result="hit"')
+  local tot1; tot1=$(metric_sum '^portcullis_credential_cache_requests_total')
+  local mibs; mibs=$(calc "$LDAP_DOWNLOADS * $BLOB_MIB / ($t1 - $t0)")
+  rec "ldap-$mode" "$r" download_mib_s "$mibs"
+  rec "ldap-$mode" "$r" download_errors "$bad"
+  rec "ldap-$mode" "$r" slapd_binds_per_s "$(calc "($b1 - $b0) / ($s1 - $s0)")"
+  rec "ldap-$mode" "$r" ldap_ops_per_s "$(calc "($m1 - $m0) / ($s1 - $s0)")"
+  rec "ldap-$mode" "$r" cache_lookups "$((tot1 - tot0))"
+  rec "ldap-$mode" "$r" cache_hits "$((h1 - h0))"
+  log "ldap $mode r$r: $mibs MiB/s (errors $bad), slapd binds $(calc "($b1 - $b0) / ($s1 - $s0)")/s, portcullis ldap ops $(calc "($m1 - $m0) / ($s1 - $s0)")/s, cache hits $((h1 - h0))/$((tot1 - tot0))"
+}
+
+# ---------------------------------------------------------------- main
+for c in wrk docker-registry htpasswd openssl curl; do command -v $c >/dev/null || die "$c missing"; done
+[[ -x $PORTCULLIS ]] || die "$PORTCULLIS missing (cargo build --release)"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load average at start: $LOAD_START"
+make_fixtures
+start_registry
+seed
+VARIANTS=(basic token obs)
+for n in "${VARIANTS[@]}"; do start_portcullis "$n"; prepare_client "$n"; done
+
+for ((r = 1; r <= ROUNDS; r++)); do
+  log "===== round $r / $ROUNDS"
+  for t in $(rotate "$r" "${VARIANTS[@]}"); do load_manifest "$t" "$r"; sleep 1; done
+done
+rec obs 0 audit_lines "$(wc -l <"$WORK/obs/audit.log" 2>/dev/null || echo 0)"
+rec obs 0 access_log_lines "$(grep -c 'access' "$WORK/obs/out.log" 2>/dev/null || echo 0)"
+rec obs 0 access_log_mib "$(calc "$(stat -c %s "$WORK/obs/out.log") / 1048576")"
+for n in "${VARIANTS[@]}"; do
+  rec "$n" 0 log_error_lines "$(grep -cE ' (ERROR|WARN) |panicked' "$WORK/$n/out.log" || true)"
+  kill "${PID[$n]}" 2>/dev/null || true; wait "${PID[$n]}" 2>/dev/null || true; unset "PID[$n]"
+done
+
+if [[ $LDAP == 1 ]]; then
+  start_slapd
+  start_portcullis ldap
+  curl -sk -u alice:alice-pw -o /dev/null "${BASE[ldap]}/v2/"   # alice logs in once (cache warm)
+  [[ $(curl -sk -u alice:alice-pw -o /dev/null -w '%{http_code}' "${BASE[ldap]}/v2/") == 200 ]] || die "alice cannot log in"
+  [[ $(curl -sk -u bob:nope -o /dev/null -w '%{http_code}' "${BASE[ldap]}/v2/") == 401 ]] || log "WARNING: wrong password not 401"
+  for ((r = 1; r <= LDAP_ROUNDS; r++)); do
+    if ((r % 2)); then ldap_downloads "$r" alone; ldap_downloads "$r" storm
+    else ldap_downloads "$r" storm; ldap_downloads "$r" alone; fi
+  done
+  rec ldap 0 log_error_lines "$(grep -cE ' (ERROR|WARN) |panicked' "$WORK/ldap/out.log" || true)"
+fi
+
+{
+  echo "{\"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"duration_s\": $(( $(date +%s) - T_START )),"
+  echo " \"rounds\": $ROUNDS, \"wrk_args\": \"wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION\","
+  echo " \"ldap_rounds\": $LDAP_ROUNDS, \"ldap_downloads\": $LDAP_DOWNLOADS, \"storm_rate\": $STORM_RATE, \"ldap\": $LDAP,"
+  echo " \"cpu\": \"$(lscpu | awk -F': *' '/^Model name/{print $2; exit}')\", \"nproc\": $(nproc),"
+  echo " \"loadavg_start\": \"$LOAD_START\", \"loadavg_end\": \"$(cut -d' ' -f1-3 /proc/loadavg)\","
+  echo " \"portcullis_binary\": \"$(sha256sum "$PORTCULLIS" | cut -c1-16) $(date -u -r "$PORTCULLIS" +%Y-%m-%dT%H:%M:%SZ)\","
+  echo " \"git_head_at_run\": \"$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo none)\"}"
+} >"$WORK/meta.json"
+cp "$CSV_TMP" "$OUT/auth.csv"; cp "$WORK/meta.json" "$OUT/auth-meta.json"
+"$PY" "$ROOT/bench/auth_report.py" --csv "$OUT/auth.csv" --meta "$OUT/auth-meta.json" | tee "$OUT/auth-summary.md"
+log "done in $(( $(date +%s) - T_START )) s"
