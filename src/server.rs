@@ -207,6 +207,7 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
         throttle: Throttle::new(&cfg.auth.throttle),
         mode,
         tokens,
+        verified: Default::default(),
     });
     tracing::info!(
         users = auth.user_count(),

@@ -8,9 +8,28 @@ use std::sync::Arc;
 use super::acl::Acl;
 use super::principal::{Challenge, Mode, Principal, Refusal};
 use super::throttle::Throttle;
-use super::token::jwt::TokenIssuer;
+use super::token::jwt::{self, TokenIssuer};
 use super::{basic, AuthFailure, Authenticator, Identity};
 use crate::registry::errors::RegistryError;
+
+/// Bearer tokens whose signature was checked: a client sends the same
+/// token with every request of a pull, and an ES256 verification costs
+/// about 100 µs. Keyed by the token's SHA-256; expiry is still checked on
+/// every hit.
+pub struct VerifiedTokens {
+    cache: moka::sync::Cache<[u8; 32], Arc<super::token::jwt::Claims>>,
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        VerifiedTokens {
+            cache: moka::sync::Cache::builder()
+                .time_to_live(std::time::Duration::from_secs(60))
+                .max_capacity(10_000)
+                .build(),
+        }
+    }
+}
 
 pub struct Gate {
     pub authenticator: Arc<Authenticator>,
@@ -19,6 +38,7 @@ pub struct Gate {
     pub mode: Mode,
     /// Present in token mode.
     pub tokens: Option<Arc<TokenIssuer>>,
+    pub verified: VerifiedTokens,
 }
 
 /// What a login attempt found, for logs and metrics.
@@ -118,13 +138,25 @@ impl Gate {
             return (r, Some(outcome));
         }
         if let (Some(tokens), Some(token)) = (&self.tokens, bearer(header)) {
+            use sha2::Digest;
+            let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if let Some(claims) = self
+                .verified
+                .cache
+                .get(&key)
+                .filter(|c| c.exp + jwt::LEEWAY.as_secs() > now)
+            {
+                return (Ok(Principal::Token { claims }), None);
+            }
             return match tokens.verify(token) {
-                Ok(claims) => (
-                    Ok(Principal::Token {
-                        claims: Box::new(claims),
-                    }),
-                    None,
-                ),
+                Ok(claims) => {
+                    let claims = Arc::new(claims);
+                    self.verified.cache.insert(key, Arc::clone(&claims));
+                    (Ok(Principal::Token { claims }), None)
+                }
                 Err(e) => {
                     crate::observe::metrics::metrics()
                         .auth_attempts

@@ -21,7 +21,7 @@ pub enum Principal {
     },
     /// A bearer token we issued: its `access` claim is what it may do.
     Token {
-        claims: Box<Claims>,
+        claims: Arc<Claims>,
     },
 }
 
