@@ -523,7 +523,7 @@ fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
         || {
             proxy
                 .log_text()
-                .contains("keeping the previous access rules")
+                .contains("config changed but is invalid; keeping the previous")
         },
         || proxy.logs(),
     );
