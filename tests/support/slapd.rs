@@ -158,6 +158,20 @@ impl Slapd {
     /// Freezes slapd (SIGSTOP): connections stay open but nothing answers.
     pub fn pause(&self) {
         self.signal("-STOP");
+        // the signal is delivered asynchronously: wait until the kernel
+        // reports the process stopped (state T), so nothing slips through
+        let pid = self.child.as_ref().expect("slapd running").id();
+        let stopped = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
+                .unwrap_or(false)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !stopped() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(stopped(), "slapd {pid} did not stop");
     }
 
     pub fn resume(&self) {
