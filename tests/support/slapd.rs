@@ -164,7 +164,10 @@ impl Slapd {
         let stopped = || {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
-                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, rest)| rest.trim_start().starts_with('T'))
+                })
                 .unwrap_or(false)
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
