@@ -479,7 +479,14 @@ fn spawn_drain(
                         grace_s = grace.as_secs(),
                         "listeners closed; waiting for transfers to finish"
                     );
+                    let started = std::time::Instant::now();
                     let left = drain::wait_idle(grace);
+                    // the last response may still sit in socket buffers:
+                    // exiting now would close them with unread client
+                    // frames pending, which resets the connection and
+                    // loses the tail of the transfer
+                    let tail = grace.saturating_sub(started.elapsed()).min(Duration::from_secs(2));
+                    std::thread::sleep(tail);
                     tracing::info!(left, "shutdown complete");
                     std::process::exit(0);
                 }
