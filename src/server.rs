@@ -485,7 +485,9 @@ fn spawn_drain(
                     // exiting now would close them with unread client
                     // frames pending, which resets the connection and
                     // loses the tail of the transfer
-                    let tail = grace.saturating_sub(started.elapsed()).min(Duration::from_secs(2));
+                    let tail = grace
+                        .saturating_sub(started.elapsed())
+                        .min(Duration::from_secs(2));
                     std::thread::sleep(tail);
                     tracing::info!(left, "shutdown complete");
                     std::process::exit(0);
