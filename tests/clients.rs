@@ -4,45 +4,14 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 use support::*;
 use tempfile::TempDir;
 
 /// Runs a client command with state confined to `state` (auth file, tmp dirs).
+/// The harness's client runner: per-test auth file, HOME and TMPDIR.
 fn run(state: &Path, program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let auth = state.join("auth.json");
-    if !auth.exists() {
-        std::fs::write(&auth, "{}").unwrap();
-    }
-    let tmp = state.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let mut child = Command::new(program)
-        .args(args)
-        .env("REGISTRY_AUTH_FILE", &auth)
-        .env("TMPDIR", &tmp)
-        .env("HOME", state)
-        .env("XDG_RUNTIME_DIR", state.join("xdg"))
-        .env("XDG_CONFIG_HOME", state.join("config"))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    if let Some(input) = stdin {
-        use std::io::Write;
-        let mut s = child.stdin.take().unwrap();
-        s.write_all(input.as_bytes()).unwrap();
-    }
-    wait_output(
-        child,
-        Duration::from_secs(240),
-        &format!("{program} {args:?}"),
-    )
+    tool_run(state, program, args, stdin)
 }
 
 fn ok(what: &str, o: Output, proxy: &Proxy) -> String {
