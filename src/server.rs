@@ -61,48 +61,6 @@ pub fn build_acl(cfg: &Config) -> Result<Arc<Acl>, ConfigError> {
     Acl::compile(&cfg.access, groups).map_err(|problems| ConfigError { problems })
 }
 
-/// Round-robin over the registry replicas, with Pingora's HTTP health
-/// check (`GET /v2/`, any answer below 500 is healthy) run by a
-/// background service.
-fn replica_balancer(
-    cfg: &Config,
-) -> Result<
-    (
-        pingora::services::background::GenBackgroundService<crate::upstream::Replicas>,
-        Arc<crate::upstream::Replicas>,
-    ),
-    ServeError,
-> {
-    use pingora::lb::health_check::HttpHealthCheck;
-    let addrs = Upstream::replica_addresses(&cfg.upstream);
-    let mut lb = crate::upstream::Replicas::try_from_iter(addrs.iter().map(String::as_str))
-        .map_err(|e| {
-            ServeError::Upstream(crate::upstream::UpstreamError::Resolve {
-                host: addrs.join(","),
-                reason: e.to_string(),
-            })
-        })?;
-    let host = cfg.upstream.url.host_str().unwrap_or_default();
-    let mut hc = HttpHealthCheck::new(host, cfg.upstream.url.scheme() == "https");
-    hc.req.set_uri(http::Uri::from_static("/v2/"));
-    hc.consecutive_failure = cfg.health.threshold as usize;
-    hc.validator = Some(Box::new(|resp| {
-        if resp.status.as_u16() < 500 {
-            Ok(())
-        } else {
-            Err(pingora::Error::explain(
-                pingora::ErrorType::HTTPStatus(resp.status.as_u16()),
-                "replica unhealthy",
-            ))
-        }
-    }));
-    lb.set_health_check(Box::new(hc));
-    lb.health_check_frequency = Some(cfg.health.interval);
-    let service = pingora::services::background::background_service("upstream replicas", lb);
-    let task = service.task();
-    Ok((service, task))
-}
-
 /// What scrapers of `/metrics` must present.
 fn scrape_auth(cfg: &Config) -> Result<Option<ScrapeAuth>, ServeError> {
     let m = &cfg.metrics;
@@ -144,13 +102,7 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
     logging::init(&cfg.log);
     let tls = TlsState::new(&cfg.tls)?;
     let auth = Arc::new(Authenticator::new(&cfg.auth)?);
-    let mut upstream = Upstream::new(&cfg.upstream)?;
-    let mut replica_service = None;
-    if !cfg.upstream.replicas.is_empty() {
-        let (service, lb) = replica_balancer(&cfg)?;
-        upstream = upstream.with_replicas(lb);
-        replica_service = Some(service);
-    }
+    let upstream = Upstream::from_config(&cfg.upstream, &cfg.health, None)?;
     let upstream = Arc::new(ArcSwap::from_pointee(upstream));
     let acl = Arc::new(ArcSwap::new(build_acl(&cfg)?));
     if acl.load().rule_count() == 0 {
@@ -313,9 +265,6 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
         service.add_tcp(&http.to_string());
     }
     server.add_service(service);
-    if let Some(s) = replica_service {
-        server.add_service(s);
-    }
 
     let watched = Watched {
         config_path: config_path.to_owned(),
@@ -410,19 +359,18 @@ fn spawn_watcher(cfg: &Config, mut w: Watched) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Loads the access rules, groups and upstream of the config file again,
-/// all or nothing. Listeners, TLS source and auth backends need a restart;
-/// so do upstream replicas (their health checks are a service of their own).
+/// Loads the access rules, groups and upstream (with its replicas) of the
+/// config file again, all or nothing. Listeners, the TLS source and auth
+/// backends need a restart. Requests in flight finish on the upstream they
+/// started with.
 fn reload_policy(path: &std::path::Path, acl: &ArcSwap<Acl>, upstream: &ArcSwap<Upstream>) {
     let loaded = Config::load(path).and_then(|cfg| {
         let new_acl = build_acl(&cfg)?;
-        let single = cfg.upstream.replicas.is_empty() && upstream.load().replica_count() == 1;
-        let new_upstream = match single {
-            true => Some(Upstream::new(&cfg.upstream).map_err(|e| ConfigError {
+        let current = upstream.load_full();
+        let new_upstream = Upstream::from_config(&cfg.upstream, &cfg.health, Some(&current))
+            .map_err(|e| ConfigError {
                 problems: vec![Problem::new("upstream", e.to_string())],
-            })?),
-            false => None,
-        };
+            })?;
         Ok((new_acl, new_upstream))
     });
     match loaded {
@@ -436,17 +384,13 @@ fn reload_policy(path: &std::path::Path, acl: &ArcSwap<Acl>, upstream: &ArcSwap<
                 "config reloaded: access rules and groups replaced"
             );
             acl.store(new_acl);
-            match new_upstream {
-                Some(u) => {
-                    if u.origin() != upstream.load().origin() {
-                        tracing::info!(upstream = u.origin(), "config reloaded: new upstream");
-                    }
-                    upstream.store(Arc::new(u));
-                }
-                None => {
-                    tracing::info!("upstream replicas are not reloaded; restart to change them")
-                }
+            if new_upstream.origins() != upstream.load().origins() {
+                tracing::info!(
+                    upstream = new_upstream.origins().join(", "),
+                    "config reloaded: new upstream"
+                );
             }
+            upstream.store(Arc::new(new_upstream));
         }
         Err(e) => {
             metrics()

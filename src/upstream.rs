@@ -4,13 +4,14 @@ use arc_swap::ArcSwap;
 use base64::Engine;
 use pingora::prelude::HttpPeer;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 
-use crate::config::{SecretError, UpstreamConfig};
+use crate::config::{HealthConfig, SecretError, UpstreamConfig};
 
 /// Several registry replicas, balanced round-robin; replicas failing the
 /// health check are skipped until they pass again.
@@ -22,6 +23,8 @@ pub enum UpstreamError {
     Resolve { host: String, reason: String },
     #[error("upstream.password: {0}")]
     Secret(#[from] SecretError),
+    #[error("upstream.replicas: {0}")]
+    Replicas(String),
 }
 
 pub struct Upstream {
@@ -84,11 +87,37 @@ impl Upstream {
         })
     }
 
-    /// Balances over `replicas` (built by the server, whose background
-    /// service runs their health checks).
-    pub fn with_replicas(mut self, replicas: Arc<Replicas>) -> Self {
-        self.replicas = Some(replicas);
-        self
+    /// The upstream of `[upstream]`, balanced over its replicas when it
+    /// lists any. `current` is the upstream serving now: when the replica
+    /// list is unchanged its balancer (and the health it has learnt) is
+    /// kept; a new list is health-checked once before it is returned, so
+    /// a reload never sends requests to a replica that is already down.
+    /// Blocking: call off Pingora's workers.
+    pub fn from_config(
+        cfg: &UpstreamConfig,
+        health: &HealthConfig,
+        current: Option<&Upstream>,
+    ) -> Result<Self, UpstreamError> {
+        let mut up = Self::new(cfg)?;
+        if cfg.replicas.is_empty() {
+            return Ok(up);
+        }
+        let kept = current
+            .filter(|c| c.origins == up.origins)
+            .and_then(|c| c.replicas.clone());
+        up.replicas = Some(match kept {
+            Some(lb) => lb,
+            None => Arc::new(balancer(cfg, health)?),
+        });
+        Ok(up)
+    }
+
+    /// One health check of every replica (a no-op without replicas); run
+    /// every `[health] interval` by the health loop.
+    pub async fn check_replicas(&self) {
+        if let Some(lb) = &self.replicas {
+            lb.backends().run_health_check(true).await;
+        }
     }
 
     /// The replicas' `host:port`s, for the load balancer.
@@ -194,6 +223,63 @@ impl Upstream {
     }
 }
 
+/// Round-robin over the replicas with Pingora's HTTP health check
+/// (`GET /v2/`, any answer below 500 is healthy). The first check runs
+/// here with a threshold of one, so replicas that are down start out of
+/// the rotation; later ones need `health.threshold` failures in a row.
+fn balancer(cfg: &UpstreamConfig, health: &HealthConfig) -> Result<Replicas, UpstreamError> {
+    use pingora::lb::health_check::HttpHealthCheck;
+    let addrs = Upstream::replica_addresses(cfg);
+    let mut lb = Replicas::try_from_iter(addrs.iter().map(String::as_str))
+        .map_err(|e| UpstreamError::Replicas(format!("{}: {e}", addrs.join(", "))))?;
+    let host = cfg.url.host_str().unwrap_or_default();
+    let mut http = HttpHealthCheck::new(host, cfg.url.scheme() == "https");
+    http.req.set_uri(http::Uri::from_static("/v2/"));
+    http.consecutive_failure = health.threshold.max(1) as usize;
+    http.validator = Some(Box::new(|resp| {
+        if resp.status.as_u16() < 500 {
+            Ok(())
+        } else {
+            Err(pingora::Error::explain(
+                pingora::ErrorType::HTTPStatus(resp.status.as_u16()),
+                "replica unhealthy",
+            ))
+        }
+    }));
+    let primed = Arc::new(AtomicBool::new(false));
+    lb.set_health_check(Box::new(ReplicaCheck {
+        http,
+        primed: Arc::clone(&primed),
+    }));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| UpstreamError::Replicas(format!("cannot run the first health check: {e}")))?
+        .block_on(lb.backends().run_health_check(true));
+    primed.store(true, Ordering::Relaxed);
+    Ok(lb)
+}
+
+/// Pingora's HTTP check, except that its first pass decides at once.
+struct ReplicaCheck {
+    http: pingora::lb::health_check::HttpHealthCheck,
+    primed: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl pingora::lb::health_check::HealthCheck for ReplicaCheck {
+    async fn check(&self, target: &pingora::lb::Backend) -> pingora::Result<()> {
+        self.http.check(target).await
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        match self.primed.load(Ordering::Relaxed) {
+            true => self.http.health_threshold(success),
+            false => 1,
+        }
+    }
+}
+
 fn split_authority(authority: &str, tls: bool) -> (&str, u16) {
     let default = if tls { 443 } else { 80 };
     if let Some(rest) = authority.strip_prefix('[') {
@@ -249,6 +335,56 @@ mod tests {
                 .unwrap();
         let u = Upstream::new(&cfg).unwrap();
         assert_eq!(u.authorization(), Some("Basic cDpz"));
+    }
+
+    /// Answers every connection with `200 OK`, like a healthy registry.
+    fn healthy_replica() -> SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_replica_already_down_starts_out_of_the_rotation() {
+        let live = healthy_replica();
+        // a port nothing listens on
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let cfg: UpstreamConfig = toml::from_str(&format!(
+            "url = \"http://{dead}\"\nreplicas = [\"http://{live}\"]"
+        ))
+        .unwrap();
+        // a threshold of 3 applies to later checks, not to the first one
+        let health: HealthConfig = toml::from_str("threshold = 3").unwrap();
+        let up = Upstream::from_config(&cfg, &health, None).unwrap();
+        for _ in 0..6 {
+            assert_eq!(up.peer().unwrap()._address.as_inet(), Some(&live));
+        }
+        // the same list on reload keeps the balancer and what it learnt
+        let again = Upstream::from_config(&cfg, &health, Some(&up)).unwrap();
+        assert!(Arc::ptr_eq(
+            again.replicas.as_ref().unwrap(),
+            up.replicas.as_ref().unwrap()
+        ));
+        let other: UpstreamConfig = toml::from_str(&format!(
+            "url = \"http://{live}\"\nreplicas = [\"http://{dead}\"]"
+        ))
+        .unwrap();
+        let changed = Upstream::from_config(&other, &health, Some(&up)).unwrap();
+        assert!(!Arc::ptr_eq(
+            changed.replicas.as_ref().unwrap(),
+            up.replicas.as_ref().unwrap()
+        ));
     }
 
     #[test]

@@ -132,3 +132,88 @@ fn push_and_pull_survive_a_replica_restart() {
     );
     b.start_again();
 }
+
+/// `[upstream] replicas` is reloaded like the rest of proxy.toml: a replica
+/// added by a reload takes over when the first one stops, and a broken
+/// replica list is refused while the old one keeps serving.
+#[test]
+fn replica_list_is_reloaded_without_a_restart() {
+    let mut a = Registry::start();
+    let b = Registry::start();
+    let proxy = Proxy::start(
+        &a,
+        ProxyOptions {
+            extra_toml: "[health]\ninterval = \"200ms\"\nthreshold = 1\n".into(),
+            ..ProxyOptions::default()
+        },
+    );
+    let ping = || {
+        proxy
+            .req(reqwest::Method::GET, "/v2/")
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(ping(), 200);
+    let text = std::fs::read_to_string(proxy.config_path()).unwrap();
+    let single = format!("url = \"{}\"", a.url());
+    assert!(text.contains(&single), "{text}");
+    let reloads = || {
+        proxy
+            .logs()
+            .matches("config reloaded: new upstream")
+            .count()
+    };
+    let refusals = || {
+        proxy
+            .logs()
+            .matches("keeping the previous configuration")
+            .count()
+    };
+
+    write_atomic(
+        &proxy.config_path(),
+        text.replace(&single, &format!("{single}\nreplicas = [\"{}\"]", b.url()))
+            .as_bytes(),
+    );
+    wait_until(
+        "the replica list is reloaded",
+        Duration::from_secs(15),
+        || reloads() == 1,
+        || proxy.logs(),
+    );
+
+    // a stops: b, added by the reload, serves everything
+    a.stop();
+    wait_stable(&proxy, 10);
+    let digest = push_blob(
+        &proxy,
+        "ha/reloaded",
+        b"lands on the replica added by a reload",
+    );
+    let on_b = b
+        .direct()
+        .head(format!("{}/v2/ha/reloaded/blobs/{digest}", b.url()))
+        .send()
+        .unwrap();
+    assert_eq!(on_b.status(), 200, "the push went to replica b");
+
+    // a broken replica list is refused; b keeps serving
+    write_atomic(
+        &proxy.config_path(),
+        text.replace(
+            &single,
+            &format!("{single}\nreplicas = [\"ftp://127.0.0.1:1\"]"),
+        )
+        .as_bytes(),
+    );
+    wait_until(
+        "the broken replica list is refused",
+        Duration::from_secs(15),
+        || refusals() == 1,
+        || proxy.logs(),
+    );
+    assert_eq!(reloads(), 1, "{}", proxy.logs());
+    assert_eq!(ping(), 200, "the previous replicas keep serving");
+    a.start_again();
+}

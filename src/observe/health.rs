@@ -50,6 +50,7 @@ pub fn spawn(
                 let mut failures = 0u32;
                 loop {
                     let current = upstream.load_full();
+                    current.check_replicas().await;
                     let ok = check(&current, interval).await;
                     if ok {
                         failures = 0;
