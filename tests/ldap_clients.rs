@@ -1,0 +1,365 @@
+//! LDAP accounts with real clients, and directory changes over time:
+//! skopeo and podman log in with directory users and push or pull as their
+//! groups allow; a group membership changed in the directory takes effect
+//! once the cached login expires (`auth.ldap.cache_ttl`), in both
+//! directions.
+
+mod support;
+
+use reqwest::Method;
+use std::process::Output;
+use std::time::{Duration, Instant};
+use support::slapd::*;
+use support::*;
+
+const ROBOT: (&str, &str) = ("robot", "robot-pw");
+const BOB: (&str, &str) = ("bob", "bob-pw");
+const ALICE: (&str, &str) = ("alice", "alice-pw");
+const ALICE_DN: &str = "uid=alice,ou=people,dc=example,dc=org";
+const CI_PUSHERS_DN: &str = "cn=ci-pushers,ou=groups,dc=example,dc=org";
+
+/// First match decides: ci-pushers push to `team/*`; ci-pushers and devs
+/// pull `team/*` and `releases/*` (so ci-pushers may only pull
+/// `releases/*`); the htpasswd robot may do anything.
+const RULES: &str = r#"
+[[access]]
+groups = ["ci-pushers"]
+repositories = ["team/*"]
+actions = ["pull", "push"]
+
+[[access]]
+groups = ["ci-pushers", "devs"]
+repositories = ["team/*", "releases/*"]
+actions = ["pull"]
+
+[[access]]
+users = ["robot"]
+actions = ["*"]
+"#;
+
+/// The directory (search-then-bind, groups by `member`) after the
+/// htpasswd robot; `cache_ttl` sets `auth.ldap.cache_ttl`.
+fn options(slapd: &Slapd, cache_ttl: Option<&str>) -> ProxyOptions {
+    let ttl = cache_ttl
+        .map(|t| format!("cache_ttl = \"{t}\"\n"))
+        .unwrap_or_default();
+    let ldap = format!(
+        r#"
+[auth.ldap]
+urls = ["{url}"]
+base_dn = "{BASE_DN}"
+bind_dn = "{SERVICE_DN}"
+bind_password = "{SERVICE_PW}"
+group_search_base = "ou=groups,{BASE_DN}"
+group_filter = "(member={{dn}})"
+timeout = "3s"
+connect_timeout = "2s"
+{ttl}"#,
+        url = slapd.url()
+    );
+    ProxyOptions {
+        users: vec![(ROBOT.0.to_string(), ROBOT.1.to_string())],
+        extra_toml: format!("{ldap}\n{RULES}"),
+        ..ProxyOptions::default()
+    }
+}
+
+fn status(proxy: &Proxy, method: Method, path: &str, (user, pass): (&str, &str)) -> u16 {
+    proxy
+        .client()
+        .request(method, proxy.url(path))
+        .basic_auth(user, Some(pass))
+        .send()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+fn ok(what: &str, o: Output, proxy: &Proxy) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed: {}\n{}",
+        out_text(&o),
+        proxy.logs()
+    );
+    both(&o)
+}
+
+/// A refusal as the clients print it: the registry error code DENIED, or
+/// the bare 403 of a response without a body.
+fn refused_text(o: &Output) -> bool {
+    let t = both(o).to_lowercase();
+    t.contains("denied") || t.contains("403 (forbidden)")
+}
+
+/// Tags of `repo` as the robot sees them through the proxy (None: 404).
+fn tags(proxy: &Proxy, repo: &str) -> Option<Vec<String>> {
+    let r = proxy
+        .client()
+        .get(proxy.url(&format!("/v2/{repo}/tags/list")))
+        .basic_auth(ROBOT.0, Some(ROBOT.1))
+        .send()
+        .unwrap();
+    match r.status().as_u16() {
+        404 => None,
+        200 => {
+            let v: serde_json::Value = r.json().unwrap();
+            let mut t: Vec<String> = v["tags"]
+                .as_array()
+                .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default();
+            t.sort();
+            Some(t)
+        }
+        s => panic!("robot: tags/list of {repo}: {s}\n{}", proxy.logs()),
+    }
+}
+
+#[test]
+fn skopeo_and_podman_with_directory_accounts() {
+    let reg = Registry::start();
+    let slapd = Slapd::start();
+    let proxy = Proxy::start(&reg, options(&slapd, None));
+    let host = format!("127.0.0.1:{}", proxy.port());
+    let cert_dir = proxy.cert_dir().display().to_string();
+    let state = tempfile::Builder::new()
+        .prefix("portcullis-ldap-clients-")
+        .tempdir()
+        .unwrap();
+    let skopeo = |args: &[&str], stdin: Option<&str>| tool_run(state.path(), "skopeo", args, stdin);
+    let src = state.path().join("src-oci");
+    let image = make_oci_layout(&src, "v1", 3, 7);
+    let auth = state.path().join("bob-auth.json");
+    let authfile = auth.to_str().unwrap();
+
+    // skopeo login as bob (ci-pushers): a wrong directory password first
+    let o = skopeo(
+        &[
+            "login",
+            "--authfile",
+            authfile,
+            "--cert-dir",
+            &cert_dir,
+            "-u",
+            BOB.0,
+            "--password",
+            "not-bobs-password",
+            &host,
+        ],
+        None,
+    );
+    assert!(
+        !o.status.success(),
+        "skopeo login with a wrong LDAP password succeeded: {}",
+        out_text(&o)
+    );
+    let o = skopeo(
+        &[
+            "login",
+            "--authfile",
+            authfile,
+            "--cert-dir",
+            &cert_dir,
+            "-u",
+            BOB.0,
+            "--password-stdin",
+            &host,
+        ],
+        Some(&format!("{}\n", BOB.1)),
+    );
+    ok("skopeo login as bob (LDAP)", o, &proxy);
+    let saved = std::fs::read_to_string(&auth).unwrap();
+    assert!(saved.contains(&host), "no entry for {host}: {saved}");
+
+    // with the saved login: push of a 3-layer image to team/app
+    let o = skopeo(
+        &[
+            "copy",
+            "--authfile",
+            authfile,
+            "--dest-cert-dir",
+            &cert_dir,
+            &format!("oci:{}:v1", src.display()),
+            &format!("docker://{host}/team/app:v1"),
+        ],
+        None,
+    );
+    ok("skopeo copy as bob to team/app", o, &proxy);
+    assert_eq!(tags(&proxy, "team/app"), Some(vec!["v1".to_string()]));
+    let direct = reg
+        .direct()
+        .get(format!("{}/v2/team/app/manifests/v1", reg.url()))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    assert_eq!(direct.status(), 200, "manifest not in the registry");
+    let m: serde_json::Value = direct.json().unwrap();
+    let layers: Vec<String> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(layers, image.layer_digests, "layers stored in the registry");
+    assert_eq!(m["config"]["digest"].as_str().unwrap(), image.config_digest);
+
+    // releases/*: ci-pushers may only pull there, so bob's push is denied
+    let o = skopeo(
+        &[
+            "copy",
+            "--authfile",
+            authfile,
+            "--dest-cert-dir",
+            &cert_dir,
+            &format!("oci:{}:v1", src.display()),
+            &format!("docker://{host}/releases/app:v1"),
+        ],
+        None,
+    );
+    assert!(
+        !o.status.success(),
+        "bob pushed to releases/app: {}",
+        out_text(&o)
+    );
+    assert!(refused_text(&o), "not a denial: {}", out_text(&o));
+    assert_eq!(tags(&proxy, "releases/app"), None, "bob's push was stored");
+
+    // podman as alice (devs: pull only)
+    let podman = PodmanCli::new();
+    let o = podman.run(
+        &[
+            "login",
+            "--cert-dir",
+            &cert_dir,
+            "-u",
+            ALICE.0,
+            "--password",
+            "not-alices-password",
+            &host,
+        ],
+        None,
+    );
+    assert!(
+        !o.status.success(),
+        "podman login with a wrong LDAP password succeeded: {}",
+        out_text(&o)
+    );
+    let o = podman.run(
+        &[
+            "login",
+            "--cert-dir",
+            &cert_dir,
+            "-u",
+            ALICE.0,
+            "--password-stdin",
+            &host,
+        ],
+        Some(&format!("{}\n", ALICE.1)),
+    );
+    ok("podman login as alice (LDAP)", o, &proxy);
+    let pulled = format!("{host}/team/app:v1");
+    let o = podman.run(&["pull", "--cert-dir", &cert_dir, &pulled], None);
+    let out = ok("podman pull as alice", o, &proxy);
+    let config_hex = image.config_digest.trim_start_matches("sha256:");
+    assert!(out.contains(config_hex), "pulled image id: {out}");
+    let o = podman.run(&["image", "inspect", "--format", "{{.Id}}", &pulled], None);
+    let out = ok("podman image inspect", o, &proxy);
+    assert_eq!(out.trim(), config_hex, "image id of the pulled image");
+
+    // and alice's push is denied, even of an image the registry has
+    let target = format!("{host}/team/alice:v1");
+    ok(
+        "podman tag",
+        podman.run(&["tag", &pulled, &target], None),
+        &proxy,
+    );
+    let o = podman.run(&["push", "--cert-dir", &cert_dir, &target], None);
+    assert!(
+        !o.status.success(),
+        "alice (devs) pushed to team/alice: {}",
+        out_text(&o)
+    );
+    assert!(refused_text(&o), "not a denial: {}", out_text(&o));
+    assert_eq!(tags(&proxy, "team/alice"), None, "alice's push was stored");
+    assert_eq!(tags(&proxy, "team/app"), Some(vec!["v1".to_string()]));
+}
+
+fn set_ci_pusher(slapd: &Slapd, member: bool) {
+    let op = if member { "add" } else { "delete" };
+    slapd.ldapmodify(&format!(
+        "dn: {CI_PUSHERS_DN}\nchangetype: modify\n{op}: member\nmember: {ALICE_DN}\n"
+    ));
+}
+
+#[test]
+fn group_change_in_the_directory_takes_effect_after_the_cache_ttl() {
+    let ttl = Duration::from_secs(3);
+    let reg = Registry::start();
+    let slapd = Slapd::start();
+    let proxy = Proxy::start(&reg, options(&slapd, Some("3s")));
+    let upload = "/v2/team/app/blobs/uploads/";
+    // the time each push attempt was sent, and its status
+    let push = || {
+        let sent = Instant::now();
+        (sent, status(&proxy, Method::POST, upload, ALICE))
+    };
+
+    // alice is in devs only: she may pull team/app, not push
+    let (cached_at, s) = push();
+    assert_eq!(s, 403, "{}", proxy.logs());
+    assert_eq!(
+        status(&proxy, Method::GET, "/v2/team/app/tags/list", ALICE),
+        404
+    );
+
+    set_ci_pusher(&slapd, true);
+    // The login was cached no earlier than `cached_at`: an answer complete
+    // within the TTL of that comes from the cache, with the old groups.
+    let (_, s) = push();
+    if cached_at.elapsed() < ttl {
+        assert_eq!(s, 403, "the cached groups were not used\n{}", proxy.logs());
+    } else {
+        eprintln!("note: too slow to see the cached refusal (status {s})");
+    }
+    let mut granted_at = None;
+    wait_until_every(
+        "alice's push allowed once the cached login expired",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let (sent, s) = push();
+            assert!(s == 403 || s == 202, "unexpected status {s}");
+            if s == 202 {
+                granted_at = Some(sent);
+            }
+            s == 202
+        },
+        || proxy.logs(),
+    );
+    let granted_at = granted_at.unwrap();
+
+    // and back: out of ci-pushers, refused again once the TTL has passed
+    set_ci_pusher(&slapd, false);
+    let (_, s) = push();
+    if granted_at.elapsed() < ttl {
+        assert_eq!(s, 202, "the cached groups were not used\n{}", proxy.logs());
+    } else {
+        eprintln!("note: too slow to see the cached grant (status {s})");
+    }
+    wait_until_every(
+        "alice's push refused once the cached login expired",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let (_, s) = push();
+            assert!(s == 403 || s == 202, "unexpected status {s}");
+            s == 403
+        },
+        || proxy.logs(),
+    );
+    // still a devs member: pulls keep working; the robot is unaffected
+    assert_eq!(
+        status(&proxy, Method::GET, "/v2/team/app/tags/list", ALICE),
+        404
+    );
+    assert_eq!(status(&proxy, Method::POST, upload, ROBOT), 202);
+}
