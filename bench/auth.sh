@@ -11,7 +11,8 @@
 #   bash bench/auth.sh                # about 5-6 min on 2 vCPUs
 #   QUICK=1 bash bench/auth.sh        # smoke test
 # Knobs: ROUNDS [5] WRK_DURATION [10s] WRK_CONNS [32] WRK_THREADS [2]
-#        LDAP [1 if slapd found] LDAP_ROUNDS [3] LDAP_DOWNLOADS [4] STORM_RATE [20]
+#        LDAP [1 if slapd found] LDAP_ROUNDS [5] LDAP_DOWNLOADS [16] STORM_RATE [20]
+#        PARTS ["manifest ldap"]: which parts to run
 #        PORTCULLIS [target/release/portcullis] OUT [bench/results] KEEP_WORK=1
 # Output: $OUT/auth.csv (target,round,metric,value), $OUT/auth-summary.md
 # (bench/auth_report.py). Everything listens on 127.0.0.1 only.
@@ -25,8 +26,8 @@ ROUNDS=${ROUNDS:-5}
 WRK_DURATION=${WRK_DURATION:-10s}
 WRK_CONNS=${WRK_CONNS:-32}
 WRK_THREADS=${WRK_THREADS:-2}
-LDAP_ROUNDS=${LDAP_ROUNDS:-3}
-LDAP_DOWNLOADS=${LDAP_DOWNLOADS:-4}
+LDAP_ROUNDS=${LDAP_ROUNDS:-5}
+LDAP_DOWNLOADS=${LDAP_DOWNLOADS:-16}
 STORM_RATE=${STORM_RATE:-20}
 [[ -x /usr/sbin/slapd ]] && LDAP=${LDAP:-1} || LDAP=${LDAP:-0}
 BLOB_MIB=64
@@ -324,13 +325,8 @@ metric_sum() { # NAME-REGEX: sum of matching samples on the ldap instance's /met
   curl -s "http://127.0.0.1:${MPORT[ldap]}/metrics" | awk -v re="$1" '$0 !~ /^#/ && $1 ~ re {s += $NF} END {printf "%.0f", s}'
 }
 
-storm() { # ~STORM_RATE failed logins/s: bob/carol with fresh wrong passwords
-  local i=0 users=(bob carol) gap
-  gap=$(calc "1 / $STORM_RATE")
-  while :; do
-    curl -sk --max-time 10 -o /dev/null -u "${users[$((i % 2))]}:wrong-$i-$RANDOM" "${BASE[ldap]}/v2/" &
-    i=$((i + 1)); sleep "$gap"
-  done
+storm() { # STORM_RATE failed logins/s: bob/carol with fresh wrong passwords (bench/storm.py)
+  exec "$PY" "$ROOT/bench/storm.py" "${BASE[ldap]}" "$STORM_RATE" 4 bob carol
 }
 
 ldap_downloads() { # ROUND MODE(alone|storm)
@@ -339,7 +335,7 @@ ldap_downloads() { # ROUND MODE(alone|storm)
   m0=$(metric_sum '^portcullis_ldap_operation_duration_seconds_count')
   h0=$(metric_sum '^portcullis_credential_cache_requests_total.*result="hit"')
   local tot0; tot0=$(metric_sum '^portcullis_credential_cache_requests_total')
-  if [[ $mode == storm ]]; then storm >/dev/null 2>&1 & STORM_PID=$!; sleep 1; fi
+  if [[ $mode == storm ]]; then storm >"$WORK/storm-$r.txt" 2>&1 & STORM_PID=$!; sleep 1; fi
   t0=$(now)
   for ((i = 0; i < LDAP_DOWNLOADS; i++)); do
     res=$(curl -sk --http1.1 -u alice:alice-pw --max-time 120 -o /dev/null -w '%{http_code} %{size_download}' \
@@ -370,16 +366,21 @@ log "load average at start: $LOAD_START"
 make_fixtures
 start_registry
 seed
+PARTS=${PARTS:-manifest ldap}
 VARIANTS=(basic token obs)
+[[ " $PARTS " == *" manifest "* ]] || { ROUNDS=0; VARIANTS=(); }
+[[ " $PARTS " == *" ldap "* ]] || LDAP=0
 for n in "${VARIANTS[@]}"; do start_portcullis "$n"; prepare_client "$n"; done
 
 for ((r = 1; r <= ROUNDS; r++)); do
   log "===== round $r / $ROUNDS"
   for t in $(rotate "$r" "${VARIANTS[@]}"); do load_manifest "$t" "$r"; sleep 1; done
 done
-rec obs 0 audit_lines "$(wc -l <"$WORK/obs/audit.log" 2>/dev/null || echo 0)"
-rec obs 0 access_log_lines "$(grep -c 'access' "$WORK/obs/out.log" 2>/dev/null || echo 0)"
-rec obs 0 access_log_mib "$(calc "$(stat -c %s "$WORK/obs/out.log") / 1048576")"
+if ((ROUNDS > 0)); then
+  rec obs 0 audit_lines "$(wc -l <"$WORK/obs/audit.log" 2>/dev/null || echo 0)"
+  rec obs 0 access_log_lines "$(grep -c 'access' "$WORK/obs/out.log" 2>/dev/null || echo 0)"
+  rec obs 0 access_log_mib "$(calc "$(stat -c %s "$WORK/obs/out.log") / 1048576")"
+fi
 for n in "${VARIANTS[@]}"; do
   rec "$n" 0 log_error_lines "$(grep -cE ' (ERROR|WARN) |panicked' "$WORK/$n/out.log" || true)"
   kill "${PID[$n]}" 2>/dev/null || true; wait "${PID[$n]}" 2>/dev/null || true; unset "PID[$n]"
