@@ -275,8 +275,15 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
         audit,
     };
     spawn_watcher(&cfg, watched).map_err(ServeError::Watcher)?;
-    spawn_drain(server.watch_execution_phase(), cfg.server.grace_period)
-        .map_err(ServeError::Watcher)?;
+    let ports = std::iter::once(cfg.server.listen.port())
+        .chain(cfg.server.http_listen.map(|a| a.port()))
+        .collect();
+    spawn_drain(
+        server.watch_execution_phase(),
+        cfg.server.grace_period,
+        ports,
+    )
+    .map_err(ServeError::Watcher)?;
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals),
     });
@@ -411,6 +418,7 @@ fn reload_policy(path: &std::path::Path, acl: &ArcSwap<Acl>, upstream: &ArcSwap<
 fn spawn_drain(
     mut phases: tokio::sync::broadcast::Receiver<pingora::server::ExecutionPhase>,
     grace: Duration,
+    ports: Vec<u16>,
 ) -> std::io::Result<()> {
     use pingora::server::ExecutionPhase as P;
     std::thread::Builder::new()
@@ -423,16 +431,13 @@ fn spawn_drain(
                         grace_s = grace.as_secs(),
                         "listeners closed; waiting for transfers to finish"
                     );
-                    let started = std::time::Instant::now();
+                    let deadline = std::time::Instant::now() + grace;
                     let left = drain::wait_idle(grace);
                     // the last response may still sit in socket buffers:
                     // exiting now would close them with unread client
                     // frames pending, which resets the connection and
                     // loses the tail of the transfer
-                    let tail = grace
-                        .saturating_sub(started.elapsed())
-                        .min(Duration::from_secs(2));
-                    std::thread::sleep(tail);
+                    drain::wait_acknowledged(&ports, deadline, Duration::from_secs(2));
                     tracing::info!(left, "shutdown complete");
                     std::process::exit(0);
                 }
