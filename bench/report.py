@@ -21,15 +21,16 @@ from collections import defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TARGETS = ["registry", "nginx", "nginx-noauth", "nginx-tuned", "portcullis"]
+TARGETS = ["registry", "nginx", "nginx-noauth", "nginx-tuned", "pingora-bare", "portcullis"]
 LABEL = {
     "registry": "A registry (direct, HTTP)",
     "nginx": "B nginx recipe (auth_basic)",
     "nginx-noauth": "B0 nginx recipe, no auth",
     "nginx-tuned": "B2 nginx tuned (auth_basic)",
+    "pingora-bare": "P Pingora floor (no auth, no filters)",
     "portcullis": "C portcullis",
 }
-SHORT = {"registry": "A", "nginx": "B", "nginx-noauth": "B0", "nginx-tuned": "B2", "portcullis": "C"}
+SHORT = {"registry": "A", "nginx": "B", "nginx-noauth": "B0", "nginx-tuned": "B2", "pingora-bare": "P", "portcullis": "C"}
 
 # metric, label, unit, decimals, better ("hi"/"lo")
 METRICS = [
@@ -78,6 +79,20 @@ RATIOS = [
     ("upload mono MiB/s, C / B2", "upload_mono_mib_s", "nginx-tuned", ">=", 1.0),
     ("upload 4×PATCH MiB/s, C / B", "upload_chunked_mib_s", "nginx", ">=", 1.0),
     ("upload 4×PATCH MiB/s, C / B2", "upload_chunked_mib_s", "nginx-tuned", ">=", 1.0),
+]
+
+# The framework floor: how far Pingora itself (P, examples/bare_proxy.rs)
+# is from nginx, and what portcullis adds on top of it (C / P).
+FLOOR = [
+    ("CPU per manifest GET, P / B0", "manifest_proxy_cpu_us_per_req", "pingora-bare", "nginx-noauth"),
+    ("CPU per manifest GET, C / P", "manifest_proxy_cpu_us_per_req", "portcullis", "pingora-bare"),
+    ("download seq MiB/s, P / B", "download_seq_mib_s", "pingora-bare", "nginx"),
+    ("download 4-par MiB/s, P / B", "download_par_mib_s", "pingora-bare", "nginx"),
+    ("download CPU/GiB seq, P / B", "download_seq_proxy_cpu_s_per_gib", "pingora-bare", "nginx"),
+    ("download CPU/GiB 4-par, P / B", "download_par_proxy_cpu_s_per_gib", "pingora-bare", "nginx"),
+    ("download seq MiB/s, C / P", "download_seq_mib_s", "portcullis", "pingora-bare"),
+    ("download CPU/GiB seq, C / P", "download_seq_proxy_cpu_s_per_gib", "portcullis", "pingora-bare"),
+    ("download CPU/GiB 4-par, C / P", "download_par_proxy_cpu_s_per_gib", "portcullis", "pingora-bare"),
 ]
 
 
@@ -192,6 +207,14 @@ def build(data, meta):
         v = median(data, t, "rss_peak_mib")
         if v is not None:
             out.append(f"| peak RSS of {LABEL[t]} (MiB, master+workers) | {fmt(v, 1)} | | |")
+    if "pingora-bare" in data:
+        out.append("")
+        out.append("| framework floor (medians) | value |")
+        out.append("| --- | ---: |")
+        for name, m, num, den in FLOOR:
+            num_v, den_v = median(data, num, m), median(data, den, m)
+            r = num_v / den_v if (num_v is not None and den_v) else None
+            out.append(f"| {name} | {fmt(r, 2)} |")
     return "\n".join(out) + "\n", ratios, rss
 
 

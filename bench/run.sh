@@ -9,8 +9,10 @@
 # Environment knobs (defaults in brackets):
 #   ROUNDS [5]  WRK_DURATION [10s]  WRK_CONNS [32]  WRK_THREADS [2]
 #   SEQ_DOWNLOADS [8]  PAR_DOWNLOADS [4]  RSS_DOWNLOADS [8]  BLOB_MIB [64]
-#   TARGETS ["registry nginx nginx-noauth nginx-tuned portcullis"]
+#   TARGETS ["registry nginx nginx-noauth nginx-tuned pingora-bare portcullis"]
 #   PORTCULLIS [target/release/portcullis]   OUT [bench/results]
+#   BARE [target/release/examples/bare_proxy]: pingora-bare, Pingora + rustls
+#        with no filters at all (examples/bare_proxy.rs), the framework's floor
 #   KEEP_WORK=1 keeps the temp dir for inspection; HOLD=1 starts everything,
 #   writes $WORK/endpoints.env and waits (for poking by hand) instead of measuring.
 #
@@ -35,8 +37,9 @@ PAR_DOWNLOADS=${PAR_DOWNLOADS:-4}
 RSS_DOWNLOADS=${RSS_DOWNLOADS:-8}
 BLOB_MIB=${BLOB_MIB:-64}
 CHUNKS=4
-TARGETS=${TARGETS:-"registry nginx nginx-noauth nginx-tuned portcullis"}
+TARGETS=${TARGETS:-"registry nginx nginx-noauth nginx-tuned pingora-bare portcullis"}
 PORTCULLIS=${PORTCULLIS:-$ROOT/target/release/portcullis}
+BARE=${BARE:-$ROOT/target/release/examples/bare_proxy}
 OUT=${OUT:-$ROOT/bench/results}
 PY=${PYTHON:-python3}
 
@@ -401,6 +404,26 @@ EOF
   log "portcullis pid ${PID[portcullis]} on ${BASE[portcullis]}"
 }
 
+# pingora-bare: the same TLS, certificate and upstream, no auth, no filters
+start_bare() {
+  if [[ ! -x $BARE ]]; then
+    log "WARNING: $BARE not found (cargo build --release --example bare_proxy); skipping pingora-bare"; return 1
+  fi
+  PORT[pingora-bare]=$(free_port)
+  BASE[pingora-bare]=https://127.0.0.1:${PORT[pingora-bare]}
+  mkdir -p "$WORK/pingora-bare"
+  "$BARE" "127.0.0.1:${PORT[pingora-bare]}" "${BASE[registry]#http://}" "$WORK/cert.pem" "$WORK/key.pem" \
+    >"$WORK/pingora-bare/out.log" 2>&1 &
+  PID[pingora-bare]=$!
+  if ! wait_http "${BASE[pingora-bare]}/v2/" "" 200 30; then
+    log "WARNING: pingora-bare not ready within 30 s; skipping it"
+    tail -n 20 "$WORK/pingora-bare/out.log" >&2
+    kill "${PID[pingora-bare]}" 2>/dev/null || true; unset 'PID[pingora-bare]'
+    return 1
+  fi
+  log "pingora-bare pid ${PID[pingora-bare]} on ${BASE[pingora-bare]}"
+}
+
 # ---------------------------------------------------------------- loads
 parse_dur_ms() { # 1.23ms / 456.00us / 1.20s -> ms
   awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /m$/) n*=60000; else if (v ~ /s$/) n*=1000; printf "%.4g", n }'
@@ -612,6 +635,7 @@ for t in $TARGETS; do
     nginx-noauth) start_nginx nginx-noauth noauth && ACTIVE+=(nginx-noauth) ;;
     nginx-tuned)  start_nginx nginx-tuned tuned && ACTIVE+=(nginx-tuned) ;;
     portcullis)   start_portcullis && ACTIVE+=(portcullis) || true ;;
+    pingora-bare) start_bare && ACTIVE+=(pingora-bare) || true ;;
     *) die "unknown target $t" ;;
   esac
 done
@@ -622,7 +646,7 @@ for t in "${ACTIVE[@]}"; do
   got=$(curl -sk --http1.1 -u "$BENCH_USER:$BENCH_PASS" -H "Accept: $MANIFEST_TYPE" "${BASE[$t]}/v2/$REPO/manifests/latest" | sha256sum | cut -d' ' -f1)
   [[ $got == $(sha256sum <"$WORK/manifest.json" | cut -d' ' -f1) ]] || die "$t serves a different manifest"
   verify_download "$t"
-  if [[ $t != registry ]]; then probe_expect "$t"; probe_alpn_download "$t"; fi
+  if [[ $t != registry && $t != pingora-bare ]]; then probe_expect "$t"; probe_alpn_download "$t"; fi
 done
 
 # HOLD=1: leave the targets running for manual poking (Ctrl-C / SIGTERM ends it)
@@ -644,19 +668,21 @@ rotate() { # rotate ROUND ITEMS... : start at a different target each round
 }
 BULK=()   # nginx-noauth is only needed for the CPU-per-request comparison
 for t in "${ACTIVE[@]}"; do [[ $t != nginx-noauth ]] && BULK+=("$t"); done
+UPLOADS=() # pingora-bare does not rewrite the registry's absolute upload Locations
+for t in "${BULK[@]}"; do [[ $t != pingora-bare ]] && UPLOADS+=("$t"); done
 
 for ((r = 1; r <= ROUNDS; r++)); do
   log "===== round $r / $ROUNDS"
   for t in $(rotate "$r" "${ACTIVE[@]}"); do load_manifest "$t" "$r"; sleep 1; done
   for t in $(rotate "$r" "${BULK[@]}");   do load_download "$t" "$r"; done
-  for t in $(rotate "$r" "${BULK[@]}");   do load_upload "$t" "$r"; done
+  for t in $(rotate "$r" "${UPLOADS[@]}"); do load_upload "$t" "$r"; done
   for t in $(rotate "$r" "${BULK[@]}");   do load_rss "$t" "$r"; done
 done
 
 # lifetime peak of the single-process targets
 for t in "${ACTIVE[@]}"; do
   case $t in
-    portcullis) rec "$t" 0 vmhwm_lifetime_mib "$(calc "$(awk '/^VmHWM:/{print $2}' /proc/${PID[$t]}/status) / 1024")" ;;
+    portcullis|pingora-bare) rec "$t" 0 vmhwm_lifetime_mib "$(calc "$(awk '/^VmHWM:/{print $2}' /proc/${PID[$t]}/status) / 1024")" ;;
     registry)   rec "$t" 0 vmhwm_lifetime_mib "$(calc "$(awk '/^VmHWM:/{print $2}' /proc/$REG_PID/status) / 1024")" ;;
   esac
 done
@@ -666,6 +692,7 @@ done
 for t in "${ACTIVE[@]}"; do
   case $t in
     portcullis) f=$WORK/portcullis/out.log; pat='error|panic|warn' ;;
+    pingora-bare) f=$WORK/pingora-bare/out.log; pat='panic' ;;
     nginx*)     f=$WORK/$t/logs/error.log;  pat='\[(error|crit|alert|emerg)\]' ;;
     registry)   f=$WORK/registry.log;       pat='level=(error|fatal|panic)|panic' ;;
   esac
