@@ -199,14 +199,23 @@ impl ProxyHttp for RegistryProxy {
         Ok(false)
     }
 
-    /// A client closing an idle keep-alive connection (without TLS
-    /// close_notify) is normal; Pingora would log it as an error.
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &pingora::Error) -> bool {
+    /// A client that goes away — closing an idle keep-alive connection
+    /// (often without TLS close_notify) or giving up on a request — is
+    /// normal client behaviour, not a proxy error: Pingora would log an
+    /// ERROR for each. Such requests still get their access-log line (with
+    /// the error) and are counted; upstream errors are always logged.
+    fn suppress_error_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        e: &pingora::Error,
+    ) -> bool {
         e.esource() == &pingora::ErrorSource::Downstream
-            && ctx.route.is_none()
             && matches!(
                 e.etype(),
-                pingora::ErrorType::ReadError | pingora::ErrorType::ConnectionClosed
+                pingora::ErrorType::ReadError
+                    | pingora::ErrorType::WriteError
+                    | pingora::ErrorType::ConnectionClosed
             )
     }
 
