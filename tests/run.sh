@@ -37,7 +37,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
-echo "==> cargo build --locked (the Dockerfile builds with --locked too)"
-cargo build --locked --bin portcullis --quiet
+echo "==> cargo build --release --locked --bin portcullis (the Dockerfile's build step)"
+cargo build --release --locked --bin portcullis --quiet
 echo "==> cargo nextest run"
 cargo nextest run --locked --profile ci "$@"
