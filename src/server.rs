@@ -111,13 +111,7 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
         );
     }
     let health = Arc::new(Health::default());
-    health::spawn(
-        Arc::clone(&upstream),
-        Arc::clone(&health),
-        cfg.health.interval,
-        cfg.health.threshold,
-    )
-    .map_err(ServeError::Health)?;
+    health::spawn(Arc::clone(&upstream), Arc::clone(&health)).map_err(ServeError::Health)?;
     let audit = match &cfg.log.audit_file {
         Some(path) => Some(Arc::new(
             AuditLog::open(path, cfg.log.audit_max_bytes).map_err(ServeError::Audit)?,

@@ -44,6 +44,8 @@ pub struct Upstream {
     /// `scheme://host[:port]` of every replica (the first is `url`).
     origins: Vec<String>,
     replicas: Option<Arc<Replicas>>,
+    /// `[health]`, reloaded with the upstream it checks.
+    health: HealthConfig,
 }
 
 impl Upstream {
@@ -84,6 +86,7 @@ impl Upstream {
                 .map(|u| u.origin().ascii_serialization())
                 .collect(),
             replicas: None,
+            health: HealthConfig::default(),
         })
     }
 
@@ -99,17 +102,24 @@ impl Upstream {
         current: Option<&Upstream>,
     ) -> Result<Self, UpstreamError> {
         let mut up = Self::new(cfg)?;
+        up.health = health.clone();
         if cfg.replicas.is_empty() {
             return Ok(up);
         }
         let kept = current
-            .filter(|c| c.origins == up.origins)
+            .filter(|c| c.origins == up.origins && c.health.threshold == health.threshold)
             .and_then(|c| c.replicas.clone());
         up.replicas = Some(match kept {
             Some(lb) => lb,
             None => Arc::new(balancer(cfg, health)?),
         });
         Ok(up)
+    }
+
+    /// How often to check, and after how many failures in a row the
+    /// upstream counts as down.
+    pub fn health(&self) -> &HealthConfig {
+        &self.health
     }
 
     /// One health check of every replica (a no-op without replicas); run

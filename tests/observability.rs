@@ -1476,3 +1476,41 @@ fn docs_log_examples_have_the_real_fields() {
         real.unwrap()
     );
 }
+
+/// `[health]` is reloaded with the upstream: a threshold too high to ever
+/// trip keeps /readyz at 200 with the registry stopped, until a reload
+/// lowers it.
+#[test]
+fn health_settings_are_reloaded() {
+    let mut reg = Registry::start();
+    let admin = free_port();
+    let proxy = Proxy::start(
+        &reg,
+        ProxyOptions {
+            extra_toml: observe_toml(admin, "", "").replace("threshold = 2", "threshold = 100000"),
+            ..Default::default()
+        },
+    );
+    wait_admin_up(admin, &proxy);
+    let readyz = || admin_get(admin, "/readyz", None).map_or(0, |r| r.0);
+    wait_until("/readyz 200", WAIT, || readyz() == 200, || proxy.logs());
+    reg.stop();
+    // ten checks fail, far from 100000 in a row: still ready
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(readyz(), 200, "{}", proxy.logs());
+
+    let text = std::fs::read_to_string(proxy.config_path()).unwrap();
+    assert!(text.contains("threshold = 100000"), "{text}");
+    write_atomic(
+        &proxy.config_path(),
+        text.replace("threshold = 100000", "threshold = 1")
+            .as_bytes(),
+    );
+    wait_until(
+        "/readyz 503 once the reloaded threshold applies",
+        WAIT,
+        || readyz() == 503,
+        || proxy.logs(),
+    );
+    reg.start_again();
+}

@@ -33,12 +33,11 @@ impl Health {
     }
 }
 
-/// Starts the check loop on a thread with its own small runtime.
+/// Starts the check loop on a thread with its own small runtime. The
+/// settings come from the current upstream, so a reload changes them.
 pub fn spawn(
     upstream: Arc<arc_swap::ArcSwap<Upstream>>,
     health: Arc<Health>,
-    interval: Duration,
-    threshold: u32,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -50,6 +49,8 @@ pub fn spawn(
                 let mut failures = 0u32;
                 loop {
                     let current = upstream.load_full();
+                    let (interval, threshold) =
+                        (current.health().interval, current.health().threshold);
                     current.check_replicas().await;
                     let ok = check(&current, interval).await;
                     if ok {
