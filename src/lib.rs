@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod listeners;
 pub mod observe;
 pub mod proxy;
 pub mod registry;

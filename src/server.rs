@@ -51,6 +51,8 @@ pub enum ServeError {
     Metrics(String),
     #[error("cannot start the health check: {0}")]
     Health(std::io::Error),
+    #[error(transparent)]
+    Listen(#[from] crate::listeners::ListenError),
 }
 
 /// The access rules and groups from a config (also used on reload).
@@ -100,6 +102,17 @@ pub fn build_issuer(t: &TokenConfig) -> Result<TokenIssuer, ServeError> {
 pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeError> {
     let cfg = Config::load(config_path)?;
     logging::init(&cfg.log);
+    if !upgrade {
+        // with --upgrade the running process still holds them, by design
+        use crate::listeners::ensure_free;
+        ensure_free("server.listen", cfg.server.listen)?;
+        if let Some(http) = cfg.server.http_listen {
+            ensure_free("server.http_listen", http)?;
+        }
+        if cfg.metrics.enabled {
+            ensure_free("metrics.listen", cfg.metrics.listen)?;
+        }
+    }
     let tls = TlsState::new(&cfg.tls)?;
     let auth = Arc::new(Authenticator::new(&cfg.auth)?);
     let upstream = Upstream::from_config(&cfg.upstream, &cfg.health, None)?;

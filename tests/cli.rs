@@ -354,3 +354,48 @@ fn hash_prints_a_bcrypt_hash_of_stdin() {
         "newline was hashed"
     );
 }
+
+/// `serve` with an address already taken stops at once with an error naming
+/// the key, instead of running without that listener.
+#[test]
+fn serve_refuses_a_busy_listen_address_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = valid_config(dir.path());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let free_admin = format!("127.0.0.1:{}", free_port());
+    for (key, text) in [
+        (
+            "server.listen",
+            config.replacen(
+                "listen = \"127.0.0.1:",
+                &format!("listen = \"{busy}\"\n#"),
+                1,
+            ) + &format!("\n[metrics]\nlisten = \"{free_admin}\"\n"),
+        ),
+        (
+            "metrics.listen",
+            config.clone() + &format!("\n[metrics]\nlisten = \"{busy}\"\n"),
+        ),
+    ] {
+        let path = dir.path().join("proxy.toml");
+        fs::write(&path, &text).unwrap();
+        let child = Command::new(bin())
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_output(
+            child,
+            std::time::Duration::from_secs(20),
+            "serve on a busy port",
+        );
+        let text = all_output(&out);
+        assert!(!out.status.success(), "{key}: {text}");
+        assert!(
+            text.contains(&format!("{key}: cannot listen on {busy}")),
+            "{key}: {text}"
+        );
+    }
+}
