@@ -54,7 +54,7 @@ T_START=$(date +%s)
 WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
 chmod 755 "$WORK"          # nginx workers (user nobody) read the htpasswd file
 mkdir -p "$OUT"
-rm -f "$OUT"/last-*.log
+[[ ${HOLD:-0} == 1 ]] || rm -f "$OUT"/last-*.log   # HOLD=1 measures nothing: keep the last results
 CSV_TMP=$WORK/results.csv
 echo "target,round,metric,value" >"$CSV_TMP"
 
