@@ -100,22 +100,7 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
     ok("skopeo copy oci -> proxy", o, &proxy);
 
     // what the registry itself now holds
-    let direct = reg
-        .direct()
-        .get(format!("{}/v2/clients/skopeo/manifests/v1", reg.url()))
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
-    assert_eq!(direct.status(), 200, "manifest not in the registry");
-    let m: serde_json::Value = direct.json().unwrap();
-    let layers: Vec<String> = m["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(layers, image.layer_digests, "layers stored in the registry");
-    assert_eq!(m["config"]["digest"].as_str().unwrap(), image.config_digest);
+    image.assert_stored(&reg, "clients/skopeo", "v1");
 
     // inspect through the proxy
     let o = run(

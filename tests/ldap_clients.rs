@@ -185,22 +185,7 @@ fn skopeo_and_podman_with_directory_accounts() {
     );
     ok("skopeo copy as bob to team/app", o, &proxy);
     assert_eq!(tags(&proxy, "team/app"), Some(vec!["v1".to_string()]));
-    let direct = reg
-        .direct()
-        .get(format!("{}/v2/team/app/manifests/v1", reg.url()))
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
-    assert_eq!(direct.status(), 200, "manifest not in the registry");
-    let m: serde_json::Value = direct.json().unwrap();
-    let layers: Vec<String> = m["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(layers, image.layer_digests, "layers stored in the registry");
-    assert_eq!(m["config"]["digest"].as_str().unwrap(), image.config_digest);
+    image.assert_stored(&reg, "team/app", "v1");
 
     // releases/*: ci-pushers may only pull there, so bob's push is denied
     let o = skopeo(

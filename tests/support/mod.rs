@@ -1179,6 +1179,33 @@ pub struct OciImage {
 
 /// Builds an OCI image layout in `dir` with `layers` gzip'd tar layers
 /// (each with a text file and some pseudo-random bytes).
+impl OciImage {
+    /// Asserts that the registry itself (not the proxy) holds this image as
+    /// `repo:tag`: its manifest names exactly these layers and this config.
+    pub fn assert_stored(&self, reg: &Registry, repo: &str, tag: &str) {
+        let direct = reg
+            .direct()
+            .get(format!("{}/v2/{repo}/manifests/{tag}", reg.url()))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .unwrap();
+        assert_eq!(
+            direct.status(),
+            200,
+            "{repo}:{tag}: manifest not in the registry"
+        );
+        let m: serde_json::Value = direct.json().unwrap();
+        let layers: Vec<String> = m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(layers, self.layer_digests, "layers stored in the registry");
+        assert_eq!(m["config"]["digest"].as_str().unwrap(), self.config_digest);
+    }
+}
+
 pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, seed: u64) -> OciImage {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
