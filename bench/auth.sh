@@ -6,15 +6,21 @@
 # interleaved (basic token obs, rotated each round), wrk GET of the manifest,
 # portcullis CPU from /proc/PID/stat. Optional LDAP part (LDAP=1, default when
 # /usr/sbin/slapd exists): 64 MiB blob downloads of a logged-in LDAP user alone
-# vs during a storm of ~20 failed LDAP logins/s.
+# vs during a storm of ~20 failed LDAP logins/s. Soak part (PARTS=soak): the
+# same binary with jemalloc and with the system malloc side by side, SOAK_RUNS
+# alternating short wrk runs each, RSS after every run, then 8 parallel downloads.
 #
 #   bash bench/auth.sh                # about 5-6 min on 2 vCPUs
 #   QUICK=1 bash bench/auth.sh        # smoke test
 # Knobs: ROUNDS [5] WRK_DURATION [10s] WRK_CONNS [32] WRK_THREADS [2]
 #        LDAP [1 if slapd found] LDAP_ROUNDS [5] LDAP_DOWNLOADS [16] STORM_RATE [20]
-#        PARTS ["manifest ldap"]: which parts to run
+#        PARTS ["manifest ldap"]: which parts to run ("soak" too, on request)
+#        SOAK_RUNS [24] SOAK_DURATION [3s]
+#        PORTCULLIS_SYSTEM_MALLOC: for the soak, the binary built with
+#          `cargo build --release --no-default-features --bin portcullis`
 #        PORTCULLIS [target/release/portcullis] OUT [bench/results] KEEP_WORK=1
-# Output: $OUT/auth.csv (target,round,metric,value), $OUT/auth-summary.md
+#        NAME [auth]: results file names
+# Output: $OUT/$NAME.csv (target,round,metric,value), $OUT/$NAME-summary.md
 # (bench/auth_report.py). Everything listens on 127.0.0.1 only.
 set -Eeuo pipefail
 
@@ -29,6 +35,9 @@ WRK_THREADS=${WRK_THREADS:-2}
 LDAP_ROUNDS=${LDAP_ROUNDS:-5}
 LDAP_DOWNLOADS=${LDAP_DOWNLOADS:-16}
 STORM_RATE=${STORM_RATE:-20}
+SOAK_RUNS=${SOAK_RUNS:-24}
+SOAK_DURATION=${SOAK_DURATION:-3s}
+NAME=${NAME:-auth}
 [[ -x /usr/sbin/slapd ]] && LDAP=${LDAP:-1} || LDAP=${LDAP:-0}
 BLOB_MIB=64
 PORTCULLIS=${PORTCULLIS:-$ROOT/target/release/portcullis}
@@ -48,7 +57,7 @@ mkdir -p "$OUT"
 CSV_TMP=$WORK/results.csv
 echo "target,round,metric,value" >"$CSV_TMP"
 
-declare -A PID PORT BASE MPORT
+declare -A PID PORT BASE MPORT BIN
 REG_PID="" SLAPD_PID="" STORM_PID=""
 
 log()  { printf '[%4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
@@ -223,7 +232,7 @@ start_portcullis() {
   local n=$1 d=$WORK/$1
   write_conf "$n"
   # stdout+stderr to a file: with access_log = true that is the cost of writing it
-  "$PORTCULLIS" serve --config "$d/proxy.toml" >"$d/out.log" 2>&1 &
+  "${BIN[$n]:-$PORTCULLIS}" serve --config "$d/proxy.toml" >"$d/out.log" 2>&1 &
   PID[$n]=$!
   local code i
   for ((i = 0; i < 300; i++)); do
@@ -358,6 +367,48 @@ ldap_downloads() { # ROUND MODE(alone|storm)
   log "ldap $mode r$r: $mibs MiB/s (errors $bad), slapd binds $(calc "($b1 - $b0) / ($s1 - $s0)")/s, portcullis ldap ops $(calc "($m1 - $m0) / ($s1 - $s0)")/s, cache hits $((h1 - h0))/$((tot1 - tot0))"
 }
 
+# ---------------------------------------------------------------- soak part
+rss_kib() { awk -v k="${2:-VmRSS:}" '$1 == k {print $2}' "/proc/$1/status"; }
+rec_rss() { rec "$1" "$2" "$3" "$(calc "$(rss_kib "${PID[$1]}" "${4:-VmRSS:}") / 1024")"; }
+
+soak_downloads() { # NAME: 8 parallel 64 MiB downloads, peak VmRSS sampled every 100 ms
+  local t=$1 i peak=0 cur pids=() bad=0
+  for ((i = 0; i < 8; i++)); do
+    curl -sk --http1.1 -u "$BENCH_USER:$BENCH_PASS" --max-time 120 -o /dev/null -w '%{http_code} %{size_download}\n' \
+      "${BASE[$t]}/v2/$REPO/blobs/$BLOB_DIGEST" >"$WORK/dl-$t-$i.txt" 2>&1 &
+    pids+=($!)
+  done
+  while kill -0 "${pids[@]}" 2>/dev/null; do
+    cur=$(rss_kib "${PID[$t]}"); ((cur > peak)) && peak=$cur
+    sleep 0.1
+  done
+  wait "${pids[@]}" 2>/dev/null || true
+  for ((i = 0; i < 8; i++)); do [[ $(cat "$WORK/dl-$t-$i.txt") == "200 $BLOB_BYTES" ]] || bad=$((bad + 1)); done
+  rec "$t" 0 peak_rss_8_downloads_mib "$(calc "$peak / 1024")"
+  rec "$t" 0 download_errors "$bad"
+}
+
+soak() {
+  [[ -x ${PORTCULLIS_SYSTEM_MALLOC:-} ]] \
+    || die "the soak needs PORTCULLIS_SYSTEM_MALLOC (cargo build --release --no-default-features --bin portcullis, then copy it)"
+  BIN[soak-system]=$PORTCULLIS_SYSTEM_MALLOC
+  BIN[soak-jemalloc]=$PORTCULLIS
+  local names=(soak-jemalloc soak-system) t r
+  for t in "${names[@]}"; do start_portcullis "$t"; prepare_client "$t"; rec_rss "$t" 0 rss_start_mib; done
+  local saved=$WRK_DURATION; WRK_DURATION=$SOAK_DURATION
+  for ((r = 1; r <= SOAK_RUNS; r++)); do
+    for t in $(rotate "$r" "${names[@]}"); do load_manifest "$t" "$r"; rec_rss "$t" "$r" rss_mib; done
+  done
+  WRK_DURATION=$saved
+  sleep 2
+  for t in "${names[@]}"; do rec_rss "$t" 0 rss_end_mib; done
+  for t in "${names[@]}"; do soak_downloads "$t"; rec_rss "$t" 0 vmhwm_mib VmHWM:; done
+  for t in "${names[@]}"; do
+    rec "$t" 0 log_error_lines "$(grep -cE ' (ERROR|WARN) |panicked' "$WORK/$t/out.log" || true)"
+    log "$t: RSS $(calc "$(rss_kib "${PID[$t]}") / 1024") MiB after the soak, VmHWM $(calc "$(rss_kib "${PID[$t]}" VmHWM:) / 1024") MiB"
+  done
+}
+
 # ---------------------------------------------------------------- main
 for c in wrk docker-registry htpasswd openssl curl; do command -v $c >/dev/null || die "$c missing"; done
 [[ -x $PORTCULLIS ]] || die "$PORTCULLIS missing (cargo build --release)"
@@ -386,6 +437,8 @@ for n in "${VARIANTS[@]}"; do
   kill "${PID[$n]}" 2>/dev/null || true; wait "${PID[$n]}" 2>/dev/null || true; unset "PID[$n]"
 done
 
+[[ " $PARTS " == *" soak "* ]] && soak
+
 if [[ $LDAP == 1 ]]; then
   start_slapd
   start_portcullis ldap
@@ -402,12 +455,14 @@ fi
 {
   echo "{\"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"duration_s\": $(( $(date +%s) - T_START )),"
   echo " \"rounds\": $ROUNDS, \"wrk_args\": \"wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION\","
+  echo " \"soak_runs\": $SOAK_RUNS, \"soak_duration\": \"$SOAK_DURATION\", \"parts\": \"$PARTS\","
+  [[ -n ${PORTCULLIS_SYSTEM_MALLOC:-} ]] && echo " \"portcullis_system_malloc_binary\": \"$(sha256sum "$PORTCULLIS_SYSTEM_MALLOC" | cut -c1-16)\","
   echo " \"ldap_rounds\": $LDAP_ROUNDS, \"ldap_downloads\": $LDAP_DOWNLOADS, \"storm_rate\": $STORM_RATE, \"ldap\": $LDAP,"
   echo " \"cpu\": \"$(lscpu | awk -F': *' '/^Model name/{print $2; exit}')\", \"nproc\": $(nproc),"
   echo " \"loadavg_start\": \"$LOAD_START\", \"loadavg_end\": \"$(cut -d' ' -f1-3 /proc/loadavg)\","
   echo " \"portcullis_binary\": \"$(sha256sum "$PORTCULLIS" | cut -c1-16) $(date -u -r "$PORTCULLIS" +%Y-%m-%dT%H:%M:%SZ)\","
   echo " \"git_head_at_run\": \"$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo none)\"}"
 } >"$WORK/meta.json"
-cp "$CSV_TMP" "$OUT/auth.csv"; cp "$WORK/meta.json" "$OUT/auth-meta.json"
-"$PY" "$ROOT/bench/auth_report.py" --csv "$OUT/auth.csv" --meta "$OUT/auth-meta.json" | tee "$OUT/auth-summary.md"
+cp "$CSV_TMP" "$OUT/$NAME.csv"; cp "$WORK/meta.json" "$OUT/$NAME-meta.json"
+"$PY" "$ROOT/bench/auth_report.py" --csv "$OUT/$NAME.csv" --meta "$OUT/$NAME-meta.json" | tee "$OUT/$NAME-summary.md"
 log "done in $(( $(date +%s) - T_START )) s"

@@ -81,7 +81,8 @@ def main():
             extra.append(f"{k} {fmt(v, 1 if k.endswith('mib') else 0)}")
     if extra:
         out.append("obs instance over the whole run: " + ", ".join(extra) + ".")
-    errl = [f"{t} {fmt(med(t,'log_error_lines'))}" for t in ("basic", "token", "obs", "ldap") if med(t, "log_error_lines") is not None]
+    errl = [f"{t} {fmt(med(t,'log_error_lines'))}" for t in ("basic", "token", "obs", "ldap", "soak-jemalloc", "soak-system")
+            if med(t, "log_error_lines") is not None]
     out.append("ERROR/WARN/panic lines in portcullis logs: " + ", ".join(errl) + ".")
     if vals.get(("ldap-alone", "download_mib_s")):
         out.append("")
@@ -97,7 +98,44 @@ def main():
             out.append(f"| {t[5:]} | {fmt(med(t,'download_mib_s'))} | {all_(t,'download_mib_s')} | "
                        f"{fmt(med(t,'slapd_binds_per_s'),1)} | {fmt(med(t,'ldap_ops_per_s'),1)} | {hr} | "
                        f"{sum(vals.get((t,'download_errors'), [])):.0f} |")
+    if vals.get(("soak-jemalloc", "rss_mib")):
+        out.extend(soak_section(vals, meta, fmt))
     print("\n".join(out))
+
+
+def soak_section(vals, meta, fmt):
+    """The allocator soak: RSS of each instance as the runs go by."""
+    names = ("soak-jemalloc", "soak-system")
+    label = {"soak-jemalloc": "jemalloc (default build)", "soak-system": "system malloc (`--no-default-features`)"}
+    rss = {t: vals.get((t, "rss_mib"), []) for t in names}
+    runs = min(len(rss[t]) for t in names)
+    marks = sorted({1, 2, 4} | set(range(6, runs + 1, 6)) | {runs})
+    marks = [m for m in marks if m <= runs]
+    one = lambda t, m: (vals.get((t, m)) or [None])[0]
+    med = lambda t, m: statistics.median(vals[(t, m)]) if vals.get((t, m)) else None
+    wrk = " ".join(a for a in meta.get("wrk_args", "wrk").split() if not a.startswith("-d"))
+    out = ["", f"Soak: {runs} alternating runs of `{wrk} -d{meta.get('soak_duration', '?')}` per instance, both against "
+           "the same registry, then 8 parallel 64 MiB downloads each.", ""]
+    head = " | ".join(f"after run {m}" for m in marks)
+    out.append(f"| allocator | RSS at start | {head} | 2 s after the last run | peak, 8 downloads | VmHWM | CPU µs/req (median) | req/s (median) |")
+    out.append("|---|" + "---:|" * (len(marks) + 6))
+    for t in names:
+        cells = " | ".join(fmt(rss[t][m - 1], 1) for m in marks)
+        out.append(f"| {label[t]} | {fmt(one(t, 'rss_start_mib'), 1)} | {cells} | {fmt(one(t, 'rss_end_mib'), 1)} | "
+                   f"{fmt(one(t, 'peak_rss_8_downloads_mib'), 1)} | {fmt(one(t, 'vmhwm_mib'), 1)} | "
+                   f"{fmt(med(t, 'manifest_proxy_cpu_us_per_req'))} | {fmt(med(t, 'manifest_rps'))} |")
+    out.append("")
+    half = runs // 2
+    for t in names:
+        r = rss[t]
+        if runs >= 4:
+            out.append(f"- {label[t]}: RSS grew {r[half - 1] - r[0]:+.1f} MiB over runs 1–{half} and "
+                       f"{r[runs - 1] - r[half - 1]:+.1f} MiB over runs {half}–{runs}; "
+                       f"errors {sum(vals.get((t, 'manifest_errors'), [])) + sum(vals.get((t, 'download_errors'), [])):.0f}.")
+    cj, cs = med("soak-jemalloc", "manifest_proxy_cpu_us_per_req"), med("soak-system", "manifest_proxy_cpu_us_per_req")
+    if cj and cs:
+        out.append(f"- CPU per request, jemalloc / system malloc: {cj / cs:.2f}.")
+    return out
 
 
 if __name__ == "__main__":

@@ -146,6 +146,92 @@ fn check_names_an_invalid_duration() {
     );
 }
 
+/// `[tls.acme]` appended to the valid config, with the given ca_file,
+/// EAB key and state_dir.
+fn acme_section(ca_file: &Path, hmac_key: &str, state_dir: &Path, role: &str) -> String {
+    format!(
+        r#"
+[tls.acme]
+directory = "https://127.0.0.1:14000/dir"
+accept_terms = true
+domains = ["registry.example.org"]
+challenge = "tls-alpn-01"
+role = "{role}"
+state_dir = "{state}"
+ca_file = "{ca}"
+
+[tls.acme.eab]
+key_id = "kid-1"
+hmac_key = "{hmac_key}"
+"#,
+        state = state_dir.display(),
+        ca = ca_file.display(),
+    )
+}
+
+#[test]
+fn check_finds_unusable_acme_files_and_keys_before_the_ca_is_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = valid_config(dir.path());
+    // a CA file without a certificate, an EAB key that is not base64url,
+    // and a state_dir below a regular file (it can never be created)
+    let empty_ca = dir.path().join("empty-ca.pem");
+    fs::write(&empty_ca, "not a certificate\n").unwrap();
+    let blocker = dir.path().join("a-file");
+    fs::write(&blocker, "x").unwrap();
+    let bad_key = "sekrit!!not*base64";
+    let config = base.clone() + &acme_section(&empty_ca, bad_key, &blocker.join("acme"), "renew");
+    let o = check(dir.path(), &config);
+    let out = all_output(&o);
+    assert!(
+        !o.status.success(),
+        "unusable ACME settings accepted: {out}"
+    );
+    for key in [
+        "tls.acme.ca_file",
+        "tls.acme.eab.hmac_key",
+        "tls.acme.state_dir",
+    ] {
+        assert!(out.contains(key), "output does not name {key}: {out}");
+    }
+    assert!(!out.contains(bad_key), "output shows the EAB key: {out}");
+
+    // a follower only reads: a missing state_dir is a problem for it
+    let ca = Ca::new("acme server CA");
+    let ca_file = dir.path().join("acme-ca.pem");
+    fs::write(&ca_file, &ca.pem).unwrap();
+    let good_key = "c2VjcmV0LWtleS1mcm9tLXRoZS1jYQ";
+    let missing = dir.path().join("not-there");
+    let o = check(
+        dir.path(),
+        &(base.clone() + &acme_section(&ca_file, good_key, &missing, "follow")),
+    );
+    let out = all_output(&o);
+    assert!(
+        !o.status.success(),
+        "missing follower state_dir accepted: {out}"
+    );
+    assert!(out.contains("tls.acme.state_dir"), "{out}");
+    assert!(
+        !out.contains("tls.acme.ca_file"),
+        "good CA file refused: {out}"
+    );
+    assert!(!out.contains("hmac_key"), "good EAB key refused: {out}");
+
+    // the same settings made usable pass; a renewer's state_dir may not
+    // exist yet (serve creates it), and check does not create it
+    let o = check(
+        dir.path(),
+        &(base + &acme_section(&ca_file, good_key, &missing, "renew")),
+    );
+    assert!(
+        o.status.success(),
+        "usable ACME settings refused: {}",
+        out_text(&o)
+    );
+    assert!(!missing.exists(), "check created the state_dir");
+}
+
 #[test]
 fn check_rejects_an_apr1_htpasswd_entry_naming_it() {
     let dir = tempfile::tempdir().unwrap();

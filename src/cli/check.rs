@@ -29,6 +29,24 @@ pub fn deep_check(cfg: &Config) -> Vec<Problem> {
     if let Err(e) = crate::tls::check(&cfg.tls) {
         p.push(Problem::new("tls", e.to_string()));
     }
+    if let Some(acme) = &cfg.tls.acme {
+        use crate::tls::acme::client::ClientError;
+        match crate::tls::acme::client::check(acme) {
+            Ok(()) => {}
+            Err(ClientError::CaFile { path, reason }) => {
+                p.push(Problem::new(
+                    "tls.acme.ca_file",
+                    format!("{path}: {reason}"),
+                ));
+            }
+            Err(ClientError::Eab(reason)) => p.push(Problem::new("tls.acme.eab.hmac_key", reason)),
+            Err(e) => p.push(Problem::new("tls.acme", e.to_string())),
+        }
+        let writable = acme.role == crate::config::acme::Role::Renew;
+        if let Err(e) = crate::tls::acme::state::StateDir::new(&acme.state_dir).check(writable) {
+            p.push(Problem::new("tls.acme.state_dir", e.to_string()));
+        }
+    }
     if let Some(h) = &cfg.auth.htpasswd {
         if let Err(e) = Htpasswd::load(&h.path) {
             p.push(Problem::new(

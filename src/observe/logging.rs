@@ -2,6 +2,10 @@
 
 use crate::config::{LogConfig, LogFormat};
 use std::io::IsTerminal;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(cfg: &LogConfig) {
@@ -21,10 +25,106 @@ pub fn init(cfg: &LogConfig) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match cfg.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(QuietHangups)
+            .try_init(),
+        LogFormat::Text => builder.finish().with(QuietHangups).try_init(),
     };
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");
+    }
+}
+
+/// Drops Pingora's `Downstream handshake error … tls handshake eof`: the
+/// client closed the connection before the TLS handshake was done — a TCP
+/// health check of a load balancer, a port scan, a benchmark stopping. It
+/// is not a proxy error, and at one ERROR line per probe it buries the real
+/// ones. Other handshake errors (no shared protocol or cipher, a bad
+/// record, a timeout) are still logged.
+struct QuietHangups;
+
+impl<S: Subscriber> Layer<S> for QuietHangups {
+    fn event_enabled(&self, event: &Event<'_>, _ctx: Context<'_, S>) -> bool {
+        if event.metadata().target() != "pingora_core::services::listening" {
+            return true;
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        !is_handshake_hangup(&message.0)
+    }
+}
+
+fn is_handshake_hangup(message: &str) -> bool {
+    message.starts_with("Downstream handshake error") && message.ends_with("tls handshake eof")
+}
+
+/// The `message` field of an event (a `log` record bridged to `tracing`
+/// carries its text there too).
+struct Message(String);
+
+impl Visit for Message {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = value.to_owned();
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn client_hangups_during_the_handshake_are_dropped_other_errors_kept() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish()
+            .with(QuietHangups);
+        tracing::subscriber::with_default(subscriber, || {
+            let addr = "127.0.0.1:50096";
+            tracing::error!(
+                target: "pingora_core::services::listening",
+                "Downstream handshake error from {addr}:  TLSHandshakeFailure context: tls connect error: tls handshake eof"
+            );
+            tracing::error!(
+                target: "pingora_core::services::listening",
+                "Downstream handshake error from {addr}:  TLSHandshakeFailure context: tls connect error: peer is incompatible: no shared protocol version"
+            );
+            tracing::error!(target: "pingora_core::services::listening", "Accept() failed Too many open files");
+            // the same words from anywhere else are not Pingora's listener
+            tracing::error!(target: "portcullis::proxy", "upstream said: tls handshake eof");
+        });
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+        assert!(!text.contains("50096:  TLSHandshakeFailure context: tls connect error: tls handshake eof"), "{text}");
+        assert!(text.contains("no shared protocol version"), "{text}");
+        assert!(text.contains("Accept() failed"), "{text}");
+        assert!(text.contains("upstream said: tls handshake eof"), "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
     }
 }

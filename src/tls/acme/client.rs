@@ -89,11 +89,19 @@ pub fn account_gone(e: &ClientError) -> bool {
         || (kind.ends_with(":unauthorized") && detail.contains("account"))
 }
 
-/// A builder whose HTTP client trusts `ca_file` only, or the system roots.
-fn builder(cfg: &AcmeConfig) -> Result<AccountBuilder, ClientError> {
-    let Some(path) = &cfg.ca_file else {
-        return Account::builder().map_err(acme("HTTP client"));
-    };
+/// What `portcullis check` can tell about the CA settings without
+/// talking to the CA: the `ca_file` roots and the EAB key decode.
+pub fn check(cfg: &AcmeConfig) -> Result<(), ClientError> {
+    if let Some(path) = &cfg.ca_file {
+        load_roots(path)?;
+    }
+    eab_key(cfg)?;
+    Ok(())
+}
+
+/// The PEM roots of `tls.acme.ca_file`; an empty file is an error, not
+/// "trust nothing".
+fn load_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, ClientError> {
     let bad = |reason: String| ClientError::CaFile {
         path: path.display().to_string(),
         reason,
@@ -108,6 +116,19 @@ fn builder(cfg: &AcmeConfig) -> Result<AccountBuilder, ClientError> {
     if roots.is_empty() {
         return Err(bad("no certificate in the file".into()));
     }
+    Ok(roots)
+}
+
+/// A builder whose HTTP client trusts `ca_file` only, or the system roots.
+fn builder(cfg: &AcmeConfig) -> Result<AccountBuilder, ClientError> {
+    let Some(path) = &cfg.ca_file else {
+        return Account::builder().map_err(acme("HTTP client"));
+    };
+    let bad = |reason: String| ClientError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let roots = load_roots(path)?;
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -152,18 +173,7 @@ pub async fn new_account(cfg: &AcmeConfig, state: &StateDir) -> Result<Account, 
     let url = cfg.directory_url();
     let contact = cfg.contact_urls();
     let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
-    let eab = match &cfg.eab {
-        Some(e) => {
-            let key = e
-                .hmac_key
-                .resolve()
-                .map_err(|e| ClientError::Eab(e.to_string()))?;
-            let raw = decode_b64(key.trim())
-                .ok_or_else(|| ClientError::Eab("not base64url, as the CA hands it out".into()))?;
-            Some(ExternalAccountKey::new(e.key_id.clone(), &raw))
-        }
-        None => None,
-    };
+    let eab = eab_key(cfg)?;
     let (account, creds) = builder(cfg)?
         .create(
             &NewAccount {
@@ -181,6 +191,22 @@ pub async fn new_account(cfg: &AcmeConfig, state: &StateDir) -> Result<Account, 
     state.write(&state.account_path(url), &json)?;
     tracing::info!(target: "acme", account = account.id(), directory = url, "ACME account created and stored");
     Ok(account)
+}
+
+/// The External Account Binding key, if configured: its secret resolved
+/// and decoded, so a wrong key is found before the CA is asked.
+fn eab_key(cfg: &AcmeConfig) -> Result<Option<ExternalAccountKey>, ClientError> {
+    let Some(e) = &cfg.eab else {
+        return Ok(None);
+    };
+    let key = e
+        .hmac_key
+        .resolve()
+        .map_err(|e| ClientError::Eab(e.to_string()))?;
+    let raw = decode_b64(key.trim())
+        .filter(|raw| !raw.is_empty())
+        .ok_or_else(|| ClientError::Eab("not base64url, as the CA hands it out".into()))?;
+    Ok(Some(ExternalAccountKey::new(e.key_id.clone(), &raw)))
 }
 
 fn decode_b64(s: &str) -> Option<Vec<u8>> {

@@ -62,6 +62,44 @@ impl StateDir {
             })
     }
 
+    /// For `portcullis check`, without changing anything: a renewing
+    /// replica must be able to create files here (or create the directory),
+    /// a follower must be able to list it.
+    pub fn check(&self, writable: bool) -> Result<(), StateError> {
+        let read_err = |source| StateError::Read {
+            path: self.root.clone(),
+            source,
+        };
+        if !writable {
+            return std::fs::read_dir(&self.root).map(drop).map_err(read_err);
+        }
+        // the directory, or the nearest ancestor `ensure` would create it in
+        let mut dir = self.root.as_path();
+        while !dir.exists() {
+            match dir.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => dir = parent,
+                _ => {
+                    dir = Path::new(".");
+                    break;
+                }
+            }
+        }
+        if !dir.is_dir() {
+            return Err(StateError::Invalid {
+                path: dir.to_owned(),
+                reason: "not a directory".into(),
+            });
+        }
+        tempfile::Builder::new()
+            .prefix(".check-")
+            .tempfile_in(dir)
+            .map(drop)
+            .map_err(|source| StateError::Write {
+                path: dir.to_owned(),
+                source,
+            })
+    }
+
     /// The account file of a CA directory: staging and production (or
     /// two CAs) keep separate accounts side by side.
     pub fn account_path(&self, directory_url: &str) -> PathBuf {
