@@ -455,7 +455,7 @@ fi
 {
   echo "{\"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"duration_s\": $(( $(date +%s) - T_START )),"
   echo " \"rounds\": $ROUNDS, \"wrk_args\": \"wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION\","
-  echo " \"soak_runs\": $SOAK_RUNS, \"soak_duration\": \"$SOAK_DURATION\", \"parts\": \"$PARTS\","
+  echo " \"soak_runs\": $SOAK_RUNS, \"soak_duration\": \"$SOAK_DURATION\", \"parts\": \"$PARTS\", \"rjem_malloc_conf_env\": \"${_RJEM_MALLOC_CONF:-}\","
   [[ -n ${PORTCULLIS_SYSTEM_MALLOC:-} ]] && echo " \"portcullis_system_malloc_binary\": \"$(sha256sum "$PORTCULLIS_SYSTEM_MALLOC" | cut -c1-16)\","
   echo " \"ldap_rounds\": $LDAP_ROUNDS, \"ldap_downloads\": $LDAP_DOWNLOADS, \"storm_rate\": $STORM_RATE, \"ldap\": $LDAP,"
   echo " \"cpu\": \"$(lscpu | awk -F': *' '/^Model name/{print $2; exit}')\", \"nproc\": $(nproc),"

@@ -31,16 +31,14 @@ pub fn deep_check(cfg: &Config) -> Vec<Problem> {
     }
     if let Some(acme) = &cfg.tls.acme {
         use crate::tls::acme::client::ClientError;
-        match crate::tls::acme::client::check(acme) {
-            Ok(()) => {}
-            Err(ClientError::CaFile { path, reason }) => {
-                p.push(Problem::new(
-                    "tls.acme.ca_file",
-                    format!("{path}: {reason}"),
-                ));
-            }
-            Err(ClientError::Eab(reason)) => p.push(Problem::new("tls.acme.eab.hmac_key", reason)),
-            Err(e) => p.push(Problem::new("tls.acme", e.to_string())),
+        for e in crate::tls::acme::client::check(acme) {
+            p.push(match e {
+                ClientError::CaFile { path, reason } => {
+                    Problem::new("tls.acme.ca_file", format!("{path}: {reason}"))
+                }
+                ClientError::Eab(reason) => Problem::new("tls.acme.eab.hmac_key", reason),
+                e => Problem::new("tls.acme", e.to_string()),
+            });
         }
         let writable = acme.role == crate::config::acme::Role::Renew;
         if let Err(e) = crate::tls::acme::state::StateDir::new(&acme.state_dir).check(writable) {

@@ -4,6 +4,7 @@ use crate::config::{LogConfig, LogFormat};
 use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -48,7 +49,11 @@ struct QuietHangups;
 
 impl<S: Subscriber> Layer<S> for QuietHangups {
     fn event_enabled(&self, event: &Event<'_>, _ctx: Context<'_, S>) -> bool {
-        if event.metadata().target() != "pingora_core::services::listening" {
+        let target = match event.normalized_metadata() {
+            Some(meta) => meta.target() == LISTENER,
+            None => event.metadata().target() == LISTENER,
+        };
+        if !target {
             return true;
         }
         let mut message = Message(String::new());
@@ -56,6 +61,9 @@ impl<S: Subscriber> Layer<S> for QuietHangups {
         !is_handshake_hangup(&message.0)
     }
 }
+
+/// Where Pingora's listener logs from.
+const LISTENER: &str = "pingora_core::services::listening";
 
 fn is_handshake_hangup(message: &str) -> bool {
     message.starts_with("Downstream handshake error") && message.ends_with("tls handshake eof")
@@ -106,8 +114,18 @@ mod tests {
             .with_ansi(false)
             .finish()
             .with(QuietHangups);
+        // as Pingora logs: through the `log` crate, bridged to tracing
+        let _ = tracing_log::LogTracer::init();
         tracing::subscriber::with_default(subscriber, || {
             let addr = "127.0.0.1:50096";
+            log::error!(
+                target: "pingora_core::services::listening",
+                "Downstream handshake error from 127.0.0.1:40001:  TLSHandshakeFailure context: tls connect error: tls handshake eof"
+            );
+            log::error!(
+                target: "pingora_core::services::listening",
+                "Downstream handshake error from 127.0.0.1:40002:  TLSHandshakeFailure context: tls connect error: received corrupt message"
+            );
             tracing::error!(
                 target: "pingora_core::services::listening",
                 "Downstream handshake error from {addr}:  TLSHandshakeFailure context: tls connect error: tls handshake eof"
@@ -121,10 +139,22 @@ mod tests {
             tracing::error!(target: "portcullis::proxy", "upstream said: tls handshake eof");
         });
         let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
-        assert!(!text.contains("50096:  TLSHandshakeFailure context: tls connect error: tls handshake eof"), "{text}");
+        assert!(!text.contains("40001"), "{text}");
+        assert!(
+            !text.contains(
+                "50096:  TLSHandshakeFailure context: tls connect error: tls handshake eof"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "40002:  TLSHandshakeFailure context: tls connect error: received corrupt message"
+            ),
+            "{text}"
+        );
         assert!(text.contains("no shared protocol version"), "{text}");
         assert!(text.contains("Accept() failed"), "{text}");
         assert!(text.contains("upstream said: tls handshake eof"), "{text}");
-        assert_eq!(text.lines().count(), 3, "{text}");
+        assert_eq!(text.lines().count(), 4, "{text}");
     }
 }

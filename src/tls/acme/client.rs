@@ -90,13 +90,14 @@ pub fn account_gone(e: &ClientError) -> bool {
 }
 
 /// What `portcullis check` can tell about the CA settings without
-/// talking to the CA: the `ca_file` roots and the EAB key decode.
-pub fn check(cfg: &AcmeConfig) -> Result<(), ClientError> {
-    if let Some(path) = &cfg.ca_file {
-        load_roots(path)?;
-    }
-    eab_key(cfg)?;
-    Ok(())
+/// talking to the CA: whether the `ca_file` roots load and the EAB key
+/// decodes. Every problem, not only the first.
+pub fn check(cfg: &AcmeConfig) -> Vec<ClientError> {
+    let roots = cfg.ca_file.as_deref().map(load_roots);
+    [roots.and_then(Result::err), eab_key(cfg).err()]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// The PEM roots of `tls.acme.ca_file`; an empty file is an error, not
