@@ -62,9 +62,10 @@ impl StateDir {
             })
     }
 
-    /// For `portcullis check`, without changing anything: a renewing
-    /// replica must be able to create files here (or create the directory),
-    /// a follower must be able to list it.
+    /// For `portcullis check`, leaving nothing behind (a probe file is
+    /// created and removed at once): a renewing replica must be able to
+    /// create files here (or create the directory), a follower must be able
+    /// to list it.
     pub fn check(&self, writable: bool) -> Result<(), StateError> {
         let read_err = |source| StateError::Read {
             path: self.root.clone(),
