@@ -320,6 +320,27 @@ impl Registry {
             .build()
             .unwrap()
     }
+
+    /// The manifest the registry itself holds as `repo:tag` (OCI or Docker
+    /// schema 2, as it was pushed); fails the test if there is none.
+    pub fn stored_manifest(&self, repo: &str, tag: &str) -> serde_json::Value {
+        let r = self
+            .direct()
+            .get(format!("{}/v2/{repo}/manifests/{tag}", self.url()))
+            .header(
+                "accept",
+                "application/vnd.oci.image.manifest.v1+json, \
+                 application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .send()
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "{repo}:{tag}: manifest not in the registry"
+        );
+        r.json().unwrap()
+    }
 }
 
 impl Drop for Registry {
@@ -1177,24 +1198,11 @@ pub struct OciImage {
     pub manifest_digest: String,
 }
 
-/// Builds an OCI image layout in `dir` with `layers` gzip'd tar layers
-/// (each with a text file and some pseudo-random bytes).
 impl OciImage {
     /// Asserts that the registry itself (not the proxy) holds this image as
     /// `repo:tag`: its manifest names exactly these layers and this config.
     pub fn assert_stored(&self, reg: &Registry, repo: &str, tag: &str) {
-        let direct = reg
-            .direct()
-            .get(format!("{}/v2/{repo}/manifests/{tag}", reg.url()))
-            .header("accept", "application/vnd.oci.image.manifest.v1+json")
-            .send()
-            .unwrap();
-        assert_eq!(
-            direct.status(),
-            200,
-            "{repo}:{tag}: manifest not in the registry"
-        );
-        let m: serde_json::Value = direct.json().unwrap();
+        let m = reg.stored_manifest(repo, tag);
         let layers: Vec<String> = m["layers"]
             .as_array()
             .unwrap()
@@ -1206,6 +1214,8 @@ impl OciImage {
     }
 }
 
+/// Builds an OCI image layout in `dir` with `layers` gzip'd tar layers
+/// (each with a text file and some pseudo-random bytes).
 pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, seed: u64) -> OciImage {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
