@@ -22,7 +22,7 @@ use crate::observe::metrics::{code_class, method_label, metrics};
 use crate::registry::catalog;
 use crate::registry::errors::RegistryError;
 use crate::registry::route::{self, Route};
-use crate::registry::{headers, location};
+use crate::registry::{headers, location, parameters};
 use crate::tls::acme;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
@@ -44,6 +44,8 @@ pub struct RegistryProxy {
     pub access_log: bool,
     /// tls.acme with http-01: validation requests on the plain listener.
     pub acme_http01: Option<Arc<crate::tls::acme::Challenges>>,
+    /// Seals the catalog's give-up cursors.
+    pub catalog_cursors: catalog::CursorKey,
 }
 
 /// Per-request state, filled in as the pipeline advances.
@@ -113,8 +115,35 @@ impl ProxyHttp for RegistryProxy {
             session.write_response_header(Box::new(resp), true).await?;
             return Ok(true);
         }
-        ctx.public_origin = host.map(|h| format!("https://{h}"));
+        // Upload URLs are built from the Host the client sent: without a
+        // well-formed one the registry would fall back to its own address
+        // and hand it out in `Location`.
+        let Some(host) = host else {
+            self.respond(
+                session,
+                &RegistryError::BAD_HOST,
+                &Challenge::None,
+                None,
+                ctx,
+            )
+            .await?;
+            return Ok(true);
+        };
+        ctx.public_origin = Some(format!("https://{host}"));
         let ip = client_addr(session);
+        // (answered, not logged: anyone can send it, and the access log
+        // has the line)
+        if !headers::connection_header_ok(session.req_header()) {
+            self.respond(
+                session,
+                &RegistryError::BAD_CONNECTION,
+                &Challenge::None,
+                None,
+                ctx,
+            )
+            .await?;
+            return Ok(true);
+        }
 
         if let Some(endpoint) = &self.token_endpoint {
             if session.req_header().uri.path() == endpoint.path {
@@ -143,6 +172,12 @@ impl ProxyHttp for RegistryProxy {
         };
         let method = req.method.clone();
         ctx.route = Some(route.clone());
+        // the registry must act on exactly what was parsed and authorized
+        if let Err(e) = parameters::check_body_type(req) {
+            self.respond(session, &e, &Challenge::None, None, ctx)
+                .await?;
+            return Ok(true);
+        }
         let needs = match route.required(&method) {
             Ok(n) => n,
             Err(e) => {
@@ -260,6 +295,7 @@ impl ProxyHttp for RegistryProxy {
             client_host.as_deref(),
             &client_ip(session),
         )?;
+        parameters::canonicalize_query(req)?;
         if let Some(auth) = &ctx.upstream_authorization {
             req.insert_header(http::header::AUTHORIZATION, auth.as_str())?;
         }
@@ -590,20 +626,25 @@ impl RegistryProxy {
             .and_then(|n| n.parse::<usize>().ok())
             .unwrap_or(catalog::DEFAULT_PAGE)
             .min(catalog::MAX_PAGE);
-        let last = route::query_param(query, "last");
+        let last = match self
+            .catalog_cursors
+            .start_after(route::query_param(query, "last").as_deref())
+        {
+            Ok(l) => l,
+            Err(_) => {
+                return self
+                    .respond(
+                        session,
+                        &RegistryError::BAD_CURSOR,
+                        &Challenge::None,
+                        None,
+                        ctx,
+                    )
+                    .await
+            }
+        };
         let acl = self.gate.acl.load();
-        let groups: Vec<String> = match principal {
-            Principal::User { groups, .. } => groups.clone(),
-            other => other
-                .user()
-                .map(|u| acl.static_groups(u).to_vec())
-                .unwrap_or_default(),
-        };
-        let caller = crate::auth::acl::Caller {
-            user: principal.user(),
-            groups: &groups,
-            ip,
-        };
+        let caller = principal.caller(ip);
         let visible = |name: &str| {
             acl.check(&caller, Some(name), route::Action::Pull)
                 .allowed()
@@ -635,7 +676,7 @@ impl RegistryProxy {
                     .await;
             }
         };
-        let (body, link) = catalog::render(&page, n);
+        let (body, link) = catalog::render(&page, n, &self.catalog_cursors);
         let mut resp = ResponseHeader::build(200, Some(6))?;
         resp.insert_header(
             http::header::CONTENT_TYPE,
@@ -654,11 +695,15 @@ fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
+/// The client's address, canonical: on a dual-stack listener (`[::]:443`)
+/// IPv4 clients arrive as `::ffff:a.b.c.d`, which no IPv4 network rule,
+/// throttle entry or log search would match. Every consumer (rules,
+/// throttle, logs, metrics, `X-Forwarded-For`) takes it from here.
 fn client_addr(session: &Session) -> std::net::IpAddr {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
+        .map(|a| a.ip().to_canonical())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 

@@ -53,6 +53,8 @@ pub enum ServeError {
     Health(std::io::Error),
     #[error(transparent)]
     Listen(#[from] crate::listeners::ListenError),
+    #[error("catalog cursors: {0}")]
+    Catalog(#[from] crate::registry::catalog::CatalogError),
 }
 
 /// The access rules and groups from a config (also used on reload).
@@ -233,6 +235,7 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
             .then(|| format!("max-age={}", cfg.server.hsts_max_age.as_secs())),
         https_port: cfg.server.listen.port(),
         access_log: cfg.log.access_log,
+        catalog_cursors: crate::registry::catalog::CursorKey::random()?,
     };
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     if cfg.metrics.enabled {

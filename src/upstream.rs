@@ -83,7 +83,7 @@ impl Upstream {
             ca_pem: cfg.ca_file.as_ref().and_then(|p| std::fs::read(p).ok()),
             origins: std::iter::once(url)
                 .chain(cfg.replicas.iter())
-                .map(|u| u.origin().ascii_serialization())
+                .flat_map(origin_spellings)
                 .collect(),
             replicas: None,
             health: HealthConfig::default(),
@@ -146,7 +146,9 @@ impl Upstream {
         self.origins.len()
     }
 
-    /// Every replica's origin, to recognise upstream URLs in responses.
+    /// Every replica's origin, to recognise upstream URLs in responses
+    /// (in both schemes: told `X-Forwarded-Proto: https`, a registry that
+    /// ignores `X-Forwarded-Host` writes `https://` + its own address).
     pub fn origins(&self) -> &[String] {
         &self.origins
     }
@@ -320,6 +322,27 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, UpstreamError> {
             host: host.to_owned(),
             reason: "no address".to_owned(),
         })
+}
+
+/// `scheme://host[:port]` of `url` as the upstream may write it in a
+/// `Location`: its own scheme and the other one, the port always explicit
+/// in the latter (the default port of one scheme is not the other's).
+fn origin_spellings(url: &url::Url) -> Vec<String> {
+    let own = url.origin().ascii_serialization();
+    let mut out = vec![own];
+    if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
+        let host = match url.host() {
+            Some(url::Host::Ipv6(_)) if !host.starts_with('[') => format!("[{host}]"),
+            _ => host.to_owned(),
+        };
+        for scheme in ["http", "https"] {
+            let spelled = format!("{scheme}://{host}:{port}");
+            if !out.contains(&spelled) {
+                out.push(spelled);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -13,17 +13,22 @@ const RULES: &str = r#"
 [[access]]
 users = ["alice"]
 repositories = ["team-a/*"]
-actions = ["pull", "catalog"]
+actions = ["pull"]
 
 [[access]]
 users = ["bob"]
 repositories = ["team-b/*", "public/*"]
-actions = ["pull", "catalog"]
+actions = ["pull"]
 
 [[access]]
 users = ["carol"]
 repositories = ["team-a/*"]
 actions = ["pull"]
+
+# the catalog is registry-wide: granted by a rule without repositories
+[[access]]
+users = ["alice", "bob"]
+actions = ["catalog"]
 "#;
 
 const REPOS: [&str; 12] = [

@@ -73,7 +73,10 @@ impl Client {
     }
 
     fn lookup(&self, user: &str) -> Option<(String, Vec<String>)> {
-        self.rt.block_on(self.backend.lookup(user)).unwrap()
+        self.rt
+            .block_on(self.backend.lookup(user))
+            .unwrap()
+            .map(|e| (e.dn, e.groups))
     }
 }
 
@@ -85,7 +88,9 @@ fn search_then_bind() {
         c.verdict("alice", "alice-pw"),
         LdapVerdict::Authenticated {
             dn: ALICE_DN.into(),
+            user: "alice".into(),
             groups: vec!["devs".into()],
+            password_changed: None,
         }
     );
     assert_eq!(c.groups("bob", "bob-pw"), ["ci-pushers"]);
@@ -94,6 +99,33 @@ fn search_then_bind() {
     assert_eq!(c.verdict("nobody", "alice-pw"), LdapVerdict::UnknownUser);
     // LDAP matching ignores case: the same entry
     assert_eq!(c.groups("ALICE", "alice-pw"), ["devs"]);
+}
+
+/// The identity is the entry's `uid` as the directory stores it, however
+/// the name was typed.
+#[test]
+fn the_identity_is_the_directory_spelling() {
+    let slapd = Slapd::start();
+    let c = Client::new(&config(&slapd));
+    for typed in ["alice", "ALICE", "Alice", "ａｌｉｃｅ"] {
+        match c.verdict(typed, "alice-pw") {
+            LdapVerdict::Authenticated { user, .. } => assert_eq!(user, "alice", "{typed:?}"),
+            // a directory that does not fold this spelling just does not
+            // know it
+            LdapVerdict::UnknownUser if typed == "ａｌｉｃｅ" => {}
+            other => panic!("{typed:?}: {other:?}"),
+        }
+    }
+    let entry =
+        c.rt.block_on(c.backend.lookup("ALICE"))
+            .unwrap()
+            .expect("found");
+    assert_eq!(entry.user, "alice");
+    // an attribute the entry lacks gives no identity: unknown, not "ALICE"
+    let mut cfg = config(&slapd);
+    cfg.user_attribute = Some("employeeNumber".into());
+    let c = Client::new(&cfg);
+    assert_eq!(c.verdict("alice", "alice-pw"), LdapVerdict::UnknownUser);
 }
 
 #[test]
@@ -311,7 +343,9 @@ fn direct_bind_with_a_dn_template() {
         c.verdict("alice", "alice-pw"),
         LdapVerdict::Authenticated {
             dn: ALICE_DN.into(),
+            user: "alice".into(),
             groups: vec!["devs".into()],
+            password_changed: None,
         }
     );
     assert_eq!(c.verdict("alice", "wrong"), LdapVerdict::BadPassword);

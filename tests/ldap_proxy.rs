@@ -125,3 +125,48 @@ fn directory_groups_drive_access_and_outage_fails_closed() {
         || proxy.logs(),
     );
 }
+
+/// The directory matches names loosely (`BOB`, ` bob`, fullwidth `ｂｏｂ`
+/// all find bob's entry); the identity is the directory's own `uid`, so a
+/// rule naming `bob` holds for every spelling.
+#[test]
+fn every_spelling_of_a_directory_name_is_the_same_identity() {
+    let reg = Registry::start();
+    let slapd = Slapd::start();
+    let mut opts = options(&slapd);
+    // bob is banned before the group rule that would let ci-pushers push
+    opts.extra_toml = opts.extra_toml.replacen(
+        "[[access]]",
+        "[[access]]\nusers = [\"bob\"]\nactions = []\ncomment = \"bob is banned\"\n\n[[access]]",
+        1,
+    );
+    let proxy = Proxy::start(&reg, opts);
+    let push = "/v2/team/app/blobs/uploads/";
+    assert_eq!(status(&proxy, Method::POST, push, "bob", "bob-pw"), 403);
+    for spelling in ["BOB", "Bob", "bob ", " bob", "ｂｏｂ"] {
+        let got = status(&proxy, Method::POST, push, spelling, "bob-pw");
+        assert!(
+            got == 403 || got == 401,
+            "{spelling:?} got {got}: a spelling escaped the ban\n{}",
+            proxy.logs()
+        );
+    }
+    // the access log names the directory's spelling, not the typed one
+    let logs = proxy.logs();
+    assert!(!logs.contains("BOB"), "{logs}");
+    assert!(
+        logs.contains("user=\"bob\"") || logs.contains("user=bob "),
+        "{logs}"
+    );
+    // another ci-pusher is unaffected
+    assert_eq!(
+        status(
+            &proxy,
+            Method::GET,
+            "/v2/team/app/tags/list",
+            "alice",
+            "alice-pw"
+        ),
+        404
+    );
+}

@@ -167,6 +167,15 @@ impl Rule {
         let actions = Actions::parse(&cfg.actions)
             .map_err(|e| problems.push(Problem::new(key("actions"), e)))
             .unwrap_or_default();
+        // (`*` there means every repository action: pull, push, delete)
+        if cfg.repositories.is_some() && cfg.actions.iter().any(|a| a == "catalog") {
+            problems.push(Problem::new(
+                key("actions"),
+                "`catalog` is registry-wide and a rule with `repositories` never matches it: \
+                 grant `catalog` in a rule without `repositories` (the listing shows only \
+                 what the caller may pull)",
+            ));
+        }
         if cfg.anonymous && cfg.actions.iter().any(|a| a != "pull" && a != "catalog") {
             problems.push(Problem::new(
                 key("actions"),
@@ -214,13 +223,19 @@ impl Rule {
                 return Err(format!("client {} is outside its networks", caller.ip));
             }
         }
-        if let (Some(patterns), Some(repo)) = (&self.repositories, repo) {
+        if let Some(patterns) = &self.repositories {
+            // A registry-wide request (the catalog) is about no repository,
+            // so a rule limited to some repositories is not about it.
+            let Some(repo) = repo else {
+                return Err("it names repositories; the catalog is registry-wide".into());
+            };
             let hit = patterns.iter().any(|p| match p {
                 RepoPattern::Fixed(g) => g.is_match(repo),
                 RepoPattern::PerUser(p) => caller
                     .user
-                    // only names that are valid repository components
-                    .filter(|u| RepoName::parse(u).is_ok())
+                    // only names that are one valid repository component:
+                    // `carol/sub` must not own `users/carol/sub/**`
+                    .filter(|u| RepoName::is_component(u))
                     // (so they hold no glob metacharacters)
                     .and_then(|u| glob(&p.replace("${user}", u)).ok())
                     .is_some_and(|g| g.is_match(repo)),
@@ -303,6 +318,16 @@ impl Acl {
     /// Groups a user belongs to by the config (htpasswd users).
     pub fn static_groups(&self, user: &str) -> &[String] {
         self.groups.get(user).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether some rule asks about membership of `group`: only those
+    /// groups are worth recording in a token.
+    pub fn names_group(&self, group: &str) -> bool {
+        self.rules.iter().any(|r| {
+            r.groups
+                .as_ref()
+                .is_some_and(|gs| gs.iter().any(|g| g == group))
+        })
     }
 
     /// Whether any rule could let an anonymous caller in; if none, requests
@@ -542,6 +567,80 @@ mod tests {
             .check(&caller(None, &none, "::1"), Some("a"), Action::Pull)
             .allowed());
         assert!(!acl.allows_anonymous());
+    }
+
+    #[test]
+    fn user_placeholder_is_one_component() {
+        let acl = rules(RULES);
+        let none: Vec<String> = vec![];
+        // `carol/sub` is a valid repository name but not one component
+        let sub = caller(Some("carol/sub"), &none, "192.0.2.1");
+        assert!(!acl
+            .check(&sub, Some("users/carol/sub/app"), Action::Push)
+            .allowed());
+        let carol = caller(Some("carol"), &none, "192.0.2.1");
+        assert!(acl
+            .check(&carol, Some("users/carol/sub/app"), Action::Push)
+            .allowed());
+    }
+
+    #[test]
+    fn catalog_is_decided_by_rules_without_repositories() {
+        let acl = rules(
+            r#"
+            [[access]]
+            anonymous = true
+            repositories = ["public/**"]
+            actions = ["pull"]
+
+            [[access]]
+            users = ["alice"]
+            repositories = ["team/**"]
+            actions = ["*"]
+
+            [[access]]
+            users = ["alice"]
+            actions = ["catalog"]
+            "#,
+        );
+        let none: Vec<String> = vec![];
+        let anon = caller(None, &none, "192.0.2.1");
+        let alice = caller(Some("alice"), &none, "192.0.2.1");
+        // the public rule is about repositories: not about the catalog
+        assert_eq!(
+            acl.check(&anon, None, Action::Catalog),
+            Decision::Deny { rule: None }
+        );
+        // `*` in a repository rule grants no catalog; the catalog rule does
+        assert_eq!(
+            acl.check(&alice, None, Action::Catalog),
+            Decision::Allow { rule: Some(3) }
+        );
+        assert!(acl.check(&alice, Some("team/x"), Action::Delete).allowed());
+        let text = acl.explain(&anon, None, Action::Catalog);
+        assert!(text.contains("the catalog is registry-wide"), "{text}");
+    }
+
+    #[test]
+    fn catalog_with_repositories_is_refused() {
+        #[derive(serde::Deserialize)]
+        struct T {
+            access: Vec<RuleConfig>,
+        }
+        let t: T = toml::from_str(
+            r#"
+            [[access]]
+            anonymous = true
+            repositories = ["public/**"]
+            actions = ["pull", "catalog"]
+            "#,
+        )
+        .unwrap();
+        let Err(problems) = Acl::compile(&t.access, HashMap::new()) else {
+            panic!("catalog with repositories accepted")
+        };
+        assert_eq!(problems[0].key, "access[0].actions");
+        assert!(problems[0].to_string().contains("registry-wide"));
     }
 
     #[test]

@@ -61,6 +61,7 @@ mod tests {
 
     fn id(u: &str) -> Arc<Identity> {
         Arc::new(Identity {
+            credential_stamp: None,
             user: u.into(),
             backend: "htpasswd",
             groups: Vec::new(),

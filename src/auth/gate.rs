@@ -16,8 +16,12 @@ use crate::registry::errors::RegistryError;
 /// token with every request of a pull, and an ES256 verification costs
 /// about 100 µs. Keyed by the token's SHA-256; expiry is still checked on
 /// every hit.
+///
+/// An entry remembers the key (`kid`) that verified it and is used only
+/// while the issuer still holds that key, so it cannot outlive the key's removal;
+/// it lives at most 60 s and never past the token's `exp`.
 pub struct VerifiedTokens {
-    cache: moka::sync::Cache<[u8; 32], Arc<super::token::jwt::Claims>>,
+    cache: moka::sync::Cache<[u8; 32], (Arc<super::token::jwt::Claims>, String)>,
 }
 
 impl Default for VerifiedTokens {
@@ -143,18 +147,22 @@ impl Gate {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            if let Some(claims) = self
+            let key_held = |kid: &String| tokens.keys().by_kid(kid).is_some();
+            if let Some((claims, _)) = self
                 .verified
                 .cache
                 .get(&key)
-                .filter(|c| c.exp + jwt::LEEWAY.as_secs() > now)
+                .filter(|(c, kid)| c.exp + jwt::LEEWAY.as_secs() > now && key_held(kid))
             {
                 return (Ok(Principal::Token { claims }), None);
             }
             return match tokens.verify(token) {
                 Ok(claims) => {
                     let claims = Arc::new(claims);
-                    self.verified.cache.insert(key, Arc::clone(&claims));
+                    // (a token without `kid` is verified every time)
+                    if let Some(kid) = jwt::header_kid(token) {
+                        self.verified.cache.insert(key, (Arc::clone(&claims), kid));
+                    }
                     (Ok(Principal::Token { claims }), None)
                 }
                 Err(e) => {

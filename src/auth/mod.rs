@@ -31,9 +31,18 @@ use htpasswd::{Htpasswd, HtpasswdError};
 use ldap::{LdapBackend, LdapVerdict};
 
 /// An authenticated caller.
+///
+/// `user` is the name as the backend stores it, never as typed: the
+/// htpasswd file's name (matched exactly, case-sensitive), or the
+/// directory entry's `user_attribute`. Rules, tokens, the audit log and
+/// the throttle's success path all see this one spelling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user: String,
+    /// Changes when the user's password does (the htpasswd hash, the
+    /// directory's `password_changed_attribute`): refresh tokens carry a
+    /// fingerprint of it and die with the password. `None`: not known.
+    pub credential_stamp: Option<String>,
     /// Which backend vouched for the user (for logs and metrics).
     pub backend: &'static str,
     /// Groups the backend knows the user by (a directory's); the config's
@@ -156,28 +165,31 @@ impl Authenticator {
     pub async fn identity_of(&self, user: &str) -> Option<Identity> {
         for backend in &self.chain {
             match backend {
-                Backend::Htpasswd if self.users.load().file.hash_of(user).is_some() => {
-                    return Some(Identity {
-                        user: user.to_owned(),
-                        backend: "htpasswd",
-                        groups: Vec::new(),
-                    });
+                Backend::Htpasswd => {
+                    if let Some(hash) = self.users.load().file.hash_of(user) {
+                        return Some(Identity {
+                            user: user.to_owned(),
+                            credential_stamp: Some(hash.to_owned()),
+                            backend: "htpasswd",
+                            groups: Vec::new(),
+                        });
+                    }
                 }
                 Backend::Ldap => {
                     let ldap = self.ldap.as_ref()?;
                     match ldap.lookup(user).await {
-                        Ok(Some((_dn, groups))) => {
+                        Ok(Some(entry)) => {
                             return Some(Identity {
-                                user: user.to_owned(),
+                                user: entry.user,
+                                credential_stamp: entry.password_changed,
                                 backend: "ldap",
-                                groups,
+                                groups: entry.groups,
                             })
                         }
                         Ok(None) => {}
                         Err(_) => return None,
                     }
                 }
-                Backend::Htpasswd => {}
             }
         }
         None
@@ -234,7 +246,10 @@ impl Authenticator {
             // fall through: ask the directory, which fails closed
         }
         cache.with_label_values(&["miss"]).inc();
-        for backend in &self.chain {
+        // No backend stores a name with surrounding white space, but a
+        // directory's matching ignores it: refused before any backend.
+        let decidable = creds.user.trim() == creds.user;
+        for backend in self.chain.iter().filter(|_| decidable) {
             let decided = match backend {
                 Backend::Htpasswd => self.verify_htpasswd(creds).await?,
                 Backend::Ldap => self.verify_ldap(creds).await?,
@@ -277,6 +292,7 @@ impl Authenticator {
         }
         let id = Arc::new(Identity {
             user: creds.user.clone(),
+            credential_stamp: users.file.hash_of(&creds.user).map(str::to_owned),
             backend: "htpasswd",
             groups: Vec::new(),
         });
@@ -305,9 +321,15 @@ impl Authenticator {
             Ok(v) => {
                 self.ldap_down.store(false, Ordering::SeqCst);
                 match v {
-                    LdapVerdict::Authenticated { groups, .. } => {
+                    LdapVerdict::Authenticated {
+                        user,
+                        groups,
+                        password_changed,
+                        ..
+                    } => {
                         let id = Arc::new(Identity {
-                            user: creds.user.clone(),
+                            user,
+                            credential_stamp: password_changed,
                             backend: "ldap",
                             groups,
                         });

@@ -38,6 +38,25 @@ impl Principal {
     pub fn is_anonymous(&self) -> bool {
         self.user().is_none()
     }
+
+    /// The groups the rules see: a user's (directory and config) or those
+    /// a token recorded when it was issued.
+    pub fn groups(&self) -> &[String] {
+        match self {
+            Principal::Anonymous => &[],
+            Principal::User { groups, .. } => groups,
+            Principal::Token { claims } => &claims.groups,
+        }
+    }
+
+    /// The caller as the access rules see it, from `ip`.
+    pub fn caller(&self, ip: IpAddr) -> Caller<'_> {
+        Caller {
+            user: self.user(),
+            groups: self.groups(),
+            ip,
+        }
+    }
 }
 
 /// How a refused client is told to authenticate.
@@ -113,23 +132,23 @@ pub fn authorize(
     }
     for &(repo, action) in needs {
         let allowed = match principal {
-            Principal::Token { claims } => match repo {
-                Some(r) => jwt::covers(claims, r.as_str(), action.as_str()),
-                None => jwt::covers_catalog(claims),
-            },
-            _ => {
-                let groups: &[String] = match principal {
-                    Principal::User { groups, .. } => groups,
-                    _ => &[],
+            // What the token grants, and still what the current rules
+            // grant its subject from this request's address: a grant that
+            // depended on `networks` does not travel with the token, and a
+            // rule removed on reload takes effect at once.
+            Principal::Token { claims } => {
+                let granted = match repo {
+                    Some(r) => jwt::covers(claims, r.as_str(), action.as_str()),
+                    None => jwt::covers_catalog(claims),
                 };
-                let caller = Caller {
-                    user: principal.user(),
-                    groups,
-                    ip,
-                };
-                acl.check(&caller, repo.map(RepoName::as_str), action)
-                    .allowed()
+                granted
+                    && acl
+                        .check(&principal.caller(ip), repo.map(RepoName::as_str), action)
+                        .allowed()
             }
+            _ => acl
+                .check(&principal.caller(ip), repo.map(RepoName::as_str), action)
+                .allowed(),
         };
         if allowed {
             continue;
@@ -175,6 +194,7 @@ mod tests {
     fn user(name: &str) -> Principal {
         Principal::User {
             identity: Arc::new(Identity {
+                credential_stamp: None,
                 user: name.into(),
                 backend: "htpasswd",
                 groups: Vec::new(),

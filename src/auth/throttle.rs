@@ -6,6 +6,13 @@
 //! guessing alice's password cannot lock the real alice out from her own
 //! machine. Throttled attempts are answered before any bcrypt or directory
 //! call, so they cost nothing. State is in bounded in-memory caches.
+//!
+//! An IPv6 client is counted by its network (`ipv6_prefix`, a /64 by
+//! default), not its address: a host is usually given a whole /64 and
+//! could otherwise use a fresh address for every guess. User names are
+//! counted in a folded form (case, width and surrounding spaces), since a
+//! directory that matches names loosely accepts `ALICE` and `alice ` for
+//! `alice`.
 
 use moka::sync::Cache;
 use std::net::IpAddr;
@@ -38,11 +45,27 @@ impl Throttle {
         }
     }
 
+    /// The key an address is counted under: itself for IPv4, its
+    /// `ipv6_prefix` network for IPv6.
+    fn client_key(&self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let prefix = u32::from(self.cfg.ipv6_prefix.clamp(1, 128));
+                let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+            v4 => v4,
+        }
+    }
+
     /// `Some(retry_after)` if this attempt must be refused unexamined.
     pub fn check(&self, user: Option<&str>, ip: IpAddr) -> Option<Duration> {
         if !self.cfg.enabled {
             return None;
         }
+        let ip = self.client_key(ip);
+        let user = user.map(fold_user);
+        let user = user.as_deref();
         let now = Instant::now();
         let blocked = |f: &Arc<std::sync::Mutex<Failures>>| {
             f.lock()
@@ -67,6 +90,9 @@ impl Throttle {
         if !self.cfg.enabled {
             return;
         }
+        let ip = self.client_key(ip);
+        let user = user.map(fold_user);
+        let user = user.as_deref();
         self.bump(self.by_ip.get_with(ip, Default::default));
         if let Some(user) = user {
             self.pairs.insert((user.to_owned(), ip), ());
@@ -76,7 +102,8 @@ impl Throttle {
 
     /// A success from this address forgets its failures for this user.
     pub fn succeeded(&self, user: &str, ip: IpAddr) {
-        self.pairs.invalidate(&(user.to_owned(), ip));
+        self.pairs
+            .invalidate(&(fold_user(user), self.client_key(ip)));
     }
 
     fn bump(&self, entry: Arc<std::sync::Mutex<Failures>>) {
@@ -92,6 +119,19 @@ impl Throttle {
             f.blocked_until = Some(Instant::now() + backoff);
         }
     }
+}
+
+/// The form a user name is counted under: compatibility-normalised
+/// (fullwidth letters become ASCII), lower-cased, without surrounding
+/// white space — every spelling a loosely matching directory accepts.
+fn fold_user(user: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    user.trim()
+        .nfkc()
+        .flat_map(char::to_lowercase)
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 fn bounded<K, V>(cfg: &ThrottleConfig) -> Cache<K, V>
@@ -166,6 +206,51 @@ mod tests {
         let later = t.check(None, a).unwrap();
         assert!(later > first, "{later:?} > {first:?}");
         assert!(later <= Duration::from_secs(8));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_network() {
+        let t = throttle(3);
+        // a fresh address of one /64 for every attempt
+        for i in 1..=3 {
+            t.failed(None, ip(&format!("2001:db8:1:2::{i:x}")));
+        }
+        assert!(t.check(None, ip("2001:db8:1:2:ffff::1")).is_some());
+        // the neighbouring /64 is someone else
+        assert!(t.check(None, ip("2001:db8:1:3::1")).is_none());
+        // a configurable prefix: /128 counts addresses
+        let t = Throttle::new(&ThrottleConfig {
+            max_failures: 3,
+            ipv6_prefix: 128,
+            ..ThrottleConfig::default()
+        });
+        for i in 1..=3 {
+            t.failed(None, ip(&format!("2001:db8::{i:x}")));
+        }
+        assert!(t.check(None, ip("2001:db8::1")).is_none());
+    }
+
+    #[test]
+    fn mapped_ipv4_is_the_ipv4_client() {
+        let t = throttle(2);
+        t.failed(None, ip("::ffff:192.0.2.5"));
+        t.failed(None, ip("192.0.2.5"));
+        assert!(t.check(None, ip("192.0.2.5")).is_some());
+        assert!(t.check(None, ip("::ffff:192.0.2.5")).is_some());
+    }
+
+    #[test]
+    fn user_spellings_share_one_count() {
+        let t = throttle(4);
+        // each spelling from its own address: only the per-user count can
+        // add them up
+        for (i, u) in ["mallory", "MALLORY", " mallory", "ｍａｌｌｏｒｙ"]
+            .iter()
+            .enumerate()
+        {
+            t.failed(Some(u), ip(&format!("198.51.100.{i}")));
+        }
+        assert!(t.check(Some("Mallory "), ip("198.51.100.0")).is_some());
     }
 
     #[test]

@@ -12,12 +12,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::acl::{Acl, Actions, Caller};
+use super::acl::{Acl, Actions};
 use super::basic;
 use super::gate::{Gate, LoginOutcome};
 use super::principal::{Challenge, Principal, Refusal};
 use super::token::endpoint::{self as wire, EndpointError, Grant, TokenResponse};
-use super::token::jwt::TokenIssuer;
+use super::token::jwt::{self, TokenIssuer};
 use super::token::scope::{Access, Scope};
 use crate::config::TokenConfig;
 use crate::registry::errors::RegistryError;
@@ -142,7 +142,19 @@ impl Endpoint {
             .copied()
             .unwrap_or(self.lifetime);
         let subject = user.clone().unwrap_or_default();
-        let issued = match self.issuer.issue(&subject, granted.clone(), lifetime) {
+        // the groups the rules may ask about when the token is used
+        let groups: Vec<String> = match &principal {
+            Principal::User { groups, .. } => groups
+                .iter()
+                .filter(|g| acl.names_group(g))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        let issued = match self
+            .issuer
+            .issue_for(&subject, groups, granted.clone(), lifetime)
+        {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(target: "auth", error = %e, "cannot issue a token");
@@ -152,8 +164,13 @@ impl Endpoint {
                 ));
             }
         };
-        let refresh = match (&user, request.offline) {
-            (Some(u), true) => self.issuer.issue_refresh(u, self.refresh_lifetime).ok(),
+        let refresh = match (&principal, request.offline) {
+            (Principal::User { identity, .. }, true) => {
+                let cfp = jwt::fingerprint(&identity.user, identity.credential_stamp.as_deref());
+                self.issuer
+                    .issue_refresh_for(&identity.user, Some(cfp), self.refresh_lifetime)
+                    .ok()
+            }
             _ => None,
         };
         crate::observe::metrics::metrics().tokens_issued.inc();
@@ -172,18 +189,30 @@ impl Endpoint {
     }
 
     /// A refresh token stands for its user as long as the user still
-    /// exists; what it may do is decided again by the current rules.
+    /// exists with the credential it was minted with (a password change
+    /// ends it); what it may do is decided again by the current rules.
     async fn refresh(&self, gate: &Gate, token: &str, ip: IpAddr) -> Result<Principal, Refusal> {
         let refused = || Refusal::new(RegistryError::INVALID_TOKEN, Challenge::Basic);
-        let sub = self.issuer.verify_refresh(token).map_err(|e| {
+        let claims = self.issuer.verify_refresh_claims(token).map_err(|e| {
             tracing::info!(target: "auth", client = %ip, reason = e.as_str(), "refresh token refused");
             refused()
         })?;
+        let sub = claims.sub;
         // the user must still exist; directory groups are looked up again
         let Some(identity) = gate.authenticator.identity_of(&sub).await else {
             tracing::info!(target: "auth", user = %sub, "refresh token of a removed user");
             return Err(refused());
         };
+        // the directory's own spelling must still be the token's
+        if identity.user != sub {
+            tracing::info!(target: "auth", user = %sub, "refresh token of a renamed user");
+            return Err(refused());
+        }
+        let now = jwt::fingerprint(&identity.user, identity.credential_stamp.as_deref());
+        if claims.cfp.as_deref() != Some(now.as_str()) {
+            tracing::info!(target: "auth", user = %sub, client = %ip, "refresh token minted before a password change");
+            return Err(refused());
+        }
         Ok(gate.user_principal(Arc::new(identity)))
     }
 }
@@ -206,15 +235,7 @@ async fn read_form(session: &mut Session) -> pingora::Result<Option<Bytes>> {
 
 /// The intersection of the requested scopes and what the rules allow.
 pub fn grant(acl: &Acl, principal: &Principal, ip: IpAddr, scopes: &[Scope]) -> Vec<Access> {
-    let groups: Vec<String> = match principal {
-        Principal::User { groups, .. } => groups.clone(),
-        _ => Vec::new(),
-    };
-    let caller = Caller {
-        user: principal.user(),
-        groups: &groups,
-        ip,
-    };
+    let caller = principal.caller(ip);
     scopes
         .iter()
         .map(|scope| {
@@ -286,6 +307,7 @@ mod tests {
     fn user(u: &str) -> Principal {
         Principal::User {
             identity: Arc::new(Identity {
+                credential_stamp: None,
                 user: u.into(),
                 backend: "t",
                 groups: Vec::new(),

@@ -62,6 +62,15 @@ pub struct LdapConfig {
     /// Only members of this group (a name as `group_name` makes them, or
     /// a DN) may log in.
     pub required_group: Option<String>,
+    /// The attribute whose value (as the directory stores it) is the
+    /// user's identity in rules, tokens and logs. Default: per `preset`
+    /// (`uid`, or `sAMAccountName` for Active Directory).
+    pub user_attribute: Option<String>,
+    /// An attribute that changes when the user's password does; refresh
+    /// tokens minted before the change are refused. Default: per `preset`
+    /// (`pwdChangedTime`, kept by OpenLDAP's ppolicy overlay, or
+    /// `pwdLastSet`); `""` to not read one.
+    pub password_changed_attribute: Option<String>,
     /// User attribute listing the user's group DNs; `""` to not read one.
     #[serde(default = "defaults::group_attribute")]
     pub group_attribute: String,
@@ -125,6 +134,8 @@ impl LdapConfig {
             preset: LdapPreset::default(),
             user_filter: None,
             user_dn_template: None,
+            user_attribute: None,
+            password_changed_attribute: None,
             required_group: None,
             group_attribute: defaults::group_attribute(),
             group_search_base: None,
@@ -184,6 +195,26 @@ impl LdapConfig {
         }
         if self.base_dn.trim().is_empty() {
             p.push(Problem::new(key("base_dn"), "must not be empty"));
+        }
+        let attr_ok = |a: &str| {
+            a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b';')
+        };
+        if let Some(a) = &self.user_attribute {
+            if a.is_empty() || !attr_ok(a) {
+                p.push(Problem::new(
+                    key("user_attribute"),
+                    format!("{a:?} is not an attribute name"),
+                ));
+            }
+        }
+        if let Some(a) = &self.password_changed_attribute {
+            if !attr_ok(a) {
+                p.push(Problem::new(
+                    key("password_changed_attribute"),
+                    format!("{a:?} is not an attribute name (\"\" reads none)"),
+                ));
+            }
         }
         if self.required_group.as_deref().is_some_and(str::is_empty) {
             p.push(Problem::new(key("required_group"), "must not be empty"));

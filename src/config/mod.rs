@@ -124,6 +124,11 @@ pub struct ThrottleConfig {
     pub max_backoff: Duration,
     #[serde(default = "defaults::throttle_entries")]
     pub max_entries: u64,
+    /// IPv6 clients are counted per network of this prefix length: one
+    /// host usually holds a whole /64 and could take a fresh address per
+    /// attempt.
+    #[serde(default = "defaults::ipv6_prefix")]
+    pub ipv6_prefix: u8,
 }
 
 impl Default for ThrottleConfig {
@@ -135,6 +140,7 @@ impl Default for ThrottleConfig {
             backoff: defaults::backoff(),
             max_backoff: defaults::max_backoff(),
             max_entries: defaults::throttle_entries(),
+            ipv6_prefix: defaults::ipv6_prefix(),
         }
     }
 }
@@ -435,6 +441,9 @@ mod defaults {
     pub fn throttle_entries() -> u64 {
         100_000
     }
+    pub fn ipv6_prefix() -> u8 {
+        64
+    }
     pub fn issuer() -> String {
         "portcullis".to_owned()
     }
@@ -700,6 +709,12 @@ impl Config {
             p.push(Problem::new(
                 "auth.throttle",
                 "max_failures must be at least 1 and max_backoff at least backoff",
+            ));
+        }
+        if th.ipv6_prefix == 0 || th.ipv6_prefix > 128 {
+            p.push(Problem::new(
+                "auth.throttle.ipv6_prefix",
+                "must be between 1 and 128 (64: one count per /64)",
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

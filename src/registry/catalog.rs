@@ -13,14 +13,17 @@ pub enum CatalogError {
     Upstream(String),
     #[error("upstream catalog answered {0}")]
     Status(u16),
+    #[error("unknown or damaged catalog cursor")]
+    BadCursor,
 }
 
 /// Default and largest page size (distribution's own limits).
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
-/// Upstream pages fetched for one client page at most, so a caller who may
-/// see almost nothing cannot make one request walk a huge catalog.
-const MAX_UPSTREAM_PAGES: usize = 50;
+/// Upstream pages (of [`MAX_PAGE`] names) walked for one client page at
+/// most: a caller who may see almost nothing costs the registry at most
+/// this many catalog requests per request of theirs.
+const MAX_UPSTREAM_PAGES: usize = 10;
 
 #[derive(Deserialize)]
 struct Page {
@@ -28,13 +31,22 @@ struct Page {
     repositories: Vec<String>,
 }
 
+/// Where the next page of the filtered catalog starts.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// After this name, which the caller has just been shown.
+    After(String),
+    /// The walk stopped at its bound on a name the caller may not see:
+    /// the `Link` carries it sealed, never in clear.
+    Hidden(String),
+}
+
 /// One page of the filtered catalog.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Filtered {
     pub repositories: Vec<String>,
-    /// Where the next page starts (`last=` of the `Link: …; rel="next"`),
-    /// if more visible repositories may follow.
-    pub next: Option<String>,
+    /// Where the next page starts, if more visible repositories may follow.
+    pub next: Option<Next>,
 }
 
 /// Fetches one upstream page: names after `last`, and whether the upstream
@@ -63,7 +75,11 @@ pub async fn filtered(
                 out.push(name);
                 if out.len() == n {
                     let more = i + 1 < count || upstream_more;
-                    let next = if more { out.last().cloned() } else { None };
+                    let next = if more {
+                        out.last().cloned().map(Next::After)
+                    } else {
+                        None
+                    };
                     return Ok(Filtered {
                         repositories: out,
                         next,
@@ -78,12 +94,85 @@ pub async fn filtered(
             });
         }
     }
-    // Gave up walking: say more may follow; the client continues from the
-    // last name we return.
+    // Gave up walking: more may follow, from the last name walked — which
+    // the caller may not see.
+    let next = match (cursor, out.last()) {
+        (Some(c), Some(shown)) if &c == shown => Some(Next::After(c)),
+        (Some(c), _) => Some(Next::Hidden(c)),
+        (None, _) => None,
+    };
     Ok(Filtered {
         repositories: out,
-        next: cursor,
+        next,
     })
+}
+
+/// Seals give-up cursors (ChaCha20-Poly1305, a key per process) so a
+/// `Link` never names a hidden repository. A sealed cursor starts with
+/// `~`, which no repository name can.
+pub struct CursorKey(ring::aead::LessSafeKey);
+
+const SEALED: char = '~';
+
+impl CursorKey {
+    pub fn random() -> Result<CursorKey, CatalogError> {
+        let rng = ring::rand::SystemRandom::new();
+        let mut bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&rng, &mut bytes)
+            .map_err(|_| CatalogError::Upstream("no randomness for the cursor key".into()))?;
+        let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &bytes)
+            .map_err(|_| CatalogError::Upstream("cannot make the cursor key".into()))?;
+        Ok(CursorKey(ring::aead::LessSafeKey::new(key)))
+    }
+
+    fn seal(&self, name: &str) -> Option<String> {
+        use base64::Engine;
+        let mut nonce = [0u8; 12];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).ok()?;
+        let mut data = name.as_bytes().to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                &mut data,
+            )
+            .ok()?;
+        let mut all = nonce.to_vec();
+        all.extend_from_slice(&data);
+        Some(format!(
+            "{SEALED}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(all)
+        ))
+    }
+
+    fn open(&self, cursor: &str) -> Option<String> {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor.strip_prefix(SEALED)?)
+            .ok()?;
+        if raw.len() < 12 {
+            return None;
+        }
+        let (nonce, rest) = raw.split_at(12);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut data = rest.to_vec();
+        let plain = self
+            .0
+            .open_in_place(nonce, ring::aead::Aad::empty(), &mut data)
+            .ok()?;
+        String::from_utf8(plain.to_vec()).ok()
+    }
+
+    /// The name a client's `last` stands for: itself, or what a sealed
+    /// cursor holds. `Err` for a sealed cursor this process did not make.
+    pub fn start_after(&self, last: Option<&str>) -> Result<Option<String>, CatalogError> {
+        match last {
+            Some(l) if l.starts_with(SEALED) => {
+                self.open(l).map(Some).ok_or(CatalogError::BadCursor)
+            }
+            other => Ok(other.map(str::to_owned)),
+        }
+    }
 }
 
 /// The upstream registry's catalog over HTTP.
@@ -131,12 +220,17 @@ impl CatalogSource for UpstreamCatalog {
 }
 
 /// The JSON body and `Link` header value of a filtered page.
-pub fn render(page: &Filtered, n: usize) -> (Vec<u8>, Option<String>) {
+pub fn render(page: &Filtered, n: usize, key: &CursorKey) -> (Vec<u8>, Option<String>) {
     let body = serde_json::json!({ "repositories": page.repositories });
-    let link = match &page.next {
+    let last = match &page.next {
+        Some(Next::After(name)) => Some(name.clone()),
+        Some(Next::Hidden(name)) => key.seal(name),
+        None => None,
+    };
+    let link = match last {
         Some(last) => {
             let q: String = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("last", last)
+                .append_pair("last", &last)
                 .append_pair("n", &n.to_string())
                 .finish();
             Some(format!("</v2/_catalog?{q}>; rel=\"next\""))
@@ -194,6 +288,7 @@ mod tests {
             ["repo0000", "repo0002", "repo0004", "repo0006", "repo0008"]
         );
         assert!(p.next.is_some());
+        assert_eq!(p.next, Some(Next::After("repo0008".into())));
         let p2 = filtered(&src, Some("repo0008"), 5, even).await.unwrap();
         assert_eq!(p2.repositories[0], "repo0010");
         // walk to the end: every visible repo exactly once
@@ -204,7 +299,8 @@ mod tests {
             all.extend(p.repositories.clone());
             match p.next {
                 None => break,
-                Some(n) => last = Some(n),
+                Some(Next::After(n)) => last = Some(n),
+                Some(Next::Hidden(n)) => panic!("walk gave up at {n}"),
             }
         }
         assert_eq!(all.len(), 25);
@@ -217,7 +313,7 @@ mod tests {
         let p = filtered(&src, None, 6, |_| true).await.unwrap();
         assert_eq!(p.repositories.len(), 6);
         assert!(p.next.is_none());
-        let (_, link) = render(&p, 6);
+        let (_, link) = render(&p, 6, &CursorKey::random().unwrap());
         assert_eq!(link, None);
     }
 
@@ -229,14 +325,67 @@ mod tests {
         assert!(p.next.is_none());
     }
 
+    #[tokio::test]
+    async fn a_walk_that_gives_up_names_no_hidden_repository() {
+        // 30 000 hidden names, then one visible
+        let mut names: Vec<String> = (0..30_000).map(|i| format!("hidden/r{i:05}")).collect();
+        names.push("public/x".into());
+        let src = Fake { names, page: 1000 };
+        let visible = |s: &str| s.starts_with("public/");
+        let key = CursorKey::random().unwrap();
+        let p = filtered(&src, None, 5, visible).await.unwrap();
+        assert!(p.repositories.is_empty());
+        let (_, link) = render(&p, 5, &key);
+        let link = link.expect("more may follow");
+        assert!(!link.contains("hidden"), "{link}");
+        assert!(!link.contains("r0"), "{link}");
+        // following the sealed cursor gets on, and reaches the visible name
+        let mut last = link_last(&link);
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let start = key.start_after(Some(&last)).unwrap();
+            let p = filtered(&src, start.as_deref(), 5, visible).await.unwrap();
+            seen.extend(p.repositories.clone());
+            match render(&p, 5, &key).1 {
+                Some(l) => last = link_last(&l),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["public/x"]);
+        // a sealed cursor of another process (or a forged one) is refused
+        let other = CursorKey::random().unwrap();
+        assert!(matches!(
+            other.start_after(Some(&link_last(&link))),
+            Err(CatalogError::BadCursor)
+        ));
+        assert!(matches!(
+            key.start_after(Some("~AAAA")),
+            Err(CatalogError::BadCursor)
+        ));
+        assert_eq!(
+            key.start_after(Some("a/b")).unwrap().as_deref(),
+            Some("a/b")
+        );
+    }
+
+    fn link_last(link: &str) -> String {
+        let q = link
+            .trim_start_matches("</v2/_catalog?")
+            .split('>')
+            .next()
+            .unwrap();
+        crate::registry::route::query_param(Some(q), "last").unwrap()
+    }
+
     #[test]
     fn link_header_points_at_the_proxy() {
         let (body, link) = render(
             &Filtered {
                 repositories: vec!["a/b".into()],
-                next: Some("a/b".into()),
+                next: Some(Next::After("a/b".into())),
             },
             1,
+            &CursorKey::random().unwrap(),
         );
         assert_eq!(
             link.as_deref(),

@@ -14,6 +14,7 @@ pub enum ErrorCode {
     NotFound,
     Unavailable,
     TooManyRequests,
+    PaginationNumberInvalid,
 }
 
 impl ErrorCode {
@@ -27,6 +28,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
         }
     }
 }
@@ -71,6 +73,21 @@ impl RegistryError {
         "the requested path is not part of the registry API",
     );
     pub const BAD_PATH: Self = Self::new(400, ErrorCode::Unsupported, "malformed request path");
+    pub const BAD_CURSOR: Self = Self::new(
+        400,
+        ErrorCode::PaginationNumberInvalid,
+        "unknown or expired catalog cursor: start the listing again",
+    );
+    pub const BAD_CONNECTION: Self = Self::new(
+        400,
+        ErrorCode::Unsupported,
+        "the Connection header nominates a header the proxy sets itself",
+    );
+    pub const BAD_HOST: Self = Self::new(
+        400,
+        ErrorCode::Unsupported,
+        "missing or malformed Host header (expected host[:port])",
+    );
     pub const NAME_INVALID: Self =
         Self::new(400, ErrorCode::NameInvalid, "invalid repository name");
     pub const REFERENCE_INVALID: Self =

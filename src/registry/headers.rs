@@ -18,6 +18,48 @@ const CLIENT_FORWARDING_HEADERS: [&str; 6] = [
     "forwarded",
 ];
 
+/// Headers a `Connection` header may not nominate: those the proxy sets
+/// or strips itself. Pingora refuses such a request only after the
+/// request filters, without an answer; the proxy answers it first.
+const PROTECTED: [&str; 8] = [
+    "host",
+    "authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "forwarded",
+];
+/// Pingora refuses from its tenth nomination on.
+const MAX_NOMINATIONS: usize = 9;
+
+/// Whether the `Connection` header(s) nominate only ordinary headers: at
+/// most [`MAX_NOMINATIONS`] HTTP tokens, none of them protected.
+pub fn connection_header_ok(req: &RequestHeader) -> bool {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let mut count = 0;
+    for token in req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+    {
+        count += 1;
+        if count > MAX_NOMINATIONS
+            || !token.iter().all(|&b| tchar(b))
+            || PROTECTED
+                .iter()
+                .any(|p| token.eq_ignore_ascii_case(p.as_bytes()))
+        {
+            return false;
+        }
+    }
+    true
+}
+
 /// The host the client addressed: `Host`, or the `:authority` of HTTP/2.
 pub fn request_host(req: &RequestHeader) -> Option<String> {
     let host = req
@@ -26,13 +68,51 @@ pub fn request_host(req: &RequestHeader) -> Option<String> {
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .or_else(|| req.uri.authority().map(|a| a.as_str().to_owned()))?;
-    // A host header with anything but host[:port] characters is not echoed
-    // into Location headers or redirects.
-    let ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
-    ok.then_some(host)
+    // Only a well-formed host[:port] is echoed into Location headers,
+    // redirects and the registry's X-Forwarded-Host.
+    is_host_port(&host).then_some(host)
+}
+
+/// `name[:port]` or `[ipv6][:port]`: DNS labels or an IPv4 address, an
+/// IPv6 literal in brackets, a decimal port of at most 65535.
+pub fn is_host_port(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            a => match a.strip_prefix(':') {
+                Some(p) => ("", p),
+                None => return false,
+            },
+        }
+    } else {
+        match value.split_once(':') {
+            Some((h, p)) => (h, p),
+            None => (value, "65535"),
+        }
+    };
+    let port_ok = !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|p| p <= 65535);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    // an absolute name's trailing dot is allowed
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let host_ok = value.starts_with('[')
+        || (!name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok));
+    host_ok && port_ok
 }
 
 /// `https://host[:port]/path?query` for the plain-HTTP listener's redirect.
@@ -122,6 +202,73 @@ mod tests {
         r.set_uri(http::Uri::from_static("https://reg.example.com/v2/"));
         assert_eq!(request_host(&r).as_deref(), Some("reg.example.com"));
         assert_eq!(request_host(&req("/v2/", &[("Host", "evil.com/x?")])), None);
+    }
+
+    #[test]
+    fn connection_may_not_nominate_our_headers() {
+        for ok in ["keep-alive", "close", "Keep-Alive, Upgrade", "x-custom"] {
+            assert!(
+                connection_header_ok(&req("/", &[("Connection", ok)])),
+                "{ok}"
+            );
+        }
+        assert!(connection_header_ok(&req("/", &[])));
+        for bad in [
+            "X-Forwarded-For",
+            "keep-alive, x-forwarded-host",
+            "X-FORWARDED-PROTO",
+            "Host",
+            "authorization",
+            "\"x-forwarded-for\"",
+            ":authority",
+            "a,b,c,d,e,f,g,h,i,j",
+        ] {
+            assert!(
+                !connection_header_ok(&req("/", &[("Connection", bad)])),
+                "{bad}"
+            );
+        }
+        // over several header lines too
+        let r = req(
+            "/",
+            &[("Connection", "keep-alive"), ("Connection", "forwarded")],
+        );
+        assert!(!connection_header_ok(&r));
+    }
+
+    #[test]
+    fn only_host_port_is_a_host() {
+        for ok in [
+            "reg.example.com",
+            "reg.example.com:5443",
+            "127.0.0.1:5443",
+            "localhost",
+            "[::1]",
+            "[::1]:443",
+            "my_host.internal",
+            "reg.example.com.:443",
+        ] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil host",
+            "a/b",
+            "host:port/",
+            "host:",
+            "host:99999",
+            "host:12:34",
+            "a..b",
+            ".a",
+            "[::1",
+            "[zz]:1",
+            "[::1]x",
+            "user@host",
+            "-a.b",
+            "::1",
+        ] {
+            assert!(!is_host_port(bad), "{bad:?}");
+        }
     }
 
     #[test]

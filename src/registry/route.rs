@@ -26,6 +26,12 @@ impl RepoName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether `s` is one path component of a name (no `/`): what a user
+    /// name must be to stand for `${user}` in a repository pattern.
+    pub fn is_component(s: &str) -> bool {
+        s.len() <= 255 && is_path_component(s)
+    }
 }
 
 impl fmt::Display for RepoName {

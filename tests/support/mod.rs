@@ -460,6 +460,9 @@ pub struct ProxyOptions {
     pub extra_auth: String,
     /// Raw TOML lines added to the `[upstream]` table.
     pub extra_upstream: String,
+    /// The TLS listener's address without the port (`[::]` for a
+    /// dual-stack listener); default `127.0.0.1`.
+    pub listen_host: String,
 }
 
 impl Default for ProxyOptions {
@@ -473,6 +476,7 @@ impl Default for ProxyOptions {
             extra_toml: String::new(),
             extra_auth: String::new(),
             extra_upstream: String::new(),
+            listen_host: "127.0.0.1".to_string(),
         }
     }
 }
@@ -554,7 +558,7 @@ impl Proxy {
         };
         let config = format!(
             r#"[server]
-listen = "127.0.0.1:{port}"
+listen = "{listen_host}:{port}"
 watch_interval = "{watch}"
 {grace}
 {extra_server}
@@ -594,6 +598,7 @@ level = "info"
             extra_server = opts.extra_server,
             extra_auth = opts.extra_auth,
             extra_upstream = opts.extra_upstream,
+            listen_host = opts.listen_host,
         );
         fs::write(dir.path().join("proxy.toml"), config).unwrap();
 

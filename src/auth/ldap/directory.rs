@@ -83,7 +83,7 @@ impl Directory {
             return Ok(None);
         };
         let groups = self.groups(&mut lease, &found, user).await?;
-        Ok(Some(self.entry(found.dn, &groups)))
+        Ok(self.entry(found, &groups))
     }
 
     async fn search_then_bind(&self, user: &str, password: &str) -> Result<LdapVerdict, LdapError> {
@@ -101,10 +101,7 @@ impl Directory {
         if !bind_accepted(&r)? {
             return Ok(LdapVerdict::BadPassword);
         }
-        Ok(LdapVerdict::Authenticated {
-            dn: entry.dn,
-            groups: entry.groups,
-        })
+        Ok(authenticated(entry))
     }
 
     async fn direct_bind(&self, user: &str, password: &str) -> Result<LdapVerdict, LdapError> {
@@ -130,16 +127,13 @@ impl Directory {
             match one_entry(res, &search)? {
                 Some(found) => {
                     let groups = self.groups(&mut lease, &found, user).await?;
-                    Some(self.entry(found.dn, &groups))
+                    self.entry(found, &groups)
                 }
                 None => None,
             }
         };
         match entry {
-            Some(e) if e.in_required_group => Ok(LdapVerdict::Authenticated {
-                dn: e.dn,
-                groups: e.groups,
-            }),
+            Some(e) if e.in_required_group => Ok(authenticated(e)),
             _ => Ok(LdapVerdict::UnknownUser),
         }
     }
@@ -157,24 +151,49 @@ impl Directory {
             base,
             scope,
             filter: self.queries.user_filter.filter(user, ""),
-            attrs: match &self.queries.group_attribute {
-                Some(a) => vec![a.clone()],
-                None => vec!["1.1".to_owned()],
-            },
+            attrs: std::iter::once(self.queries.user_attribute.clone())
+                .chain(self.queries.group_attribute.clone())
+                .chain(self.queries.password_changed_attribute.clone())
+                .collect(),
             // one entry is the answer; a second means "several"
             limit: 2,
         }
     }
 
-    fn entry(&self, dn: String, groups: &GroupSet) -> LdapEntry {
-        LdapEntry {
-            dn,
+    /// The entry as a user; `None` (an unknown user) when it has no
+    /// value of `user_attribute`: there is no identity to give it.
+    fn entry(&self, found: Found, groups: &GroupSet) -> Option<LdapEntry> {
+        let value = |attr: &str| {
+            found
+                .attrs
+                .get(&attr.to_ascii_lowercase())
+                .and_then(|v| v.first())
+                .cloned()
+        };
+        let Some(user) = value(&self.queries.user_attribute).filter(|u| !u.is_empty()) else {
+            tracing::warn!(
+                target: "auth",
+                dn = %found.dn,
+                attribute = %self.queries.user_attribute,
+                "LDAP entry has no value of auth.ldap.user_attribute: refused as unknown"
+            );
+            return None;
+        };
+        let password_changed = self
+            .queries
+            .password_changed_attribute
+            .as_deref()
+            .and_then(value);
+        Some(LdapEntry {
+            dn: found.dn,
+            user,
+            password_changed,
             groups: groups.names(self.group_name),
             in_required_group: self
                 .required_group
                 .as_deref()
                 .is_none_or(|g| groups.contains(g)),
-        }
+        })
     }
 
     /// Group DNs from the user's group attribute and the group search,
@@ -255,6 +274,15 @@ impl Directory {
             }
         }
         Ok(new)
+    }
+}
+
+fn authenticated(e: LdapEntry) -> LdapVerdict {
+    LdapVerdict::Authenticated {
+        dn: e.dn,
+        user: e.user,
+        groups: e.groups,
+        password_changed: e.password_changed,
     }
 }
 

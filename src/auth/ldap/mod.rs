@@ -43,8 +43,17 @@ pub use query::{Queries, QueryError};
 /// What the directory says about a user name and password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LdapVerdict {
-    /// The password is right; `groups` are named as `group_name` says.
-    Authenticated { dn: String, groups: Vec<String> },
+    /// The password is right. `user` is the directory's own value of
+    /// `user_attribute` (not the name as typed: the directory matches
+    /// `MALLORY` and ` mallory` to `mallory`); `groups` are named as
+    /// `group_name` says; `password_changed` is the value of
+    /// `password_changed_attribute`, if the entry shows one.
+    Authenticated {
+        dn: String,
+        user: String,
+        groups: Vec<String>,
+        password_changed: Option<String>,
+    },
     /// No entry, several entries, not in `required_group`, or a name no
     /// directory entry can have.
     UnknownUser,
@@ -57,7 +66,10 @@ pub enum LdapVerdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LdapEntry {
     pub dn: String,
+    /// The identity: the entry's value of `user_attribute`.
+    pub user: String,
     pub groups: Vec<String>,
+    pub password_changed: Option<String>,
     /// False if `required_group` is set and the user is not in it.
     pub in_required_group: bool,
 }
@@ -188,12 +200,8 @@ impl LdapBackend {
     /// [`LdapBackend::authenticate`] would answer `UnknownUser` before
     /// trying a password (not found, several entries, not in
     /// `required_group`).
-    pub async fn lookup(&self, user: &str) -> Result<Option<(String, Vec<String>)>, LdapError> {
-        Ok(self
-            .find(user)
-            .await?
-            .filter(|e| e.in_required_group)
-            .map(|e| (e.dn, e.groups)))
+    pub async fn lookup(&self, user: &str) -> Result<Option<LdapEntry>, LdapError> {
+        Ok(self.find(user).await?.filter(|e| e.in_required_group))
     }
 
     /// Like [`LdapBackend::lookup`], but also reports a user found outside

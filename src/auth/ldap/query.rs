@@ -116,6 +116,10 @@ pub struct Queries {
     pub group_base: String,
     /// `None` when no attribute is read.
     pub group_attribute: Option<String>,
+    /// Its value is the user's identity.
+    pub user_attribute: String,
+    /// Changes with the password; `None` when none is read.
+    pub password_changed_attribute: Option<String>,
 }
 
 impl Queries {
@@ -196,6 +200,15 @@ impl Queries {
             group_attribute: Some(cfg.group_attribute.trim())
                 .filter(|a| !a.is_empty())
                 .map(str::to_owned),
+            user_attribute: cfg
+                .user_attribute
+                .clone()
+                .unwrap_or_else(|| if ad { "sAMAccountName" } else { "uid" }.to_owned()),
+            password_changed_attribute: match cfg.password_changed_attribute.as_deref() {
+                Some("") => None,
+                Some(a) => Some(a.to_owned()),
+                None => Some(if ad { "pwdLastSet" } else { "pwdChangedTime" }.to_owned()),
+            },
         })
     }
 

@@ -45,6 +45,36 @@ pub struct Claims {
     pub access: Vec<Access>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_use: Option<String>,
+    /// Access tokens: the subject's groups (those the rules name) when
+    /// the token was issued, so every request can be checked against the
+    /// current rules from its own address (registry:2 ignores the claim).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Refresh tokens: a fingerprint of the credential they were minted
+    /// with; a password change makes it differ (see [`fingerprint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cfp: Option<String>,
+}
+
+/// The fingerprint of a user's credential stamp (the htpasswd hash, the
+/// directory's password-change time) that a refresh token carries: a
+/// domain-separated SHA-256, so a token reveals nothing usable of the
+/// hash (bcrypt's salt stays unknown) and a changed password changes it.
+pub fn fingerprint(user: &str, stamp: Option<&str>) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"portcullis refresh credential v1\0");
+    h.update((user.len() as u64).to_be_bytes());
+    h.update(user.as_bytes());
+    match stamp {
+        Some(s) => {
+            h.update([1]);
+            h.update(s.as_bytes());
+        }
+        None => h.update([0]),
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&h.finalize()[..16])
 }
 
 /// A freshly issued access token and what the token response says of it.
@@ -198,6 +228,18 @@ impl TokenIssuer {
         access: Vec<Access>,
         lifetime: Duration,
     ) -> Result<Issued, TokenError> {
+        self.issue_for(sub, Vec::new(), access, lifetime)
+    }
+
+    /// [`issue`](Self::issue) for a subject in `groups`, recorded in the
+    /// token for the per-request check of the rules.
+    pub fn issue_for(
+        &self,
+        sub: &str,
+        groups: Vec<String>,
+        access: Vec<Access>,
+        lifetime: Duration,
+    ) -> Result<Issued, TokenError> {
         let now = unix_now();
         let lifetime = lifetime.max(MIN_LIFETIME).as_secs();
         let claims = Claims {
@@ -210,6 +252,8 @@ impl TokenIssuer {
             jti: new_jti(),
             access,
             token_use: None,
+            groups,
+            cfp: None,
         };
         let token = self.sign(&claims)?;
         Ok(Issued {
@@ -224,6 +268,17 @@ impl TokenIssuer {
     /// Issues a refresh token for `sub`: it grants nothing by itself, only
     /// new access tokens from the token endpoint.
     pub fn issue_refresh(&self, sub: &str, lifetime: Duration) -> Result<String, TokenError> {
+        self.issue_refresh_for(sub, None, lifetime)
+    }
+
+    /// A refresh token bound to the credential it was minted with: `cfp`
+    /// is [`fingerprint`] of the user's credential stamp.
+    pub fn issue_refresh_for(
+        &self,
+        sub: &str,
+        cfp: Option<String>,
+        lifetime: Duration,
+    ) -> Result<String, TokenError> {
         let now = unix_now();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -235,6 +290,8 @@ impl TokenIssuer {
             jti: new_jti(),
             access: Vec::new(),
             token_use: Some(REFRESH_USE.to_owned()),
+            groups: Vec::new(),
+            cfp,
         };
         self.sign(&claims)
     }
@@ -267,6 +324,12 @@ impl TokenIssuer {
     /// still check that the user exists: refresh tokens are not stored, so
     /// removing a user is what revokes them.
     pub fn verify_refresh(&self, token: &str) -> Result<String, TokenError> {
+        self.verify_refresh_claims(token).map(|c| c.sub)
+    }
+
+    /// [`verify_refresh`](Self::verify_refresh) with all the claims (the
+    /// credential fingerprint among them).
+    pub fn verify_refresh_claims(&self, token: &str) -> Result<Claims, TokenError> {
         let claims = self.decode(token)?;
         let is_refresh = claims.token_use.as_deref() == Some(REFRESH_USE);
         if claims.aud == self.service && !is_refresh {
@@ -278,7 +341,7 @@ impl TokenIssuer {
         if !is_refresh {
             return Err(TokenError::AccessAsRefresh);
         }
-        Ok(claims.sub)
+        Ok(claims)
     }
 
     /// Signature, algorithm, `exp`/`nbf` and `iss`; not the audience.
@@ -325,6 +388,11 @@ impl TokenIssuer {
 
 /// The header's `alg` (one of ours, else refused: `none`, `HS256`, …) and
 /// `kid`, read before any key is chosen.
+/// The `kid` of a token's header (to bind a cache entry to its key).
+pub fn header_kid(token: &str) -> Option<String> {
+    header_alg_kid(token).ok().and_then(|(_, kid)| kid)
+}
+
 fn header_alg_kid(token: &str) -> Result<(Algorithm, Option<String>), TokenError> {
     #[derive(Deserialize)]
     struct RawHeader {

@@ -43,6 +43,8 @@ fn claims(t: &TokenIssuer) -> Claims {
         jti: new_jti(),
         access: access("repository:team/app:pull,push"),
         token_use: None,
+        groups: Vec::new(),
+        cfp: None,
     }
 }
 
