@@ -172,6 +172,7 @@ fn empty_password_never_reaches_slapd() {
 fn empty_password_on_a_server_that_accepts_it() {
     let slapd = Slapd::start_with(SlapdOptions {
         allow_unauthenticated_bind: true,
+        ..Default::default()
     });
     let rc = rt().block_on(async {
         let (conn, mut ldap) = ldap3::LdapConnAsync::new(&slapd.url()).await.unwrap();

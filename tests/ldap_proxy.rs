@@ -170,3 +170,48 @@ fn every_spelling_of_a_directory_name_is_the_same_identity() {
         404
     );
 }
+
+/// A directory password reset ends the refresh tokens minted before it:
+/// slapd's ppolicy overlay keeps `pwdChangedTime`, which the refresh
+/// token's fingerprint covers.
+#[test]
+fn a_directory_password_change_ends_refresh_tokens() {
+    let reg = Registry::start();
+    let slapd = Slapd::start_with(SlapdOptions {
+        ppolicy: true,
+        ..Default::default()
+    });
+    let keys = tempfile::tempdir().unwrap();
+    let mut opts = options(&slapd);
+    opts.extra_auth = "mode = \"token\"".into();
+    opts.extra_toml = format!("{}\n{}", token_toml(keys.path(), ""), opts.extra_toml);
+    let proxy = Proxy::start(&reg, opts);
+    let scope = ["repository:team/app:pull"];
+    let (status, v) = proxy.get_token(Some(("alice", "alice-pw")), &scope, true);
+    assert_eq!(status, 200, "{v}\n{}", proxy.logs());
+    let old = v["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_owned();
+    let refresh = |token: &str| {
+        proxy
+            .client()
+            .post(proxy.url("/token"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token),
+                ("service", "container-registry"),
+                ("client_id", "portcullis-tests"),
+            ])
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(refresh(&old), 200, "{}", proxy.logs());
+    slapd.set_password("uid=alice,ou=people,dc=example,dc=org", "alice-new-pw");
+    assert_eq!(refresh(&old), 401, "{}", proxy.logs());
+    let (status, v) = proxy.get_token(Some(("alice", "alice-new-pw")), &scope, true);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(refresh(v["refresh_token"].as_str().unwrap()), 200);
+}

@@ -20,7 +20,12 @@ pub struct SlapdOptions {
     /// unauthenticated (anonymous) bind, as Active Directory and others do.
     /// (`bind_anon_cred` is the other way round: credentials, empty DN.)
     pub allow_unauthenticated_bind: bool,
+    /// The ppolicy overlay with a default policy: slapd keeps
+    /// `pwdChangedTime` on every password change.
+    pub ppolicy: bool,
 }
+
+const POLICY_DN: &str = "cn=default,ou=policies,dc=example,dc=org";
 
 pub struct Slapd {
     dir: TempDir,
@@ -62,6 +67,7 @@ impl Slapd {
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
              moduleload memberof\n\
+             {ppolicy_module}\
              pidfile {d}/slapd.pid\n\
              argsfile {d}/slapd.args\n\
              TLSCACertificateFile {d}/ca.pem\n\
@@ -74,8 +80,19 @@ impl Slapd {
              rootdn \"{ADMIN_DN}\"\n\
              rootpw {ADMIN_PW}\n\
              directory {d}/db\n\
-             overlay memberof\n",
-            d = d.display()
+             overlay memberof\n\
+             {ppolicy_overlay}",
+            d = d.display(),
+            ppolicy_module = if opts.ppolicy {
+                "moduleload ppolicy\n"
+            } else {
+                ""
+            },
+            ppolicy_overlay = if opts.ppolicy {
+                format!("overlay ppolicy\nppolicy_default \"{POLICY_DN}\"\n")
+            } else {
+                String::new()
+            },
         );
         fs::write(d.join("slapd.conf"), conf).unwrap();
         let mut s = Slapd {
@@ -86,7 +103,21 @@ impl Slapd {
         };
         s.start_again();
         s.ldapadd(&fs::read_to_string(fixture("base.ldif")).unwrap());
+        if opts.ppolicy {
+            s.ldapadd(&format!(
+                "dn: ou=policies,{BASE_DN}\nobjectClass: organizationalUnit\nou: policies\n\n\
+                 dn: {POLICY_DN}\nobjectClass: applicationProcess\nobjectClass: pwdPolicy\n\
+                 cn: default\npwdAttribute: userPassword\n"
+            ));
+        }
         s
+    }
+
+    /// Sets a user's password as the directory's administrator.
+    pub fn set_password(&self, dn: &str, password: &str) {
+        self.ldapmodify(&format!(
+            "dn: {dn}\nchangetype: modify\nreplace: userPassword\nuserPassword: {password}\n"
+        ));
     }
 
     pub fn url(&self) -> String {
