@@ -42,7 +42,8 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) fi
 
 echo "building portcullis (release)..."
 cargo build --release --quiet
-bin=$root/target/release/portcullis
+# (CARGO_TARGET_DIR, if set, is where cargo put it)
+bin=${CARGO_TARGET_DIR:-$root/target}/release/portcullis
 
 mkdir -p "$state/registry-data"
 cat > "$state/registry.yml" <<YAML
