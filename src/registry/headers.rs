@@ -21,16 +21,12 @@ const CLIENT_FORWARDING_HEADERS: [&str; 6] = [
 /// Headers a `Connection` header may not nominate: those the proxy sets
 /// or strips itself. Pingora refuses such a request only after the
 /// request filters, without an answer; the proxy answers it first.
-const PROTECTED: [&str; 8] = [
-    "host",
-    "authorization",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-real-ip",
-    "forwarded",
-];
+fn is_protected(token: &[u8]) -> bool {
+    ["host", "authorization"]
+        .iter()
+        .chain(CLIENT_FORWARDING_HEADERS.iter())
+        .any(|p| token.eq_ignore_ascii_case(p.as_bytes()))
+}
 /// Pingora refuses from its tenth nomination on.
 const MAX_NOMINATIONS: usize = 9;
 
@@ -48,12 +44,7 @@ pub fn connection_header_ok(req: &RequestHeader) -> bool {
         .filter(|t| !t.is_empty())
     {
         count += 1;
-        if count > MAX_NOMINATIONS
-            || !token.iter().all(|&b| tchar(b))
-            || PROTECTED
-                .iter()
-                .any(|p| token.eq_ignore_ascii_case(p.as_bytes()))
-        {
+        if count > MAX_NOMINATIONS || !token.iter().all(|&b| tchar(b)) || is_protected(token) {
             return false;
         }
     }
