@@ -119,14 +119,7 @@ impl ProxyHttp for RegistryProxy {
         // well-formed one the registry would fall back to its own address
         // and hand it out in `Location`.
         let Some(host) = host else {
-            self.respond(
-                session,
-                &RegistryError::BAD_HOST,
-                &Challenge::None,
-                None,
-                ctx,
-            )
-            .await?;
+            self.reject(session, &RegistryError::BAD_HOST, ctx).await?;
             return Ok(true);
         };
         ctx.public_origin = Some(format!("https://{host}"));
@@ -134,14 +127,8 @@ impl ProxyHttp for RegistryProxy {
         // (answered, not logged: anyone can send it, and the access log
         // has the line)
         if !headers::connection_header_ok(session.req_header()) {
-            self.respond(
-                session,
-                &RegistryError::BAD_CONNECTION,
-                &Challenge::None,
-                None,
-                ctx,
-            )
-            .await?;
+            self.reject(session, &RegistryError::BAD_CONNECTION, ctx)
+                .await?;
             return Ok(true);
         }
 
@@ -159,14 +146,7 @@ impl ProxyHttp for RegistryProxy {
         let route = match route::parse(req.uri.path(), req.uri.query()) {
             Ok(r) => r,
             Err(e) => {
-                self.respond(
-                    session,
-                    &RegistryError::from(e),
-                    &Challenge::None,
-                    None,
-                    ctx,
-                )
-                .await?;
+                self.reject(session, &RegistryError::from(e), ctx).await?;
                 return Ok(true);
             }
         };
@@ -174,21 +154,13 @@ impl ProxyHttp for RegistryProxy {
         ctx.route = Some(route.clone());
         // the registry must act on exactly what was parsed and authorized
         if let Err(e) = parameters::check_body_type(req) {
-            self.respond(session, &e, &Challenge::None, None, ctx)
-                .await?;
+            self.reject(session, &e, ctx).await?;
             return Ok(true);
         }
         let needs = match route.required(&method) {
             Ok(n) => n,
             Err(e) => {
-                self.respond(
-                    session,
-                    &RegistryError::from(e),
-                    &Challenge::None,
-                    None,
-                    ctx,
-                )
-                .await?;
+                self.reject(session, &RegistryError::from(e), ctx).await?;
                 return Ok(true);
             }
         };
@@ -504,6 +476,17 @@ impl RegistryProxy {
             .await
     }
 
+    /// An error answer that needs no challenge (bad request, gateway).
+    async fn reject(
+        &self,
+        session: &mut Session,
+        err: &RegistryError,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        self.respond(session, err, &Challenge::None, None, ctx)
+            .await
+    }
+
     /// Writes one of the proxy's own answers, in the registry's JSON format.
     pub async fn respond(
         &self,
@@ -588,13 +571,7 @@ impl RegistryProxy {
             Answer::BadRequest(e) => (e.status(), e.body()),
             Answer::MethodNotAllowed => {
                 return self
-                    .respond(
-                        session,
-                        &RegistryError::METHOD_NOT_ALLOWED,
-                        &Challenge::None,
-                        None,
-                        ctx,
-                    )
+                    .reject(session, &RegistryError::METHOD_NOT_ALLOWED, ctx)
                     .await
             }
             Answer::Refused(refusal, outcome) => {
@@ -631,17 +608,7 @@ impl RegistryProxy {
             .start_after(route::query_param(query, "last").as_deref())
         {
             Ok(l) => l,
-            Err(_) => {
-                return self
-                    .respond(
-                        session,
-                        &RegistryError::BAD_CURSOR,
-                        &Challenge::None,
-                        None,
-                        ctx,
-                    )
-                    .await
-            }
+            Err(_) => return self.reject(session, &RegistryError::BAD_CURSOR, ctx).await,
         };
         let acl = self.gate.acl.load();
         let caller = principal.caller(ip);
@@ -665,15 +632,7 @@ impl RegistryProxy {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(target: "upstream", error = %e, "catalog request failed");
-                return self
-                    .respond(
-                        session,
-                        &RegistryError::BAD_GATEWAY,
-                        &Challenge::None,
-                        None,
-                        ctx,
-                    )
-                    .await;
+                return self.reject(session, &RegistryError::BAD_GATEWAY, ctx).await;
             }
         };
         let (body, link) = catalog::render(&page, n, &self.catalog_cursors);

@@ -330,11 +330,8 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, UpstreamError> {
 fn origin_spellings(url: &url::Url) -> Vec<String> {
     let own = url.origin().ascii_serialization();
     let mut out = vec![own];
+    // (`host_str` keeps an IPv6 address in brackets)
     if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
-        let host = match url.host() {
-            Some(url::Host::Ipv6(_)) if !host.starts_with('[') => format!("[{host}]"),
-            _ => host.to_owned(),
-        };
         for scheme in ["http", "https"] {
             let spelled = format!("{scheme}://{host}:{port}");
             if !out.contains(&spelled) {

@@ -158,6 +158,22 @@ fn every_spelling_of_a_directory_name_is_the_same_identity() {
         logs.contains("user=\"bob\"") || logs.contains("user=bob "),
         "{logs}"
     );
+    // `check --ldap` names the identity a spelling stands for
+    let config = proxy.config_path();
+    let o = portcullis(
+        &[
+            "check",
+            "--config",
+            config.to_str().unwrap(),
+            "--ldap",
+            "BOB",
+            "--password-stdin",
+        ],
+        Some("bob-pw\n"),
+    );
+    let text = out_text(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("identity: bob\n"), "{text}");
     // another ci-pusher is unaffected
     assert_eq!(
         status(
@@ -193,21 +209,7 @@ fn a_directory_password_change_ends_refresh_tokens() {
         .as_str()
         .expect("refresh_token")
         .to_owned();
-    let refresh = |token: &str| {
-        proxy
-            .client()
-            .post(proxy.url("/token"))
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", token),
-                ("service", "container-registry"),
-                ("client_id", "portcullis-tests"),
-            ])
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let refresh = |token: &str| proxy.refresh(token, "").0;
     assert_eq!(refresh(&old), 200, "{}", proxy.logs());
     slapd.set_password("uid=alice,ou=people,dc=example,dc=org", "alice-new-pw");
     assert_eq!(refresh(&old), 401, "{}", proxy.logs());

@@ -94,21 +94,7 @@ fn now() -> u64 {
 }
 
 fn post_form(proxy: &Proxy, form: &[(&str, &str)]) -> (u16, Value) {
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let r = proxy
-        .client()
-        .post(proxy.url("/token"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    let bytes = r.bytes().unwrap();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, v)
+    proxy.post_token(form)
 }
 
 #[test]

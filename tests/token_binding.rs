@@ -103,20 +103,7 @@ fn a_rule_removed_on_reload_stops_tokens_already_issued() {
 }
 
 fn refresh(proxy: &Proxy, refresh_token: &str) -> (u16, serde_json::Value) {
-    let r = proxy
-        .client()
-        .post(proxy.url("/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("service", "container-registry"),
-            ("client_id", "portcullis-tests"),
-            ("scope", "repository:team/app:pull"),
-        ])
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or_default())
+    proxy.refresh(refresh_token, "repository:team/app:pull")
 }
 
 #[test]

@@ -415,7 +415,7 @@ impl Acl {
 mod tests {
     use super::*;
 
-    fn rules(toml_text: &str) -> Arc<Acl> {
+    fn compile(toml_text: &str) -> Result<Arc<Acl>, Vec<Problem>> {
         #[derive(serde::Deserialize)]
         struct T {
             access: Vec<RuleConfig>,
@@ -423,7 +423,11 @@ mod tests {
         let t: T = toml::from_str(toml_text).unwrap();
         let mut groups = HashMap::new();
         groups.insert("ci".to_owned(), vec!["robot".to_owned()]);
-        Acl::compile(&t.access, groups).unwrap()
+        Acl::compile(&t.access, groups)
+    }
+
+    fn rules(toml_text: &str) -> Arc<Acl> {
+        compile(toml_text).unwrap_or_else(|p| panic!("rules refused: {p:?}"))
     }
 
     fn caller<'a>(user: Option<&'a str>, groups: &'a [String], ip: &str) -> Caller<'a> {
@@ -623,20 +627,15 @@ mod tests {
 
     #[test]
     fn catalog_with_repositories_is_refused() {
-        #[derive(serde::Deserialize)]
-        struct T {
-            access: Vec<RuleConfig>,
-        }
-        let t: T = toml::from_str(
+        let refused = compile(
             r#"
             [[access]]
             anonymous = true
             repositories = ["public/**"]
             actions = ["pull", "catalog"]
             "#,
-        )
-        .unwrap();
-        let Err(problems) = Acl::compile(&t.access, HashMap::new()) else {
+        );
+        let Err(problems) = refused else {
             panic!("catalog with repositories accepted")
         };
         assert_eq!(problems[0].key, "access[0].actions");
@@ -645,11 +644,7 @@ mod tests {
 
     #[test]
     fn bad_rules_are_named() {
-        #[derive(serde::Deserialize)]
-        struct T {
-            access: Vec<RuleConfig>,
-        }
-        let t: T = toml::from_str(
+        let refused = compile(
             r#"
             [[access]]
             actions = ["pull", "fly"]
@@ -661,9 +656,8 @@ mod tests {
             anonymous = true
             actions = ["push"]
             "#,
-        )
-        .unwrap();
-        let Err(problems) = Acl::compile(&t.access, HashMap::new()) else {
+        );
+        let Err(problems) = refused else {
             panic!("bad rules accepted")
         };
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();

@@ -281,6 +281,7 @@ impl Authenticator {
             return Ok(None);
         };
         let password = creds.password.clone();
+        let stamp = hash.clone();
         let ok = self
             .pool
             .run(move || bcrypt::verify(&password, &hash).unwrap_or(false))
@@ -292,7 +293,7 @@ impl Authenticator {
         }
         let id = Arc::new(Identity {
             user: creds.user.clone(),
-            credential_stamp: users.file.hash_of(&creds.user).map(str::to_owned),
+            credential_stamp: Some(stamp),
             backend: "htpasswd",
             groups: Vec::new(),
         });

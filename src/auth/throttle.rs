@@ -126,12 +126,8 @@ impl Throttle {
 /// white space — every spelling a loosely matching directory accepts.
 fn fold_user(user: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
-    user.trim()
-        .nfkc()
-        .flat_map(char::to_lowercase)
-        .collect::<String>()
-        .trim()
-        .to_owned()
+    let folded: String = user.nfkc().flat_map(char::to_lowercase).collect();
+    folded.trim().to_owned()
 }
 
 fn bounded<K, V>(cfg: &ThrottleConfig) -> Cache<K, V>

@@ -174,6 +174,8 @@ pub fn ldap(path: &Path, user: &str, password_stdin: bool) -> ExitCode {
         }
     };
     println!("dn: {}", entry.dn);
+    // the spelling rules, tokens and logs will see
+    println!("identity: {}", entry.user);
     println!("groups: {}", entry.groups.join(", "));
     if !entry.in_required_group {
         println!("not in auth.ldap.required_group: logins are refused");

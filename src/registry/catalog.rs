@@ -15,6 +15,8 @@ pub enum CatalogError {
     Status(u16),
     #[error("unknown or damaged catalog cursor")]
     BadCursor,
+    #[error("cannot make the cursor key (no system randomness)")]
+    Key,
 }
 
 /// Default and largest page size (distribution's own limits).
@@ -118,10 +120,9 @@ impl CursorKey {
     pub fn random() -> Result<CursorKey, CatalogError> {
         let rng = ring::rand::SystemRandom::new();
         let mut bytes = [0u8; 32];
-        ring::rand::SecureRandom::fill(&rng, &mut bytes)
-            .map_err(|_| CatalogError::Upstream("no randomness for the cursor key".into()))?;
+        ring::rand::SecureRandom::fill(&rng, &mut bytes).map_err(|_| CatalogError::Key)?;
         let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &bytes)
-            .map_err(|_| CatalogError::Upstream("cannot make the cursor key".into()))?;
+            .map_err(|_| CatalogError::Key)?;
         Ok(CursorKey(ring::aead::LessSafeKey::new(key)))
     }
 

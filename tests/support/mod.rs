@@ -1548,6 +1548,40 @@ impl Proxy {
         (status, v)
     }
 
+    /// `POST /token` with an OAuth2 form; returns (status, JSON body).
+    pub fn post_token(&self, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let r = self
+            .client
+            .post(self.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let bytes = r.bytes().unwrap();
+        let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        });
+        (status, v)
+    }
+
+    /// The refresh grant of `refresh_token` for `scope` (none if empty).
+    pub fn refresh(&self, refresh_token: &str, scope: &str) -> (u16, serde_json::Value) {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("service", "container-registry"),
+            ("client_id", "portcullis-tests"),
+        ];
+        if !scope.is_empty() {
+            form.push(("scope", scope));
+        }
+        self.post_token(&form)
+    }
+
     /// A token (the `token` field) for `scopes`, asserting the endpoint said 200.
     pub fn token(&self, creds: Option<(&str, &str)>, scopes: &[&str]) -> String {
         let (status, v) = self.get_token(creds, scopes, false);
