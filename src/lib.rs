@@ -6,6 +6,7 @@
 //! [`upstream`] talks to the registry; [`observe`] logs; [`config`] is
 //! `proxy.toml`.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;

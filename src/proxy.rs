@@ -616,10 +616,16 @@ impl RegistryProxy {
             acl.check(&caller, Some(name), route::Action::Pull)
                 .allowed()
         };
-        let mut source = self.upstream.load().catalog_source();
-        if let Some(auth) = &ctx.upstream_authorization {
-            source.authorization = Some(auth.clone());
-        }
+        let source = match catalog::UpstreamCatalog::of(
+            &self.upstream.load(),
+            ctx.upstream_authorization.clone(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(target: "upstream", error = %e, "catalog request failed");
+                return self.reject(session, &RegistryError::BAD_GATEWAY, ctx).await;
+            }
+        };
         let page = if n == 0 {
             Ok(catalog::Filtered {
                 repositories: Vec::new(),

@@ -19,12 +19,31 @@ pub type Replicas = LoadBalancer<RoundRobin>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("upstream.url: cannot resolve {host}: {reason}")]
+    #[error("cannot resolve {host}: {reason}")]
     Resolve { host: String, reason: String },
-    #[error("upstream.password: {0}")]
+    #[error("{0}")]
     Secret(#[from] SecretError),
-    #[error("upstream.replicas: {0}")]
-    Replicas(String),
+    #[error("{path}: {reason}")]
+    CaFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("{addresses}: {reason}")]
+    Replicas { addresses: String, reason: String },
+    #[error("cannot run the first health check: {0}")]
+    FirstCheck(#[source] std::io::Error),
+}
+
+impl UpstreamError {
+    /// The config key the error is about.
+    pub fn key(&self) -> &'static str {
+        match self {
+            UpstreamError::Resolve { .. } => "upstream.url",
+            UpstreamError::Secret(_) => "upstream.password",
+            UpstreamError::CaFile { .. } => "upstream.ca_file",
+            UpstreamError::Replicas { .. } | UpstreamError::FirstCheck(_) => "upstream.replicas",
+        }
+    }
 }
 
 pub struct Upstream {
@@ -40,7 +59,8 @@ pub struct Upstream {
     write_timeout: Duration,
     idle_timeout: Duration,
     authorization: Option<String>,
-    ca_pem: Option<Vec<u8>>,
+    /// `upstream.ca_file`, read and parsed once.
+    ca_certs: Vec<reqwest::Certificate>,
     /// `scheme://host[:port]` of every replica (the first is `url`).
     origins: Vec<String>,
     replicas: Option<Arc<Replicas>>,
@@ -49,7 +69,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Result<Self, UpstreamError> {
+    /// One upstream without replicas; [`Upstream::from_config`] finishes it.
+    fn new(cfg: &UpstreamConfig) -> Result<Self, UpstreamError> {
         let url = &cfg.url;
         let host = url.host_str().unwrap_or_default().to_owned();
         let port = url.port_or_known_default().unwrap_or(80);
@@ -80,7 +101,10 @@ impl Upstream {
             write_timeout: cfg.write_timeout,
             idle_timeout: cfg.idle_timeout,
             authorization,
-            ca_pem: cfg.ca_file.as_ref().and_then(|p| std::fs::read(p).ok()),
+            ca_certs: match &cfg.ca_file {
+                Some(path) => read_ca(path)?,
+                None => Vec::new(),
+            },
             origins: std::iter::once(url)
                 .chain(cfg.replicas.iter())
                 .flat_map(origin_spellings)
@@ -171,26 +195,27 @@ impl Upstream {
         self.authorization.as_deref()
     }
 
-    /// The upstream's catalog, fetched by the proxy itself (for filtering).
-    /// A client per use: it is rare, and a pooled client would tie its
-    /// sockets to whichever of Pingora's runtimes made it.
-    pub fn catalog_source(&self) -> crate::registry::catalog::UpstreamCatalog {
+    /// A client for the proxy's own requests to the registry (the filtered
+    /// catalog, the health check), trusting `upstream.ca_file`. A client
+    /// per use: they are rare, and a pooled client would tie its sockets to
+    /// whichever of Pingora's runtimes made it.
+    pub fn client(&self) -> Result<reqwest::Client, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .timeout(self.read_timeout)
             .pool_max_idle_per_host(0);
-        if let Some(ca) = &self.ca_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(ca).unwrap_or_default() {
-                builder = builder.add_root_certificate(cert);
-            }
+        for cert in &self.ca_certs {
+            builder = builder.add_root_certificate(cert.clone());
         }
-        crate::registry::catalog::UpstreamCatalog {
-            client: builder.build().unwrap_or_default(),
-            base: match self.replicas.as_ref().and_then(|lb| lb.select(b"", 256)) {
-                Some(b) if !self.tls => format!("http://{}", b.addr),
-                _ => self.origin.clone(),
-            },
-            authorization: self.authorization.clone(),
+        builder.build()
+    }
+
+    /// `scheme://host[:port]` of the registry (a healthy replica's, when
+    /// there are replicas), for the proxy's own requests.
+    pub fn api_base(&self) -> String {
+        match self.replicas.as_ref().and_then(|lb| lb.select(b"", 256)) {
+            Some(b) if !self.tls => format!("http://{}", b.addr),
+            _ => self.origin.clone(),
         }
     }
 
@@ -242,8 +267,12 @@ impl Upstream {
 fn balancer(cfg: &UpstreamConfig, health: &HealthConfig) -> Result<Replicas, UpstreamError> {
     use pingora::lb::health_check::HttpHealthCheck;
     let addrs = Upstream::replica_addresses(cfg);
-    let mut lb = Replicas::try_from_iter(addrs.iter().map(String::as_str))
-        .map_err(|e| UpstreamError::Replicas(format!("{}: {e}", addrs.join(", "))))?;
+    let mut lb = Replicas::try_from_iter(addrs.iter().map(String::as_str)).map_err(|e| {
+        UpstreamError::Replicas {
+            addresses: addrs.join(", "),
+            reason: e.to_string(),
+        }
+    })?;
     let host = cfg.url.host_str().unwrap_or_default();
     let mut http = HttpHealthCheck::new(host, cfg.url.scheme() == "https");
     http.req.set_uri(http::Uri::from_static("/v2/"));
@@ -266,7 +295,7 @@ fn balancer(cfg: &UpstreamConfig, health: &HealthConfig) -> Result<Replicas, Ups
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| UpstreamError::Replicas(format!("cannot run the first health check: {e}")))?
+        .map_err(UpstreamError::FirstCheck)?
         .block_on(lb.backends().run_health_check(true));
     primed.store(true, Ordering::Relaxed);
     Ok(lb)
@@ -290,6 +319,21 @@ impl pingora::lb::health_check::HealthCheck for ReplicaCheck {
             false => 1,
         }
     }
+}
+
+/// The certificates of `upstream.ca_file`; unreadable, or without one
+/// certificate, is an error (the registry would be unreachable).
+fn read_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, UpstreamError> {
+    let err = |reason: String| UpstreamError::CaFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no certificate found".to_owned()));
+    }
+    Ok(certs)
 }
 
 fn split_authority(authority: &str, tls: bool) -> (&str, u16) {

@@ -59,7 +59,23 @@ fn load_fragment(fragment: &str) -> Result<Config, String> {
         table.remove("tls");
     }
     merge(&mut table, over);
-    Config::parse(&toml::to_string(&table).unwrap()).map_err(|e| e.to_string())
+    compiled(&toml::to_string(&table).unwrap())
+}
+
+/// Parsed and compiled (rules, algorithms, log level, LDAP templates):
+/// everything the file alone decides, without the files it names.
+fn compiled(text: &str) -> Result<Config, String> {
+    let cfg = Config::parse(text).map_err(|e| e.to_string())?;
+    let problems = |p: Vec<portcullis::config::Problem>| {
+        portcullis::config::ConfigError { problems: p }.to_string()
+    };
+    portcullis::app::compile(&cfg).map_err(problems)?;
+    if let Some(ldap) = &cfg.auth.ldap {
+        // the templates; secrets and files are not the examples' own
+        portcullis::auth::ldap::Queries::new(ldap)
+            .map_err(|e| format!("auth.ldap.{}: {}", e.key, e.reason))?;
+    }
+    Ok(cfg)
 }
 
 fn md_files() -> Vec<std::path::PathBuf> {
@@ -99,7 +115,7 @@ fn every_toml_block_in_docs_loads() {
 #[test]
 fn proxy_toml_loads() {
     let text = std::fs::read_to_string(root().join("proxy.toml")).unwrap();
-    Config::parse(&text).unwrap_or_else(|e| panic!("proxy.toml: {e}"));
+    compiled(&text).unwrap_or_else(|e| panic!("proxy.toml: {e}"));
 }
 
 /// Tables whose keys are names chosen by the user, not config keys.

@@ -279,20 +279,30 @@ pub struct Acl {
     groups: HashMap<String, Vec<String>>,
 }
 
+/// Compiles `[[access]]` (rule numbers from 1), every problem named.
+pub fn compile_rules(rules: &[RuleConfig]) -> Result<Vec<Rule>, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let compiled: Vec<Rule> = rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Rule::compile(i + 1, r, &mut problems))
+        .collect();
+    match problems.is_empty() {
+        true => Ok(compiled),
+        false => Err(problems),
+    }
+}
+
 impl Acl {
     pub fn compile(
         rules: &[RuleConfig],
         groups: HashMap<String, Vec<String>>,
     ) -> Result<Arc<Acl>, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let compiled: Vec<Rule> = rules
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| Rule::compile(i + 1, r, &mut problems))
-            .collect();
-        if !problems.is_empty() {
-            return Err(problems);
-        }
+        Ok(Acl::new(compile_rules(rules)?, groups))
+    }
+
+    /// Compiled rules joined with the groups (group → members).
+    pub fn new(rules: Vec<Rule>, groups: HashMap<String, Vec<String>>) -> Arc<Acl> {
         // invert group → members into user → groups
         let mut by_user: HashMap<String, Vec<String>> = HashMap::new();
         for (group, members) in groups {
@@ -304,11 +314,11 @@ impl Acl {
             g.sort();
             g.dedup();
         }
-        Ok(Arc::new(Acl {
-            open: compiled.is_empty(),
-            rules: compiled,
+        Arc::new(Acl {
+            open: rules.is_empty(),
+            rules,
             groups: by_user,
-        }))
+        })
     }
 
     pub fn rule_count(&self) -> usize {

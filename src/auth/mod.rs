@@ -74,14 +74,39 @@ impl AuthFailure {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
-    #[error("auth.htpasswd.path: {0}")]
-    Htpasswd(#[from] HtpasswdError),
+    #[error("{path}: {source}")]
+    Htpasswd {
+        path: PathBuf,
+        #[source]
+        source: HtpasswdError,
+    },
     #[error("cannot start the hashing threads: {0}")]
     Threads(#[from] std::io::Error),
     #[error("cannot make the dummy hash: {0}")]
     Dummy(#[from] bcrypt::BcryptError),
-    #[error("auth.ldap: {0}")]
-    Ldap(String),
+    #[error(transparent)]
+    Ldap(#[from] ldap::LdapError),
+}
+
+impl AuthSetupError {
+    /// The problems, each under the config key it concerns.
+    pub fn problems(&self) -> Vec<crate::config::Problem> {
+        use crate::config::Problem;
+        match self {
+            AuthSetupError::Htpasswd { .. } => {
+                vec![Problem::new("auth.htpasswd.path", self.to_string())]
+            }
+            AuthSetupError::Threads(e) => vec![Problem::new(
+                "auth.hash_threads",
+                format!("cannot start the hashing threads: {e}"),
+            )],
+            AuthSetupError::Dummy(e) => vec![Problem::new(
+                "auth.htpasswd.path",
+                format!("cannot make the dummy hash: {e}"),
+            )],
+            AuthSetupError::Ldap(e) => e.problems(),
+        }
+    }
 }
 
 /// The users of the htpasswd file, with a dummy hash of the same cost so an
@@ -123,12 +148,15 @@ impl Authenticator {
     pub fn new(cfg: &AuthConfig) -> Result<Self, AuthSetupError> {
         let path = cfg.htpasswd.as_ref().map(|h| h.path.clone());
         let file = match &path {
-            Some(p) => Htpasswd::load(p)?,
+            Some(p) => Htpasswd::load(p).map_err(|source| AuthSetupError::Htpasswd {
+                path: p.clone(),
+                source,
+            })?,
             None => Htpasswd::default(),
         };
         let users = Users::new(file, None)?;
         let ldap = match &cfg.ldap {
-            Some(l) => Some(LdapBackend::new(l).map_err(|e| AuthSetupError::Ldap(e.to_string()))?),
+            Some(l) => Some(LdapBackend::new(l)?),
             None => None,
         };
         let ldap_cache = ldap
@@ -212,7 +240,10 @@ impl Authenticator {
         let Some(path) = &self.htpasswd_path else {
             return Ok(0);
         };
-        let file = Htpasswd::load(path)?;
+        let file = Htpasswd::load(path).map_err(|source| AuthSetupError::Htpasswd {
+            path: path.clone(),
+            source,
+        })?;
         let users = Users::new(file, Some(&self.users.load()))?;
         let n = users.file.len();
         self.users.store(Arc::new(users));

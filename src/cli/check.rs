@@ -1,15 +1,26 @@
 //! `portcullis check`: everything `serve` would load, without serving.
 
 use crate::auth::acl::Caller;
-use crate::auth::htpasswd::Htpasswd;
-use crate::config::{Config, Problem};
+use crate::config::Config;
 use crate::registry::route::{Action, RepoName};
 use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(path: &Path) -> ExitCode {
+    // exactly what `serve` builds, without starting it
     let problems = match Config::load(path) {
-        Ok(cfg) => deep_check(&cfg),
+        Ok(cfg) => {
+            // plus what serve tolerates at start but a checked machine
+            // should not have (see `acme::check_ready`)
+            let mut p = cfg
+                .tls
+                .acme
+                .as_ref()
+                .map(crate::tls::acme::check_ready)
+                .unwrap_or_default();
+            p.extend(crate::app::build(cfg).err().unwrap_or_default());
+            p
+        }
         Err(e) => e.problems,
     };
     if problems.is_empty() {
@@ -23,63 +34,6 @@ pub fn run(path: &Path) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Problems in the files and secrets a valid config refers to.
-pub fn deep_check(cfg: &Config) -> Vec<Problem> {
-    let mut p = Vec::new();
-    if let Err(e) = crate::tls::check(&cfg.tls) {
-        p.push(Problem::new("tls", e.to_string()));
-    }
-    if let Some(acme) = &cfg.tls.acme {
-        use crate::tls::acme::client::ClientError;
-        for e in crate::tls::acme::client::check(acme) {
-            p.push(match e {
-                ClientError::CaFile { path, reason } => {
-                    Problem::new("tls.acme.ca_file", format!("{path}: {reason}"))
-                }
-                ClientError::Eab(reason) => Problem::new("tls.acme.eab.hmac_key", reason),
-                e => Problem::new("tls.acme", e.to_string()),
-            });
-        }
-        let writable = acme.role == crate::config::acme::Role::Renew;
-        if let Err(e) = crate::tls::acme::state::StateDir::new(&acme.state_dir).check(writable) {
-            p.push(Problem::new("tls.acme.state_dir", e.to_string()));
-        }
-    }
-    if let Some(h) = &cfg.auth.htpasswd {
-        if let Err(e) = Htpasswd::load(&h.path) {
-            p.push(Problem::new(
-                "auth.htpasswd.path",
-                format!("{}: {e}", h.path.display()),
-            ));
-        }
-    }
-    if let Err(e) = crate::server::build_acl(cfg) {
-        p.extend(e.problems);
-    }
-    if cfg.auth.mode == crate::config::AuthMode::Token {
-        if let Err(e) = crate::server::build_issuer(&cfg.auth.token) {
-            p.push(Problem::new("auth.token", e.to_string()));
-        }
-    }
-    if let Some(secret) = &cfg.upstream.password {
-        if let Err(e) = secret.resolve() {
-            p.push(Problem::new("upstream.password", e.to_string()));
-        }
-    }
-    if let Some(ca) = &cfg.upstream.ca_file {
-        if let Err(e) = std::fs::metadata(ca) {
-            p.push(Problem::new(
-                "upstream.ca_file",
-                format!("{}: {e}", ca.display()),
-            ));
-        }
-    }
-    if let Err(e) = crate::upstream::Upstream::new(&cfg.upstream) {
-        p.push(Problem::new("upstream.url", e.to_string()));
-    }
-    p
-}
-
 /// `check --explain USER REPO ACTION`: which rule decides, and why.
 pub fn explain(path: &Path, args: &[String], from: std::net::IpAddr) -> ExitCode {
     let cfg = match Config::load(path) {
@@ -89,13 +43,14 @@ pub fn explain(path: &Path, args: &[String], from: std::net::IpAddr) -> ExitCode
             return ExitCode::FAILURE;
         }
     };
-    let acl = match crate::server::build_acl(&cfg) {
-        Ok(a) => a,
-        Err(e) => {
-            println!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let acl =
+        match crate::app::compile(&cfg).and_then(|c| crate::app::policy::access(&cfg, c.rules)) {
+            Ok(a) => a,
+            Err(problems) => {
+                println!("{}", crate::config::ConfigError { problems });
+                return ExitCode::FAILURE;
+            }
+        };
     let [user, repo, action] = args else {
         eprintln!("--explain takes USER REPO ACTION");
         return ExitCode::FAILURE;

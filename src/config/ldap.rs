@@ -228,9 +228,6 @@ impl LdapConfig {
                 format!("must be at most {MAX_NESTED_GROUP_DEPTH}"),
             ));
         }
-        if let Err(e) = crate::auth::ldap::Queries::new(self) {
-            p.push(Problem::new(key(e.key), e.reason));
-        }
         p
     }
 }
@@ -311,21 +308,5 @@ mod tests {
                 "auth.ldap.bind_password"
             ]
         );
-    }
-
-    #[test]
-    fn templates_are_checked() {
-        let c = parse("user_filter = \"(uid={user})\"");
-        assert_eq!(problem_keys(&c), ["auth.ldap.user_filter"]);
-        let c = parse("user_filter = \"(uid={username}\"");
-        assert_eq!(problem_keys(&c), ["auth.ldap.user_filter"]);
-        let c = parse("user_filter = \"(objectClass=person)\"");
-        assert_eq!(problem_keys(&c), ["auth.ldap.user_filter"]);
-        let c = parse("user_dn_template = \"ou=people,dc=example,dc=org\"");
-        assert_eq!(problem_keys(&c), ["auth.ldap.user_dn_template"]);
-        let c = parse("nested_group_depth = 2");
-        assert_eq!(problem_keys(&c), ["auth.ldap.nested_group_depth"]);
-        let c = parse("nested_group_depth = 2\ngroup_filter = \"(member={dn})\"");
-        assert!(problem_keys(&c).is_empty());
     }
 }

@@ -33,48 +33,51 @@ impl Health {
     }
 }
 
-/// Starts the check loop on a thread with its own small runtime. The
-/// settings come from the current upstream, so a reload changes them.
-pub fn spawn(
-    upstream: Arc<arc_swap::ArcSwap<Upstream>>,
-    health: Arc<Health>,
-) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("portcullis-health".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                let mut failures = 0u32;
-                loop {
-                    let current = upstream.load_full();
-                    let (interval, threshold) =
-                        (current.health().interval, current.health().threshold);
-                    current.check_replicas().await;
-                    let ok = check(&current, interval).await;
-                    if ok {
-                        failures = 0;
-                        health.set(true);
-                    } else {
-                        failures += 1;
-                        if failures >= threshold {
-                            health.set(false);
-                        }
-                    }
-                    tokio::time::sleep(interval).await;
+/// The check loop, as a Pingora background service (its own runtime;
+/// stops on shutdown). The settings come from the current upstream, so a
+/// reload changes them.
+pub struct HealthCheck {
+    pub upstream: Arc<arc_swap::ArcSwap<Upstream>>,
+    pub health: Arc<Health>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for HealthCheck {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut failures = 0u32;
+        loop {
+            let current = self.upstream.load_full();
+            let (interval, threshold) = (current.health().interval, current.health().threshold);
+            current.check_replicas().await;
+            if check(&current, interval).await {
+                failures = 0;
+                self.health.set(true);
+            } else {
+                failures += 1;
+                if failures >= threshold {
+                    self.health.set(false);
                 }
-            })
-        })?;
-    Ok(())
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
 }
 
 /// Any answer below 500 (401 included: the registry may have its own
 /// auth) means the registry is serving.
 async fn check(upstream: &Upstream, timeout: Duration) -> bool {
-    let source = upstream.catalog_source();
-    let url = format!("{}/v2/", source.base);
-    match source.client.get(url).timeout(timeout).send().await {
+    let client = match upstream.client() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(target: "health", error = %e, "cannot make an HTTP client for the health check");
+            return false;
+        }
+    };
+    let url = format!("{}/v2/", upstream.api_base());
+    match client.get(url).timeout(timeout).send().await {
         Ok(r) => r.status().as_u16() < 500,
         Err(e) => {
             tracing::debug!(target: "health", error = %e.without_url(), "upstream health check failed");

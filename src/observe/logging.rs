@@ -9,18 +9,13 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-pub fn init(cfg: &LogConfig) {
-    // RUST_LOG wins over the config, for debugging a running setup.
-    // rustls warns once per connection from clients that send an IP
-    // address as SNI (RFC 6066 forbids it; curl and Go do it): noise.
-    let level = if cfg.level.contains("rustls") {
-        cfg.level.clone()
-    } else {
-        format!("{},rustls=error", cfg.level)
-    };
+/// Installs the logger: `filter` is `log.level` as the compile stage
+/// parsed it; RUST_LOG wins over it, for debugging a running setup.
+pub fn init(cfg: &LogConfig, filter: Option<EnvFilter>) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .ok()
+        .or(filter)
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -183,6 +183,21 @@ pub struct UpstreamCatalog {
     pub authorization: Option<String>,
 }
 
+impl UpstreamCatalog {
+    /// The catalog of `upstream`, with `authorization` when the registry
+    /// runs token auth (else the upstream's own credentials, if any).
+    pub fn of(
+        upstream: &crate::upstream::Upstream,
+        authorization: Option<String>,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(UpstreamCatalog {
+            client: upstream.client()?,
+            base: upstream.api_base(),
+            authorization: authorization.or_else(|| upstream.authorization().map(str::to_owned)),
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl CatalogSource for UpstreamCatalog {
     async fn page(

@@ -24,11 +24,22 @@ pub enum TlsError {
     Acme(#[from] acme::AcmeError),
 }
 
+/// The counters TLS reports to, handed in by whoever exports them (tls
+/// depends on no exporter).
+#[derive(Clone)]
+pub struct TlsCounters {
+    /// ClientHellos answered.
+    pub hellos: prometheus::IntCounter,
+    /// Certificate files that changed but did not load.
+    pub reload_failures: prometheus::IntCounter,
+}
+
 /// Certificate files being watched for renewal.
 pub struct CertFiles {
     cert: PathBuf,
     key: PathBuf,
     watch: FileWatch,
+    reload_failures: prometheus::IntCounter,
 }
 
 /// The served certificate, and the files it comes from if any.
@@ -40,7 +51,7 @@ pub struct TlsState {
 }
 
 impl TlsState {
-    pub fn new(cfg: &TlsConfig) -> Result<Self, TlsError> {
+    pub fn new(cfg: &TlsConfig, counters: TlsCounters) -> Result<Self, TlsError> {
         match (&cfg.cert, &cfg.key) {
             (Some(cert), Some(key)) => {
                 let mut watch = FileWatch::new(vec![cert.clone(), key.clone()]);
@@ -48,11 +59,12 @@ impl TlsState {
                 let loaded = pem::load_pair(cert, key)?;
                 log_loaded("loaded certificate", &loaded.info);
                 Ok(TlsState {
-                    store: Arc::new(CertStore::new(loaded)),
+                    store: Arc::new(CertStore::counting(loaded, counters.hellos)),
                     files: Some(CertFiles {
                         cert: cert.clone(),
                         key: key.clone(),
                         watch,
+                        reload_failures: counters.reload_failures,
                     }),
                     self_signed_pem: None,
                 })
@@ -72,7 +84,7 @@ impl TlsState {
                     );
                 }
                 Ok(TlsState {
-                    store: Arc::new(CertStore::new(loaded)),
+                    store: Arc::new(CertStore::counting(loaded, counters.hellos)),
                     files: None,
                     self_signed_pem: Some(pem),
                 })
@@ -98,7 +110,7 @@ impl CertFiles {
                 store.set(loaded);
             }
             Err(e) => {
-                reloaded("error");
+                self.reload_failures.inc();
                 tracing::error!(
                     target: "tls",
                     error = %e,
@@ -107,13 +119,6 @@ impl CertFiles {
             }
         }
     }
-}
-
-fn reloaded(result: &str) {
-    crate::observe::metrics::metrics()
-        .config_reloads
-        .with_label_values(&["certificate", result])
-        .inc();
 }
 
 fn log_loaded(what: &str, info: &CertInfo) {

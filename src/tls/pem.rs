@@ -27,6 +27,20 @@ pub enum PemError {
     BadCertificate { path: PathBuf, reason: String },
 }
 
+impl PemError {
+    /// The file the error is about (the key's, for a mismatch).
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            PemError::Read { path, .. }
+            | PemError::NoCertificate { path }
+            | PemError::BadPem { path, .. }
+            | PemError::BadKey { path, .. }
+            | PemError::BadCertificate { path, .. } => path,
+            PemError::Mismatch { key, .. } => key,
+        }
+    }
+}
+
 /// A loaded pair, with what the logs and metrics want to know about it.
 #[derive(Clone)]
 pub struct LoadedCert {

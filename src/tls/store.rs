@@ -18,6 +18,8 @@ pub struct CertStore {
     default: ArcSwap<LoadedCert>,
     /// Lower-case DNS name (or `*.suffix`) → certificate.
     by_name: ArcSwap<HashMap<String, Arc<LoadedCert>>>,
+    /// Counts ClientHellos (the metrics exporter's counter, handed in).
+    hellos: Option<prometheus::IntCounter>,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -34,6 +36,15 @@ impl CertStore {
         CertStore {
             default: ArcSwap::from_pointee(initial),
             by_name: ArcSwap::from_pointee(HashMap::new()),
+            hellos: None,
+        }
+    }
+
+    /// A store that counts each ClientHello it answers on `hellos`.
+    pub fn counting(initial: LoadedCert, hellos: prometheus::IntCounter) -> Self {
+        CertStore {
+            hellos: Some(hellos),
+            ..CertStore::new(initial)
         }
     }
 
@@ -91,7 +102,9 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        crate::observe::metrics::metrics().tls_hellos.inc();
+        if let Some(c) = &self.hellos {
+            c.inc();
+        }
         Some(self.for_name(hello.server_name()))
     }
 }

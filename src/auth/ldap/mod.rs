@@ -76,9 +76,9 @@ pub struct LdapEntry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LdapError {
-    /// The config cannot work (`key: reason`, keys in full).
-    #[error("{0}")]
-    Config(String),
+    /// The config cannot work, each problem under its key.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Config(Vec<crate::config::Problem>),
     #[error("auth.ldap.bind_password: {0}")]
     Secret(#[from] SecretError),
     #[error("auth.ldap.ca_file {path}: {reason}")]
@@ -100,6 +100,20 @@ pub enum LdapError {
 }
 
 impl LdapError {
+    /// Setup errors under the config key they concern.
+    pub fn problems(&self) -> Vec<crate::config::Problem> {
+        use crate::config::Problem;
+        match self {
+            LdapError::Config(p) => p.clone(),
+            LdapError::Secret(e) => vec![Problem::new("auth.ldap.bind_password", e.to_string())],
+            LdapError::CaFile { path, reason } => vec![Problem::new(
+                "auth.ldap.ca_file",
+                format!("{}: {reason}", path.display()),
+            )],
+            e => vec![Problem::new("auth.ldap", e.to_string())],
+        }
+    }
+
     /// Whether this is the directory being away or slow (as opposed to a
     /// config that can never work): what `allow_stale_on_outage` is about.
     pub fn is_outage(&self) -> bool {
@@ -147,11 +161,14 @@ impl LdapBackend {
     pub fn new(cfg: &LdapConfig) -> Result<LdapBackend, LdapError> {
         let problems = cfg.validate("auth.ldap");
         if !problems.is_empty() {
-            let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            return Err(LdapError::Config(text.join("; ")));
+            return Err(LdapError::Config(problems));
         }
-        let queries =
-            Queries::new(cfg).map_err(|e| LdapError::Config(format!("{}: {}", e.key, e.reason)))?;
+        let queries = Queries::new(cfg).map_err(|e| {
+            LdapError::Config(vec![crate::config::Problem::new(
+                format!("auth.ldap.{}", e.key),
+                e.reason,
+            )])
+        })?;
         let password = cfg
             .bind_password
             .as_ref()

@@ -83,6 +83,24 @@ pub enum KeyError {
     Signing { path: PathBuf, reason: String },
 }
 
+impl KeyError {
+    /// The key or certificate file the error is about, if one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            KeyError::Io { path, .. }
+            | KeyError::NoPrivateKey { path, .. }
+            | KeyError::NotPkcs8 { path }
+            | KeyError::UnsupportedPrivateKey { path }
+            | KeyError::AlgorithmMismatch { path, .. }
+            | KeyError::PublicKey { path, .. }
+            | KeyError::BadPem { path, .. }
+            | KeyError::NoPublicKey { path }
+            | KeyError::Signing { path, .. } => Some(path),
+            KeyError::CannotGenerate(_) | KeyError::Certificate(_) => None,
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
     move |source| KeyError::Io {
         path: path.to_owned(),

@@ -1,5 +1,5 @@
-//! The renewal loop: one thread with its own tokio runtime, so no socket
-//! of the ACME client ever belongs to one of Pingora's runtimes.
+//! The renewal loop, run as a background service with a runtime of its
+//! own, so no socket of the ACME client ever belongs to the proxy's.
 //!
 //! A renewing instance orders what is missing or due, retries failures
 //! with capped exponential backoff, and asks the CA (ARI) whether to
@@ -144,21 +144,14 @@ impl Manager {
         Arc::clone(&self.metrics)
     }
 
-    /// Runs the loop on a thread of its own until the process ends.
-    pub fn spawn(self) -> Result<(), AcmeError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .thread_name("portcullis-acme")
-            .build()
-            .map_err(AcmeError::Runtime)?;
-        std::thread::Builder::new()
-            .name("portcullis-acme".into())
-            .spawn(move || match self.cfg.role {
-                Role::Renew => rt.block_on(self.renew_loop()),
-                Role::Follow => self.follow_loop(),
-            })
-            .map_err(AcmeError::Runtime)?;
-        Ok(())
+    /// Renews (or follows the renewing replica) until the process ends;
+    /// run by [`super::AcmeService`] on the runtime of its own, so no
+    /// socket of the ACME client belongs to one of the proxy's runtimes.
+    pub async fn run(self) {
+        match self.cfg.role {
+            Role::Renew => self.renew_loop().await,
+            Role::Follow => self.follow_loop().await,
+        }
     }
 
     /// Reads and installs slot `i`'s state file. Ok(false): nothing usable.
@@ -419,12 +412,12 @@ impl Manager {
     }
 
     /// Follower: install whatever the renewing replica writes.
-    fn follow_loop(mut self) {
+    async fn follow_loop(mut self) {
         loop {
             for i in 0..self.slots.len() {
                 self.poll_file(i);
             }
-            std::thread::sleep(self.watch_interval);
+            tokio::time::sleep(self.watch_interval).await;
         }
     }
 

@@ -39,8 +39,6 @@ pub enum AcmeError {
     Certificate(#[from] crate::tls::pem::PemError),
     #[error("the order did not finish within {0:?}")]
     Timeout(Duration),
-    #[error("cannot start the ACME thread: {0}")]
-    Runtime(std::io::Error),
 }
 
 /// What the listeners and the metrics exporter need from a running manager.
@@ -51,6 +49,66 @@ pub struct AcmeHandle {
     pub http01: Option<Arc<Challenges>>,
     /// For `set_pre_tls_callback` when the challenge is tls-alpn-01.
     pub alpn: Option<Arc<AlpnResponder>>,
+    /// The renewal loop, for the server to run as a background service.
+    pub service: AcmeService,
+}
+
+/// The renewal (or follower) loop as a Pingora background service: it
+/// stops when the server shuts down.
+pub struct AcmeService(std::sync::Mutex<Option<manager::Manager>>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for AcmeService {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let manager = self.0.lock().ok().and_then(|mut m| m.take());
+        let Some(manager) = manager else { return };
+        tokio::select! {
+            _ = manager.run() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// What `serve` would refuse in `[tls.acme]` before the first order: the
+/// CA file, the EAB key, the state directory (writable for `renew`).
+pub fn check(cfg: &AcmeConfig) -> Vec<crate::config::Problem> {
+    use crate::config::Problem;
+    let mut p: Vec<Problem> = client::check(cfg)
+        .into_iter()
+        .map(|e| match e {
+            client::ClientError::CaFile { path, reason } => {
+                Problem::new("tls.acme.ca_file", format!("{path}: {reason}"))
+            }
+            client::ClientError::Eab(reason) => Problem::new("tls.acme.eab.hmac_key", reason),
+            e => Problem::new("tls.acme", e.to_string()),
+        })
+        .collect();
+    let writable = cfg.role == crate::config::acme::Role::Renew;
+    // a follower waits for the renewing replica to create the directory
+    let waits = !writable && !cfg.state_dir.exists();
+    if let Err(e) = state::StateDir::new(&cfg.state_dir).check(writable) {
+        if !waits {
+            p.push(Problem::new("tls.acme.state_dir", e.to_string()));
+        }
+    }
+    p
+}
+
+/// What `check` holds against a config that `serve` starts with: a
+/// follower whose state directory does not exist (yet) starts and waits,
+/// but on a machine being checked it usually means a missing mount.
+pub fn check_ready(cfg: &AcmeConfig) -> Vec<crate::config::Problem> {
+    match cfg.role == crate::config::acme::Role::Follow && !cfg.state_dir.exists() {
+        true => vec![crate::config::Problem::new(
+            "tls.acme.state_dir",
+            format!(
+                "{} does not exist: a follower waits for the renewing replica to create it \
+                 (serve starts; is the shared directory mounted?)",
+                cfg.state_dir.display()
+            ),
+        )],
+        false => Vec::new(),
+    }
 }
 
 /// Installs stored certificates into `store` and starts renewing (or,
@@ -65,8 +123,8 @@ pub fn start(
     let m = manager::Manager::new(cfg, store, listeners, watch_interval, fallback_self_signed)?;
     let challenges = m.challenges();
     let metrics = m.metrics();
-    m.spawn()?;
     Ok(AcmeHandle {
+        service: AcmeService(std::sync::Mutex::new(Some(m))),
         alpn: (cfg.challenge == ChallengeType::TlsAlpn01)
             .then(|| Arc::new(AlpnResponder::new(Arc::clone(&challenges)))),
         http01: (cfg.challenge == ChallengeType::Http01).then(|| Arc::clone(&challenges)),

@@ -1,0 +1,197 @@
+//! The built app handed to Pingora: the proxy on its listeners, the admin
+//! listener, and the background services (watcher, health check, ACME).
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::watcher::{Watched, Watcher};
+use super::ServeError;
+use crate::app::App;
+use crate::auth::gate::Gate;
+use crate::auth::principal::Mode;
+use crate::auth::throttle::Throttle;
+use crate::auth::token_endpoint::Endpoint;
+use crate::auth::upstream_token::UpstreamTokens;
+use crate::config::AuthMode;
+use crate::observe::admin::AdminApp;
+use crate::observe::health::{Health, HealthCheck};
+use crate::observe::metrics::metrics;
+use crate::proxy::RegistryProxy;
+use crate::registry::catalog::CursorKey;
+
+pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), ServeError> {
+    let App {
+        config: cfg,
+        tls,
+        auth,
+        policy,
+        issuer,
+        audit,
+        scrape,
+    } = app;
+    let upstream = Arc::new(ArcSwap::from_pointee(policy.upstream));
+    let acl = Arc::new(ArcSwap::new(policy.acl));
+    let health = Arc::new(Health::default());
+    // stored ACME certificates are installed before the listeners start
+    let acme = match &cfg.tls.acme {
+        Some(a) => Some(
+            crate::tls::acme::start(
+                a,
+                Arc::clone(&tls.store),
+                &crate::tls::acme::Listeners {
+                    tls: cfg.server.listen,
+                    http: cfg.server.http_listen,
+                },
+                cfg.server.watch_interval,
+                tls.self_signed_pem.is_some(),
+            )
+            .map_err(|e| {
+                ServeError::Config(crate::config::ConfigError {
+                    problems: vec![crate::config::Problem::new("tls.acme", e.to_string())],
+                })
+            })?,
+        ),
+        None => None,
+    };
+    let tokens = issuer
+        .as_ref()
+        .filter(|_| cfg.auth.mode == AuthMode::Token)
+        .map(Arc::clone);
+    if let Some(issuer) = &tokens {
+        tracing::info!(
+            kid = issuer.keys().signing().kid(),
+            cert = %issuer.keys().cert_path().display(),
+            "token auth: signing key loaded (the certificate is registry:2's auth.token.rootcertbundle)"
+        );
+    }
+    let proxy = RegistryProxy {
+        acme_http01: acme.as_ref().and_then(|a| a.http01.clone()),
+        upstream: Arc::clone(&upstream),
+        token_endpoint: tokens
+            .as_ref()
+            .map(|t| Endpoint::new(&cfg.auth.token, Arc::clone(t))),
+        upstream_tokens: issuer
+            .filter(|_| cfg.upstream.token_auth)
+            .map(UpstreamTokens::new),
+        gate: Arc::new(Gate {
+            authenticator: Arc::clone(&auth),
+            acl: Arc::clone(&acl),
+            throttle: Throttle::new(&cfg.auth.throttle),
+            mode: match tokens.is_some() {
+                true => Mode::Token,
+                false => Mode::Basic,
+            },
+            tokens,
+            verified: Default::default(),
+        }),
+        audit: audit.clone(),
+        realm: cfg.auth.realm.clone(),
+        hsts: (!cfg.server.hsts_max_age.is_zero())
+            .then(|| format!("max-age={}", cfg.server.hsts_max_age.as_secs())),
+        https_port: cfg.server.listen.port(),
+        access_log: cfg.log.access_log,
+        catalog_cursors: CursorKey::random()?,
+    };
+    tracing::info!(
+        users = auth.user_count(),
+        htpasswd = %auth.htpasswd_path().map(|p| p.display().to_string()).unwrap_or_default(),
+        ldap = auth.ldap().is_some(),
+        upstream = upstream.load().origin(),
+        "portcullis {} starting on {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.server.listen
+    );
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    if cfg.metrics.enabled {
+        let ready_checks = match auth.ldap() {
+            Some(_) => {
+                let a = Arc::clone(&auth);
+                vec![("directory", Box::new(move || a.ldap_reachable()) as _)]
+            }
+            None => Vec::new(),
+        };
+        let admin = AdminApp {
+            health: Arc::clone(&health),
+            certs: Arc::clone(&tls.store),
+            auth: scrape,
+            ready_checks,
+        };
+        let mut admin_service =
+            pingora::services::listening::Service::new("portcullis admin".to_owned(), admin);
+        admin_service.add_tcp(&cfg.metrics.listen.to_string());
+        server.add_service(admin_service);
+        tracing::info!(listen = %cfg.metrics.listen, "metrics and health on /metrics, /healthz, /readyz");
+    }
+    // The paths are unused: the resolver supplies every certificate.
+    let mut tls_settings =
+        TlsSettings::with_callbacks(Box::new(HandshakeCounter)).map_err(ServeError::TlsListener)?;
+    tls_settings.set_cert_resolver(tls.store.clone());
+    tls_settings.enable_h2();
+    service.add_tls_with_settings(&cfg.server.listen.to_string(), None, tls_settings);
+    if let Some(responder) = acme.as_ref().and_then(|a| a.alpn.clone()) {
+        service.endpoints().set_pre_tls_callback(responder);
+    }
+    if let Some(http) = cfg.server.http_listen {
+        service.add_tcp(&http.to_string());
+    }
+    server.add_service(service);
+
+    if let Some(acme) = acme {
+        server.add_service(background_service("portcullis acme", acme.service));
+    }
+    server.add_service(background_service(
+        "portcullis health",
+        HealthCheck {
+            upstream: Arc::clone(&upstream),
+            health,
+        },
+    ));
+    let watched = Watched {
+        config_path: config_path.to_owned(),
+        groups_file: cfg.auth.groups_file.clone(),
+        tls,
+        auth,
+        acl,
+        upstream,
+        audit,
+    };
+    let watcher =
+        Watcher::new(watched, cfg.server.watch_interval).map_err(|source| ServeError::Thread {
+            what: "file watcher",
+            source,
+        })?;
+    server.add_service(background_service("portcullis watcher", watcher));
+    let ports = std::iter::once(cfg.server.listen.port())
+        .chain(cfg.server.http_listen.map(|a| a.port()))
+        .collect();
+    super::drain::spawn(
+        server.watch_execution_phase(),
+        cfg.server.grace_period,
+        ports,
+    )
+    .map_err(|source| ServeError::Thread {
+        what: "drain watcher",
+        source,
+    })?;
+    Ok(())
+}
+
+/// Counts completed TLS handshakes (ClientHellos are counted by the
+/// certificate resolver, so the difference is the failed ones).
+struct HandshakeCounter;
+
+#[async_trait]
+impl pingora::listeners::TlsAccept for HandshakeCounter {
+    async fn handshake_complete_callback(
+        &self,
+        _tls: &pingora::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        metrics().tls_handshakes.inc();
+        None
+    }
+}
