@@ -135,7 +135,7 @@ impl Upstream {
             .and_then(|c| c.replicas.clone());
         up.replicas = Some(match kept {
             Some(lb) => lb,
-            None => Arc::new(balancer(cfg, health)?),
+            None => Arc::new(balancer(&up, cfg, health)?),
         });
         Ok(up)
     }
@@ -200,14 +200,29 @@ impl Upstream {
     /// per use: they are rare, and a pooled client would tie its sockets to
     /// whichever of Pingora's runtimes made it.
     pub fn client(&self) -> Result<reqwest::Client, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.read_timeout)
-            .pool_max_idle_per_host(0);
-        for cert in &self.ca_certs {
-            builder = builder.add_root_certificate(cert.clone());
+        http_client(
+            &self.ca_certs,
+            self.connect_timeout,
+            self.read_timeout,
+            None,
+        )
+    }
+
+    /// The health check of the registry (a healthy replica, if any).
+    pub async fn probe(&self) -> bool {
+        let timeout = self.health.interval;
+        match http_client(
+            &self.ca_certs,
+            self.connect_timeout.min(timeout),
+            timeout,
+            None,
+        ) {
+            Ok(client) => probe(&client, &format!("{}/v2/", self.api_base())).await,
+            Err(e) => {
+                tracing::warn!(target: "health", error = %e, "cannot make an HTTP client for the health check");
+                false
+            }
         }
-        builder.build()
     }
 
     /// `scheme://host[:port]` of the registry (a healthy replica's, when
@@ -260,12 +275,15 @@ impl Upstream {
     }
 }
 
-/// Round-robin over the replicas with Pingora's HTTP health check
-/// (`GET /v2/`, any answer below 500 is healthy). The first check runs
-/// here with a threshold of one, so replicas that are down start out of
-/// the rotation; later ones need `health.threshold` failures in a row.
-fn balancer(cfg: &UpstreamConfig, health: &HealthConfig) -> Result<Replicas, UpstreamError> {
-    use pingora::lb::health_check::HttpHealthCheck;
+/// Round-robin over the replicas, each checked with [`probe`] (the same
+/// check as the single upstream's). The first check runs here with a
+/// threshold of one, so replicas that are down start out of the rotation;
+/// later ones need `health.threshold` failures in a row.
+fn balancer(
+    up: &Upstream,
+    cfg: &UpstreamConfig,
+    health: &HealthConfig,
+) -> Result<Replicas, UpstreamError> {
     let addrs = Upstream::replica_addresses(cfg);
     let mut lb = Replicas::try_from_iter(addrs.iter().map(String::as_str)).map_err(|e| {
         UpstreamError::Replicas {
@@ -273,23 +291,13 @@ fn balancer(cfg: &UpstreamConfig, health: &HealthConfig) -> Result<Replicas, Ups
             reason: e.to_string(),
         }
     })?;
-    let host = cfg.url.host_str().unwrap_or_default();
-    let mut http = HttpHealthCheck::new(host, cfg.url.scheme() == "https");
-    http.req.set_uri(http::Uri::from_static("/v2/"));
-    http.consecutive_failure = health.threshold.max(1) as usize;
-    http.validator = Some(Box::new(|resp| {
-        if resp.status.as_u16() < 500 {
-            Ok(())
-        } else {
-            Err(pingora::Error::explain(
-                pingora::ErrorType::HTTPStatus(resp.status.as_u16()),
-                "replica unhealthy",
-            ))
-        }
-    }));
     let primed = Arc::new(AtomicBool::new(false));
     lb.set_health_check(Box::new(ReplicaCheck {
-        http,
+        ca_certs: up.ca_certs.clone(),
+        timeout: health.interval,
+        tls: up.tls,
+        host: up.sni.clone(),
+        threshold: health.threshold.max(1) as usize,
         primed: Arc::clone(&primed),
     }));
     tokio::runtime::Builder::new_current_thread()
@@ -301,22 +309,86 @@ fn balancer(cfg: &UpstreamConfig, health: &HealthConfig) -> Result<Replicas, Ups
     Ok(lb)
 }
 
-/// Pingora's HTTP check, except that its first pass decides at once.
+/// A client for the proxy's own requests to the registry, trusting
+/// `upstream.ca_file`; `resolve` pins a name to one replica's address.
+fn http_client(
+    ca_certs: &[reqwest::Certificate],
+    connect_timeout: Duration,
+    timeout: Duration,
+    resolve: Option<(&str, SocketAddr)>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .pool_max_idle_per_host(0);
+    for cert in ca_certs {
+        builder = builder.add_root_certificate(cert.clone());
+    }
+    if let Some((name, addr)) = resolve {
+        builder = builder.resolve(name, addr);
+    }
+    builder.build()
+}
+
+/// The health check: `GET /v2/`, any answer below 500 (401 included: the
+/// registry may run its own auth) means the registry is serving. Like
+/// registry:2's `health.storagedriver`.
+pub async fn probe(client: &reqwest::Client, url: &str) -> bool {
+    match client.get(url).send().await {
+        Ok(r) => r.status().as_u16() < 500,
+        Err(e) => {
+            tracing::debug!(target: "health", error = %e.without_url(), "upstream health check failed");
+            false
+        }
+    }
+}
+
+/// [`probe`] for Pingora's balancer, one replica at a time; its first
+/// pass decides at once.
 struct ReplicaCheck {
-    http: pingora::lb::health_check::HttpHealthCheck,
+    ca_certs: Vec<reqwest::Certificate>,
+    timeout: Duration,
+    tls: bool,
+    /// The upstream's name: TLS replicas are asked for it at their address.
+    host: String,
+    threshold: usize,
     primed: Arc<AtomicBool>,
 }
 
 #[async_trait::async_trait]
 impl pingora::lb::health_check::HealthCheck for ReplicaCheck {
     async fn check(&self, target: &pingora::lb::Backend) -> pingora::Result<()> {
-        self.http.check(target).await
+        let unhealthy = |why: &str| {
+            pingora::Error::explain(
+                pingora::ErrorType::ConnectError,
+                format!("replica unhealthy: {why}"),
+            )
+        };
+        let addr = target
+            .addr
+            .as_inet()
+            .copied()
+            .ok_or_else(|| unhealthy("not an inet address"))?;
+        // a TLS replica is asked for the upstream's name, at its address
+        let (url, resolve) = match self.tls {
+            true => (
+                format!("https://{}:{}/v2/", self.host, addr.port()),
+                Some((self.host.as_str(), addr)),
+            ),
+            false => (format!("http://{addr}/v2/"), None),
+        };
+        let client = http_client(&self.ca_certs, self.timeout, self.timeout, resolve)
+            .map_err(|e| unhealthy(&e.to_string()))?;
+        match probe(&client, &url).await {
+            true => Ok(()),
+            false => Err(unhealthy("no answer below 500")),
+        }
     }
 
     fn health_threshold(&self, success: bool) -> usize {
-        match self.primed.load(Ordering::Relaxed) {
-            true => self.http.health_threshold(success),
-            false => 1,
+        match (self.primed.load(Ordering::Relaxed), success) {
+            (false, _) | (true, true) => 1,
+            (true, false) => self.threshold,
         }
     }
 }

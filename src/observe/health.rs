@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::metrics::metrics;
 use crate::upstream::Upstream;
@@ -49,7 +48,7 @@ impl pingora::services::background::BackgroundService for HealthCheck {
             let current = self.upstream.load_full();
             let (interval, threshold) = (current.health().interval, current.health().threshold);
             current.check_replicas().await;
-            if check(&current, interval).await {
+            if current.probe().await {
                 failures = 0;
                 self.health.set(true);
             } else {
@@ -62,26 +61,6 @@ impl pingora::services::background::BackgroundService for HealthCheck {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => return,
             }
-        }
-    }
-}
-
-/// Any answer below 500 (401 included: the registry may have its own
-/// auth) means the registry is serving.
-async fn check(upstream: &Upstream, timeout: Duration) -> bool {
-    let client = match upstream.client() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(target: "health", error = %e, "cannot make an HTTP client for the health check");
-            return false;
-        }
-    };
-    let url = format!("{}/v2/", upstream.api_base());
-    match client.get(url).timeout(timeout).send().await {
-        Ok(r) => r.status().as_u16() < 500,
-        Err(e) => {
-            tracing::debug!(target: "health", error = %e.without_url(), "upstream health check failed");
-            false
         }
     }
 }
