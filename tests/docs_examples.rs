@@ -6,16 +6,8 @@ use portcullis::config::Config;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const BASE: &str = r#"
-[server]
-listen = "127.0.0.1:5443"
-[upstream]
-url = "http://127.0.0.1:5000"
-[tls]
-self_signed = true
-[auth.htpasswd]
-path = "/etc/portcullis/htpasswd"
-"#;
+/// The smallest valid config, shared with the config module's tests.
+const BASE: &str = include_str!("../src/config/minimal.toml");
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

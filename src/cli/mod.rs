@@ -23,13 +23,8 @@ pub struct Cli {
 enum Command {
     /// Run the proxy.
     Serve {
-        #[arg(
-            long,
-            short,
-            env = "PORTCULLIS_CONFIG",
-            default_value = "/etc/portcullis/proxy.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Take over the listening sockets of a running portcullis (zero
         /// downtime upgrade): start the new binary with --upgrade, then send
         /// SIGQUIT to the old process; it hands its sockets over over
@@ -40,13 +35,8 @@ enum Command {
     /// Load and validate the whole config, including the files it names;
     /// print every problem as `key: reason`.
     Check {
-        #[arg(
-            long,
-            short,
-            env = "PORTCULLIS_CONFIG",
-            default_value = "/etc/portcullis/proxy.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Explain the access decision for USER (`-` for anonymous), REPO
         /// (`-` for registry-wide) and ACTION (pull, push, delete, catalog);
         /// exits 0 if allowed, 1 if denied.
@@ -74,6 +64,18 @@ enum Command {
         #[command(flatten)]
         password: PasswordArgs,
     },
+}
+
+/// `--config FILE`, as `serve` and `check` take it.
+#[derive(clap::Args)]
+struct ConfigArg {
+    #[arg(
+        long = "config",
+        short = 'c',
+        env = "PORTCULLIS_CONFIG",
+        default_value = "/etc/portcullis/proxy.toml"
+    )]
+    path: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -112,7 +114,8 @@ struct PasswordArgs {
 impl Cli {
     pub fn run(self) -> ExitCode {
         let result = match self.command {
-            Command::Serve { config, upgrade } => match crate::server::serve(&config, upgrade) {
+            Command::Serve { config, upgrade } => match crate::server::serve(&config.path, upgrade)
+            {
                 Ok(()) => Ok(()),
                 Err(e) => Err(format!("cannot start: {e}")),
             },
@@ -121,7 +124,7 @@ impl Cli {
                 config,
                 password_stdin,
                 ..
-            } => return check::ldap(&config, &user, password_stdin),
+            } => return check::ldap(&config.path, &user, password_stdin),
             Command::Check {
                 config,
                 explain,
@@ -129,8 +132,8 @@ impl Cli {
                 ..
             } => {
                 return match explain {
-                    Some(args) => check::explain(&config, &args, from),
-                    None => check::run(&config),
+                    Some(args) => check::explain(&config.path, &args, from),
+                    None => check::run(&config.path),
                 }
             }
             Command::User { action } => match action {

@@ -40,16 +40,22 @@ pub struct Metrics {
     pub start_time: Gauge,
 }
 
+/// Registers `m` (the names are constants: a failure is a bug, caught by
+/// the unit tests).
+fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn plain_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    register(r, IntCounter::new(name, help).expect("valid metric"))
 }
 
 fn histogram(
@@ -59,48 +65,47 @@ fn histogram(
     labels: &[&str],
     buckets: &[f64],
 ) -> HistogramVec {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        labels,
-    )
-    .expect("valid metric");
-    r.register(Box::new(h.clone())).expect("unique metric");
-    h
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(r, HistogramVec::new(opts, labels).expect("valid metric"))
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    register(
+        r,
+        GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 impl Metrics {
     fn new() -> Metrics {
         let r = Registry::new();
-        let upstream_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "portcullis_upstream_response_duration_seconds",
-                "Time from sending a request upstream to its response header.",
+        let upstream_duration = register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "portcullis_upstream_response_duration_seconds",
+                    "Time from sending a request upstream to its response header.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
             )
-            .buckets(DURATION_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        r.register(Box::new(upstream_duration.clone()))
-            .expect("unique metric");
-        let upstream_up = IntGauge::new(
-            "portcullis_upstream_up",
-            "1 if the upstream registry passes its health check, else 0.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(upstream_up.clone()))
-            .expect("unique metric");
-        let start_time = Gauge::new(
-            "portcullis_start_time_seconds",
-            "Start time of the process since the Unix epoch.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(start_time.clone()))
-            .expect("unique metric");
+            .expect("valid metric"),
+        );
+        let upstream_up = register(
+            &r,
+            IntGauge::new(
+                "portcullis_upstream_up",
+                "1 if the upstream registry passes its health check, else 0.",
+            )
+            .expect("valid metric"),
+        );
+        let start_time = register(
+            &r,
+            Gauge::new(
+                "portcullis_start_time_seconds",
+                "Start time of the process since the Unix epoch.",
+            )
+            .expect("valid metric"),
+        );
         let m = Metrics {
             requests: counter(
                 &r,

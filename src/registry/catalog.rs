@@ -51,12 +51,14 @@ pub struct Filtered {
     pub next: Option<Next>,
 }
 
+/// One upstream page: the names, and whether the upstream has more.
+pub type UpstreamPage = Result<(Vec<String>, bool), CatalogError>;
+
 /// Fetches one upstream page: names after `last`, and whether the upstream
 /// says more follow.
 #[async_trait::async_trait]
 pub trait CatalogSource {
-    async fn page(&self, last: Option<&str>, n: usize)
-        -> Result<(Vec<String>, bool), CatalogError>;
+    async fn page(&self, last: Option<&str>, n: usize) -> UpstreamPage;
 }
 
 /// Collects up to `n` names after `last` that `visible` accepts.
@@ -200,11 +202,7 @@ impl UpstreamCatalog {
 
 #[async_trait::async_trait]
 impl CatalogSource for UpstreamCatalog {
-    async fn page(
-        &self,
-        last: Option<&str>,
-        n: usize,
-    ) -> Result<(Vec<String>, bool), CatalogError> {
+    async fn page(&self, last: Option<&str>, n: usize) -> UpstreamPage {
         let mut url = url::Url::parse(&format!("{}/v2/_catalog", self.base))
             .map_err(|e| CatalogError::Upstream(e.to_string()))?;
         url.query_pairs_mut().append_pair("n", &n.to_string());
@@ -268,11 +266,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl CatalogSource for Fake {
-        async fn page(
-            &self,
-            last: Option<&str>,
-            n: usize,
-        ) -> Result<(Vec<String>, bool), CatalogError> {
+        async fn page(&self, last: Option<&str>, n: usize) -> UpstreamPage {
             let start = match last {
                 Some(l) => self
                     .names
