@@ -21,6 +21,7 @@ use crate::auth::token_endpoint::Endpoint;
 use crate::auth::upstream_token::UpstreamTokens;
 use crate::auth::{groups, AuthSetupError, Authenticator};
 use crate::config::{AuthMode, Config, ConfigError, Problem, TokenConfig};
+use crate::http::plain::PlainHttp;
 use crate::observe::admin::{AdminApp, ScrapeAuth};
 use crate::observe::audit::AuditLog;
 use crate::observe::health::{self, Health};
@@ -224,7 +225,6 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
         None => None,
     };
     let proxy = RegistryProxy {
-        acme_http01: acme.as_ref().and_then(|a| a.http01.clone()),
         upstream: Arc::clone(&upstream),
         gate,
         token_endpoint,
@@ -233,7 +233,6 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
         realm: cfg.auth.realm.clone(),
         hsts: (!cfg.server.hsts_max_age.is_zero())
             .then(|| format!("max-age={}", cfg.server.hsts_max_age.as_secs())),
-        https_port: cfg.server.listen.port(),
         access_log: cfg.log.access_log,
         catalog_cursors: crate::registry::catalog::CursorKey::random()?,
     };
@@ -271,10 +270,12 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
     if let Some(responder) = acme.as_ref().and_then(|a| a.alpn.clone()) {
         service.endpoints().set_pre_tls_callback(responder);
     }
-    if let Some(http) = cfg.server.http_listen {
-        service.add_tcp(&http.to_string());
-    }
     server.add_service(service);
+    if let Some(http) = cfg.server.http_listen {
+        let http01 = acme.as_ref().and_then(|a| a.http01.clone());
+        let plain = PlainHttp::new(cfg.server.listen.port(), http01, cfg.log.access_log);
+        server.add_service(plain.service(http));
+    }
 
     let watched = Watched {
         config_path: config_path.to_owned(),

@@ -6,11 +6,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::acl::Acl;
-use super::principal::{Challenge, Mode, Principal, Refusal};
+use super::principal::{Mode, Principal, Refusal};
 use super::throttle::Throttle;
 use super::token::jwt::{self, TokenIssuer};
 use super::{basic, AuthFailure, Authenticator, Identity};
-use crate::registry::errors::RegistryError;
 
 /// Bearer tokens whose signature was checked: a client sends the same
 /// token with every request of a pull, and an ES256 verification costs
@@ -55,16 +54,6 @@ pub enum LoginOutcome {
 }
 
 impl Gate {
-    pub fn challenge(&self) -> Challenge {
-        match self.mode {
-            Mode::Basic => Challenge::Basic,
-            Mode::Token => Challenge::Bearer {
-                scope: None,
-                error: None,
-            },
-        }
-    }
-
     /// Checks a user name and password (Basic header or token endpoint),
     /// throttling repeated failures per address and per user.
     pub async fn login(
@@ -77,10 +66,8 @@ impl Gate {
         if let Some(wait) = self.throttle.check(Some(user), ip) {
             m.throttled.inc();
             m.auth_attempts.with_label_values(&["-", "throttled"]).inc();
-            let refusal = Refusal {
-                error: RegistryError::TOO_MANY_REQUESTS,
-                challenge: Challenge::None,
-                retry_after: Some(wait.as_secs().max(1)),
+            let refusal = Refusal::Throttled {
+                retry_after: wait.as_secs().max(1),
             };
             return (Err(refusal), LoginOutcome::Throttled);
         }
@@ -103,18 +90,11 @@ impl Gate {
                 if failure != AuthFailure::Unavailable {
                     self.throttle.failed(Some(user), ip);
                 }
-                let error = match failure {
-                    AuthFailure::Unavailable => RegistryError::UNAVAILABLE,
-                    _ => RegistryError::UNAUTHORIZED,
+                let refusal = match failure {
+                    AuthFailure::Unavailable => Refusal::Unavailable,
+                    _ => Refusal::Unauthenticated { scope: None },
                 };
-                let challenge = match failure {
-                    AuthFailure::Unavailable => Challenge::None,
-                    _ => self.challenge(),
-                };
-                (
-                    Err(Refusal::new(error, challenge)),
-                    LoginOutcome::Failed(failure),
-                )
+                (Err(refusal), LoginOutcome::Failed(failure))
             }
         }
     }
@@ -171,13 +151,7 @@ impl Gate {
                         .with_label_values(&["token", "bad_token"])
                         .inc();
                     (
-                        Err(Refusal::new(
-                            RegistryError::INVALID_TOKEN,
-                            Challenge::Bearer {
-                                scope: None,
-                                error: Some("invalid_token"),
-                            },
-                        )),
+                        Err(Refusal::InvalidToken),
                         Some(LoginOutcome::BadToken(e.as_str())),
                     )
                 }
@@ -185,7 +159,7 @@ impl Gate {
         }
         // An unknown scheme, or Bearer in Basic mode: ask for credentials.
         (
-            Err(Refusal::new(RegistryError::UNAUTHORIZED, self.challenge())),
+            Err(Refusal::Unauthenticated { scope: None }),
             Some(LoginOutcome::Failed(AuthFailure::BadCredentials)),
         )
     }

@@ -59,10 +59,31 @@ impl Principal {
     }
 }
 
+/// Why a request is refused, and so what the client is told: the JSON
+/// error, whether it is asked to authenticate ([`Refusal::challenge`], the
+/// one place that decides it), and for throttled callers when to retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credentials, wrong ones, or too little for an anonymous caller:
+    /// 401 with a challenge (for the `scope` the request needed).
+    Unauthenticated { scope: Option<String> },
+    /// A bearer or refresh token that does not verify: 401.
+    InvalidToken,
+    /// A valid token that does not grant what the request needs: 401, so
+    /// the client asks the token endpoint for `scope`.
+    InsufficientScope { scope: String },
+    /// An authenticated user the rules do not allow: 403, no challenge
+    /// (logging in again would not help).
+    Denied,
+    /// Too many failed logins: 429 with `Retry-After`.
+    Throttled { retry_after: u64 },
+    /// The backend that would decide is down (fail closed): 503.
+    Unavailable,
+}
+
 /// How a refused client is told to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
-    None,
     Basic,
     /// `Bearer realm=…,service=…[,scope=…][,error=…]`
     Bearer {
@@ -71,22 +92,43 @@ pub enum Challenge {
     },
 }
 
-/// A refusal: the registry error, the challenge, and for throttled
-/// callers how long to wait.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub error: RegistryError,
-    pub challenge: Challenge,
-    pub retry_after: Option<u64>,
-}
-
 impl Refusal {
-    pub fn new(error: RegistryError, challenge: Challenge) -> Self {
-        Refusal {
-            error,
-            challenge,
-            retry_after: None,
+    /// The registry error the client reads.
+    pub fn error(&self) -> RegistryError {
+        match self {
+            Refusal::Unauthenticated { .. } => RegistryError::UNAUTHORIZED,
+            Refusal::InvalidToken => RegistryError::INVALID_TOKEN,
+            Refusal::InsufficientScope { .. } => RegistryError::INSUFFICIENT_SCOPE,
+            Refusal::Denied => RegistryError::DENIED,
+            Refusal::Throttled { .. } => RegistryError::TOO_MANY_REQUESTS,
+            Refusal::Unavailable => RegistryError::UNAVAILABLE,
         }
+    }
+
+    /// Seconds a throttled client should wait.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Refusal::Throttled { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The challenge for this refusal where credentials are asked for with
+    /// `mode`'s scheme (the token endpoint itself asks with Basic). `None`:
+    /// authenticating (again) would not change the answer.
+    pub fn challenge(&self, mode: Mode) -> Option<Challenge> {
+        let (scope, error) = match self {
+            Refusal::Unauthenticated { scope } => (scope.clone(), None),
+            Refusal::InvalidToken => (None, Some("invalid_token")),
+            Refusal::InsufficientScope { scope } => {
+                (Some(scope.clone()), Some("insufficient_scope"))
+            }
+            Refusal::Denied | Refusal::Throttled { .. } | Refusal::Unavailable => return None,
+        };
+        Some(match mode {
+            Mode::Basic => Challenge::Basic,
+            Mode::Token => Challenge::Bearer { scope, error },
+        })
     }
 }
 
@@ -115,20 +157,12 @@ pub fn authorize(
     principal: &Principal,
     acl: &Acl,
     ip: IpAddr,
-    mode: Mode,
     needs: &[(Option<&RepoName>, Action)],
 ) -> Result<(), Refusal> {
-    let challenge = |scope: Option<String>, error| match mode {
-        Mode::Basic => Challenge::Basic,
-        Mode::Token => Challenge::Bearer { scope, error },
-    };
     // `GET /v2/` is how clients ask "am I logged in?": never anonymous, or
     // `docker login` would succeed without checking the password.
     if needs.is_empty() && principal.is_anonymous() {
-        return Err(Refusal::new(
-            RegistryError::UNAUTHORIZED,
-            challenge(None, None),
-        ));
+        return Err(Refusal::Unauthenticated { scope: None });
     }
     for &(repo, action) in needs {
         let allowed = match principal {
@@ -153,16 +187,11 @@ pub fn authorize(
         if allowed {
             continue;
         }
-        let scope = Some(scope_for(repo, action));
+        let scope = scope_for(repo, action);
         return Err(match principal {
-            Principal::Anonymous => {
-                Refusal::new(RegistryError::UNAUTHORIZED, challenge(scope, None))
-            }
-            Principal::Token { .. } => Refusal::new(
-                RegistryError::INSUFFICIENT_SCOPE,
-                challenge(scope, Some("insufficient_scope")),
-            ),
-            Principal::User { .. } => Refusal::new(RegistryError::DENIED, Challenge::None),
+            Principal::Anonymous => Refusal::Unauthenticated { scope: Some(scope) },
+            Principal::Token { .. } => Refusal::InsufficientScope { scope },
+            Principal::User { .. } => Refusal::Denied,
         });
     }
     Ok(())
@@ -211,39 +240,25 @@ mod tests {
 
     #[test]
     fn base_needs_credentials() {
-        let e = authorize(&Principal::Anonymous, &acl(), IP, Mode::Basic, &[]).unwrap_err();
-        assert_eq!(e.error.status, 401);
-        assert_eq!(e.challenge, Challenge::Basic);
-        assert!(authorize(&user("bob"), &acl(), IP, Mode::Basic, &[]).is_ok());
+        let e = authorize(&Principal::Anonymous, &acl(), IP, &[]).unwrap_err();
+        assert_eq!(e.error().status, 401);
+        assert_eq!(e.challenge(Mode::Basic), Some(Challenge::Basic));
+        assert!(authorize(&user("bob"), &acl(), IP, &[]).is_ok());
     }
 
     #[test]
     fn anonymous_pull_but_push_asks_for_login() {
         let a = acl();
         let r = repo("public/tools");
-        assert!(authorize(
-            &Principal::Anonymous,
-            &a,
-            IP,
-            Mode::Basic,
-            &[(Some(&r), Action::Pull)]
-        )
-        .is_ok());
-        let e = authorize(
-            &Principal::Anonymous,
-            &a,
-            IP,
-            Mode::Token,
-            &[(Some(&r), Action::Push)],
-        )
-        .unwrap_err();
-        assert_eq!(e.error.status, 401);
+        assert!(authorize(&Principal::Anonymous, &a, IP, &[(Some(&r), Action::Pull)]).is_ok());
+        let e = authorize(&Principal::Anonymous, &a, IP, &[(Some(&r), Action::Push)]).unwrap_err();
+        assert_eq!(e.error().status, 401);
         assert_eq!(
-            e.challenge,
-            Challenge::Bearer {
+            e.challenge(Mode::Token),
+            Some(Challenge::Bearer {
                 scope: Some("repository:public/tools:push".into()),
                 error: None
-            }
+            })
         );
     }
 
@@ -251,23 +266,10 @@ mod tests {
     fn authenticated_but_not_allowed_is_denied() {
         let a = acl();
         let r = repo("private/x");
-        let e = authorize(
-            &user("bob"),
-            &a,
-            IP,
-            Mode::Basic,
-            &[(Some(&r), Action::Pull)],
-        )
-        .unwrap_err();
-        assert_eq!(e.error, RegistryError::DENIED);
-        assert!(authorize(
-            &user("alice"),
-            &a,
-            IP,
-            Mode::Basic,
-            &[(Some(&r), Action::Delete)]
-        )
-        .is_ok());
+        let e = authorize(&user("bob"), &a, IP, &[(Some(&r), Action::Pull)]).unwrap_err();
+        assert_eq!(e, Refusal::Denied);
+        assert_eq!(e.challenge(Mode::Basic), None);
+        assert!(authorize(&user("alice"), &a, IP, &[(Some(&r), Action::Delete)]).is_ok());
     }
 
     #[test]
@@ -279,10 +281,10 @@ mod tests {
             &user("bob"),
             &a,
             IP,
-            Mode::Basic,
             &[(Some(&dst), Action::Push), (Some(&src), Action::Pull)],
         )
         .unwrap_err();
-        assert_eq!(e.error, RegistryError::DENIED);
+        assert_eq!(e, Refusal::Denied);
+        assert_eq!(e.challenge(Mode::Basic), None);
     }
 }

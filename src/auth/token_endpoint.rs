@@ -5,22 +5,19 @@
 //! error, as in distribution's spec). `docker login` asks for no scope and
 //! gets a token that only proves the login.
 
-use bytes::Bytes;
-use pingora::proxy::Session;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::acl::{Acl, Actions};
-use super::basic;
+use super::basic::BasicCredentials;
 use super::gate::{Gate, LoginOutcome};
-use super::principal::{Challenge, Principal, Refusal};
-use super::token::endpoint::{self as wire, EndpointError, Grant, TokenResponse};
+use super::principal::{Principal, Refusal};
+use super::token::endpoint::{EndpointError, Grant, TokenRequest, TokenResponse};
 use super::token::jwt::{self, TokenIssuer};
 use super::token::scope::{Access, Scope};
 use crate::config::TokenConfig;
-use crate::registry::errors::RegistryError;
 use crate::registry::route::{Action, RepoName};
 
 pub struct Endpoint {
@@ -33,18 +30,23 @@ pub struct Endpoint {
     lifetimes: BTreeMap<String, Duration>,
 }
 
-/// What the endpoint answers.
-pub enum Answer {
-    /// `200` with the token JSON.
-    Token {
-        json: String,
-        user: Option<String>,
-    },
+/// A token issued: the response JSON, and for whom.
+pub struct Issued {
+    pub json: String,
+    pub user: Option<String>,
+}
+
+/// Why no token was issued.
+pub enum TokenFailure {
     /// `400` with an OAuth2 error body.
     BadRequest(EndpointError),
-    /// `405`
-    MethodNotAllowed,
-    Refused(Refusal, Option<LoginOutcome>),
+    Refused(Refusal),
+}
+
+impl From<Refusal> for TokenFailure {
+    fn from(r: Refusal) -> Self {
+        TokenFailure::Refused(r)
+    }
 }
 
 impl Endpoint {
@@ -74,42 +76,27 @@ impl Endpoint {
         }
     }
 
-    pub async fn serve(
+    /// Answers a token request; `header` holds the request's Basic
+    /// credentials, if any. The login outcome is for logs and metrics.
+    pub async fn exchange(
         &self,
-        session: &mut Session,
         gate: &Gate,
+        request: TokenRequest,
+        header: Option<BasicCredentials>,
         ip: IpAddr,
-    ) -> pingora::Result<Answer> {
-        let req = session.req_header();
-        let parsed = if req.method == http::Method::GET {
-            wire::parse_get(req.uri.query().unwrap_or(""))
-        } else if req.method == http::Method::POST {
-            match read_form(session).await? {
-                Some(body) => wire::parse_post(&body),
-                None => Err(EndpointError::TooLarge),
-            }
-        } else {
-            return Ok(Answer::MethodNotAllowed);
-        };
-        let request = match parsed {
-            Ok(r) => r,
-            Err(e) => return Ok(Answer::BadRequest(e)),
-        };
+    ) -> (Result<Issued, TokenFailure>, Option<LoginOutcome>) {
         if request
             .service
             .as_deref()
             .is_some_and(|s| s != self.service)
         {
-            return Ok(Answer::BadRequest(EndpointError::Invalid("service")));
+            return (
+                Err(TokenFailure::BadRequest(EndpointError::Invalid("service"))),
+                None,
+            );
         }
-
-        let authorization = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| basic::parse(v.as_bytes()));
         let (principal, outcome) = match &request.grant {
-            Grant::Header => match authorization {
+            Grant::Header => match header {
                 Some(c) => {
                     let (p, o) = gate.login(&c.user, &c.password, ip).await;
                     (p, Some(o))
@@ -122,19 +109,26 @@ impl Endpoint {
             }
             Grant::RefreshToken(token) => (self.refresh(gate, token, ip).await, None),
         };
-        let principal = match principal {
-            Ok(p) => p,
-            Err(mut refusal) => {
-                // the token endpoint itself is protected by Basic auth
-                if matches!(refusal.challenge, Challenge::Bearer { .. }) {
-                    refusal.challenge = Challenge::Basic;
-                }
-                return Ok(Answer::Refused(refusal, outcome));
-            }
+        let issued = match principal {
+            Ok(p) => self
+                .issue(gate, &p, &request, ip)
+                .map_err(TokenFailure::from),
+            Err(refusal) => Err(refusal.into()),
         };
+        (issued, outcome)
+    }
 
+    /// A token for what `principal` asked and may have, with a refresh
+    /// token when it asked for one and logged in with a password.
+    fn issue(
+        &self,
+        gate: &Gate,
+        principal: &Principal,
+        request: &TokenRequest,
+        ip: IpAddr,
+    ) -> Result<Issued, Refusal> {
         let acl = gate.acl.load();
-        let granted = grant(&acl, &principal, ip, &request.scopes);
+        let granted = grant(&acl, principal, ip, &request.scopes);
         let user = principal.user().map(str::to_owned);
         let lifetime = user
             .as_ref()
@@ -143,7 +137,7 @@ impl Endpoint {
             .unwrap_or(self.lifetime);
         let subject = user.clone().unwrap_or_default();
         // the groups the rules may ask about when the token is used
-        let groups: Vec<String> = match &principal {
+        let groups: Vec<String> = match principal {
             Principal::User { groups, .. } => groups
                 .iter()
                 .filter(|g| acl.names_group(g))
@@ -151,20 +145,14 @@ impl Endpoint {
                 .collect(),
             _ => Vec::new(),
         };
-        let issued = match self
+        let issued = self
             .issuer
             .issue_for(&subject, groups, granted.clone(), lifetime)
-        {
-            Ok(i) => i,
-            Err(e) => {
+            .map_err(|e| {
                 tracing::error!(target: "auth", error = %e, "cannot issue a token");
-                return Ok(Answer::Refused(
-                    Refusal::new(RegistryError::UNAVAILABLE, Challenge::None),
-                    outcome,
-                ));
-            }
-        };
-        let refresh = match (&principal, request.offline) {
+                Refusal::Unavailable
+            })?;
+        let refresh = match (principal, request.offline) {
             (Principal::User { identity, .. }, true) => {
                 let cfp = jwt::fingerprint(&identity.user, identity.credential_stamp.as_deref());
                 self.issuer
@@ -185,14 +173,14 @@ impl Endpoint {
         let json = TokenResponse::new(issued, refresh)
             .with_scope(&granted)
             .to_json();
-        Ok(Answer::Token { json, user })
+        Ok(Issued { json, user })
     }
 
     /// A refresh token stands for its user as long as the user still
     /// exists with the credential it was minted with (a password change
     /// ends it); what it may do is decided again by the current rules.
     async fn refresh(&self, gate: &Gate, token: &str, ip: IpAddr) -> Result<Principal, Refusal> {
-        let refused = || Refusal::new(RegistryError::INVALID_TOKEN, Challenge::Basic);
+        let refused = || Refusal::InvalidToken;
         let claims = self.issuer.verify_refresh_claims(token).map_err(|e| {
             tracing::info!(target: "auth", client = %ip, reason = e.as_str(), "refresh token refused");
             refused()
@@ -219,18 +207,6 @@ impl Endpoint {
 
 fn wire_scope(granted: &[Access]) -> String {
     super::token::scope::scope_string(granted)
-}
-
-/// Reads a small form body; `None` if it is larger than the endpoint takes.
-async fn read_form(session: &mut Session) -> pingora::Result<Option<Bytes>> {
-    let mut body = Vec::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > wire::MAX_FORM_BODY {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(Bytes::from(body)))
 }
 
 /// The intersection of the requested scopes and what the rules allow.

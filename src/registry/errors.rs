@@ -34,7 +34,7 @@ impl ErrorCode {
 }
 
 /// One answer the proxy produces on its own: status, code and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegistryError {
     pub status: u16,
     pub code: ErrorCode,
