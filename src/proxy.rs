@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::gate::{Gate, LoginOutcome};
-use crate::auth::principal::{self, Mode, Principal};
+use crate::auth::principal::Principal;
+use crate::auth::refusal::{Mode, Refusal};
+use crate::auth::token::upstream::UpstreamTokens;
 use crate::auth::token_endpoint::Endpoint;
-use crate::auth::upstream_token::UpstreamTokens;
 use crate::http::reply::{self, Reply, ReplyContext};
 use crate::http::served::{client_addr, Served};
 use crate::http::token;
@@ -370,8 +371,8 @@ impl RegistryProxy {
         needs: &[(Option<&route::RepoName>, route::Action)],
         ip: IpAddr,
     ) -> Result<(), Reply> {
-        let acl = self.gate.acl.load();
-        principal::authorize(principal, &acl, ip, needs).map_err(|refusal| {
+        let authorization = self.gate.authorization(principal, ip);
+        authorization.check(needs).map_err(|refusal| {
             metrics().denied.inc();
             tracing::info!(
                 target: "auth",
@@ -393,7 +394,7 @@ impl RegistryProxy {
         // the token endpoint itself is protected by Basic auth
         let mode = match ctx.own_route {
             Some("token") => Mode::Basic,
-            _ => self.gate.mode,
+            _ => self.gate.mode(),
         };
         let endpoint = self.token_endpoint.as_ref();
         let rc = ReplyContext {
@@ -425,12 +426,8 @@ impl RegistryProxy {
         else {
             return RegistryError::BAD_CURSOR.into();
         };
-        let acl = self.gate.acl.load();
-        let caller = principal.caller(ip);
-        let visible = |name: &str| {
-            acl.check(&caller, Some(name), route::Action::Pull)
-                .allowed()
-        };
+        let authorization = self.gate.authorization(principal, ip);
+        let visible = |name: &str| authorization.permits(Some(name), route::Action::Pull);
         let mut source = self.upstream.load().catalog_source();
         if let Some(auth) = &ctx.upstream_authorization {
             source.authorization = Some(auth.clone());
@@ -474,8 +471,8 @@ impl From<RegistryError> for Stop {
     }
 }
 
-impl From<principal::Refusal> for Stop {
-    fn from(r: principal::Refusal) -> Self {
+impl From<Refusal> for Stop {
+    fn from(r: Refusal) -> Self {
         Stop::Answer(r.into())
     }
 }

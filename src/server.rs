@@ -13,12 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::auth::acl::Acl;
 use crate::auth::gate::Gate;
-use crate::auth::principal::Mode;
-use crate::auth::throttle::Throttle;
 use crate::auth::token::jwt::TokenIssuer;
 use crate::auth::token::keys::{KeySet, KeySettings};
+use crate::auth::token::upstream::UpstreamTokens;
 use crate::auth::token_endpoint::Endpoint;
-use crate::auth::upstream_token::UpstreamTokens;
 use crate::auth::{groups, AuthSetupError, Authenticator};
 use crate::config::{AuthMode, Config, ConfigError, Problem, TokenConfig};
 use crate::http::plain::PlainHttp;
@@ -149,28 +147,26 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
         (Some(i), true) => Some(UpstreamTokens::new(Arc::clone(i))),
         _ => None,
     };
-    let (mode, tokens) = match (cfg.auth.mode, issuer) {
+    let tokens = match (cfg.auth.mode, issuer) {
         (AuthMode::Token, Some(issuer)) => {
             tracing::info!(
                 kid = issuer.keys().signing().kid(),
                 cert = %issuer.keys().cert_path().display(),
                 "token auth: signing key loaded (the certificate is registry:2's auth.token.rootcertbundle)"
             );
-            (Mode::Token, Some(issuer))
+            Some(issuer)
         }
-        _ => (Mode::Basic, None),
+        _ => None,
     };
     let token_endpoint = tokens
         .as_ref()
         .map(|t| Endpoint::new(&cfg.auth.token, Arc::clone(t)));
-    let gate = Arc::new(Gate {
-        authenticator: Arc::clone(&auth),
-        acl: Arc::clone(&acl),
-        throttle: Throttle::new(&cfg.auth.throttle),
-        mode,
+    let gate = Arc::new(Gate::new(
+        Arc::clone(&auth),
+        Arc::clone(&acl),
+        &cfg.auth.throttle,
         tokens,
-        verified: Default::default(),
-    });
+    ));
     tracing::info!(
         users = auth.user_count(),
         htpasswd = %auth.htpasswd_path().map(|p| p.display().to_string()).unwrap_or_default(),

@@ -4,21 +4,24 @@
 //! it asked and what the access rules allow (a partial grant is not an
 //! error, as in distribution's spec). `docker login` asks for no scope and
 //! gets a token that only proves the login.
+//!
+//! This is the protocol's logic (who gets which token, when a refresh token
+//! still stands); reading the request off the session is
+//! `crate::http::token`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::acl::{Acl, Actions};
-use super::basic::BasicCredentials;
+use super::authentication::basic::BasicCredentials;
 use super::gate::{Gate, LoginOutcome};
-use super::principal::{Principal, Refusal};
+use super::principal::Principal;
+use super::refusal::Refusal;
 use super::token::endpoint::{EndpointError, Grant, TokenRequest, TokenResponse};
 use super::token::jwt::{self, TokenIssuer};
-use super::token::scope::{Access, Scope};
+use super::token::scope::Access;
 use crate::config::TokenConfig;
-use crate::registry::route::{Action, RepoName};
 
 pub struct Endpoint {
     pub path: String,
@@ -31,7 +34,7 @@ pub struct Endpoint {
 }
 
 /// A token issued: the response JSON, and for whom.
-pub struct Issued {
+pub struct Granted {
     pub json: String,
     pub user: Option<String>,
 }
@@ -84,7 +87,7 @@ impl Endpoint {
         request: TokenRequest,
         header: Option<BasicCredentials>,
         ip: IpAddr,
-    ) -> (Result<Issued, TokenFailure>, Option<LoginOutcome>) {
+    ) -> (Result<Granted, TokenFailure>, Option<LoginOutcome>) {
         if request
             .service
             .as_deref()
@@ -126,9 +129,9 @@ impl Endpoint {
         principal: &Principal,
         request: &TokenRequest,
         ip: IpAddr,
-    ) -> Result<Issued, Refusal> {
-        let acl = gate.acl.load();
-        let granted = grant(&acl, principal, ip, &request.scopes);
+    ) -> Result<Granted, Refusal> {
+        let authorization = gate.authorization(principal, ip);
+        let granted = authorization.grant(&request.scopes);
         let user = principal.user().map(str::to_owned);
         let lifetime = user
             .as_ref()
@@ -137,14 +140,7 @@ impl Endpoint {
             .unwrap_or(self.lifetime);
         let subject = user.clone().unwrap_or_default();
         // the groups the rules may ask about when the token is used
-        let groups: Vec<String> = match principal {
-            Principal::User { groups, .. } => groups
-                .iter()
-                .filter(|g| acl.names_group(g))
-                .cloned()
-                .collect(),
-            _ => Vec::new(),
-        };
+        let groups = authorization.token_groups();
         let issued = self
             .issuer
             .issue_for(&subject, groups, granted.clone(), lifetime)
@@ -173,33 +169,32 @@ impl Endpoint {
         let json = TokenResponse::new(issued, refresh)
             .with_scope(&granted)
             .to_json();
-        Ok(Issued { json, user })
+        Ok(Granted { json, user })
     }
 
     /// A refresh token stands for its user as long as the user still
     /// exists with the credential it was minted with (a password change
     /// ends it); what it may do is decided again by the current rules.
     async fn refresh(&self, gate: &Gate, token: &str, ip: IpAddr) -> Result<Principal, Refusal> {
-        let refused = || Refusal::InvalidToken;
         let claims = self.issuer.verify_refresh_claims(token).map_err(|e| {
             tracing::info!(target: "auth", client = %ip, reason = e.as_str(), "refresh token refused");
-            refused()
+            Refusal::InvalidToken
         })?;
         let sub = claims.sub;
         // the user must still exist; directory groups are looked up again
-        let Some(identity) = gate.authenticator.identity_of(&sub).await else {
+        let Some(identity) = gate.identity_of(&sub).await else {
             tracing::info!(target: "auth", user = %sub, "refresh token of a removed user");
-            return Err(refused());
+            return Err(Refusal::InvalidToken);
         };
         // the directory's own spelling must still be the token's
         if identity.user != sub {
             tracing::info!(target: "auth", user = %sub, "refresh token of a renamed user");
-            return Err(refused());
+            return Err(Refusal::InvalidToken);
         }
         let now = jwt::fingerprint(&identity.user, identity.credential_stamp.as_deref());
         if claims.cfp.as_deref() != Some(now.as_str()) {
             tracing::info!(target: "auth", user = %sub, client = %ip, "refresh token minted before a password change");
-            return Err(refused());
+            return Err(Refusal::InvalidToken);
         }
         Ok(gate.user_principal(Arc::new(identity)))
     }
@@ -207,150 +202,4 @@ impl Endpoint {
 
 fn wire_scope(granted: &[Access]) -> String {
     super::token::scope::scope_string(granted)
-}
-
-/// The intersection of the requested scopes and what the rules allow.
-pub fn grant(acl: &Acl, principal: &Principal, ip: IpAddr, scopes: &[Scope]) -> Vec<Access> {
-    let caller = principal.caller(ip);
-    scopes
-        .iter()
-        .map(|scope| {
-            let allowed = match (scope.kind.as_str(), scope.name.as_str()) {
-                ("repository", name) if RepoName::parse(name).is_ok() => acl
-                    .granted(&caller, Some(name))
-                    .0
-                    .intersect(Actions::ALL_REPO),
-                ("registry", "catalog") if acl.check(&caller, None, Action::Catalog).allowed() => {
-                    Actions::ALL
-                }
-                _ => Actions::NONE,
-            };
-            let actions = if scope.kind == "registry" {
-                if allowed.contains(Action::Catalog) && scope.actions.iter().any(|a| a == "*") {
-                    vec!["*".to_owned()]
-                } else {
-                    Vec::new()
-                }
-            } else {
-                let mut v: Vec<String> = Vec::new();
-                for asked in &scope.actions {
-                    for a in allowed.iter() {
-                        if (asked == "*" || asked == a.as_str())
-                            && !v.iter().any(|x| x == a.as_str())
-                        {
-                            v.push(a.as_str().to_owned());
-                        }
-                    }
-                }
-                v
-            };
-            Access::granted(scope, actions)
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::auth::token::scope::parse_scope;
-    use crate::auth::Identity;
-    use crate::config::RuleConfig;
-    use std::collections::HashMap;
-
-    fn acl() -> Arc<Acl> {
-        let rules = vec![
-            RuleConfig {
-                users: Some(vec!["alice".into()]),
-                repositories: Some(vec!["team/*".into()]),
-                actions: vec!["pull".into(), "push".into()],
-                ..Default::default()
-            },
-            RuleConfig {
-                users: Some(vec!["admin".into()]),
-                actions: vec!["*".into()],
-                ..Default::default()
-            },
-            RuleConfig {
-                anonymous: true,
-                repositories: Some(vec!["public/*".into()]),
-                actions: vec!["pull".into()],
-                ..Default::default()
-            },
-        ];
-        Acl::compile(&rules, HashMap::new()).unwrap()
-    }
-
-    fn user(u: &str) -> Principal {
-        Principal::User {
-            identity: Arc::new(Identity {
-                credential_stamp: None,
-                user: u.into(),
-                backend: "t",
-                groups: Vec::new(),
-            }),
-            groups: vec![],
-        }
-    }
-
-    fn scopes(list: &[&str]) -> Vec<Scope> {
-        list.iter().map(|s| parse_scope(s).unwrap()).collect()
-    }
-
-    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-    #[test]
-    fn partial_grants_are_the_intersection() {
-        let g = grant(
-            &acl(),
-            &user("alice"),
-            IP,
-            &scopes(&["repository:team/app:pull,push,delete"]),
-        );
-        assert_eq!(g[0].actions, ["pull", "push"]);
-        let g = grant(
-            &acl(),
-            &user("alice"),
-            IP,
-            &scopes(&["repository:other/app:pull"]),
-        );
-        assert!(g[0].actions.is_empty());
-        let g = grant(
-            &acl(),
-            &user("alice"),
-            IP,
-            &scopes(&["repository:team/app:*"]),
-        );
-        assert_eq!(g[0].actions, ["pull", "push"]);
-    }
-
-    #[test]
-    fn catalog_scope_needs_the_catalog_action() {
-        let g = grant(&acl(), &user("admin"), IP, &scopes(&["registry:catalog:*"]));
-        assert_eq!(g[0].actions, ["*"]);
-        let g = grant(&acl(), &user("alice"), IP, &scopes(&["registry:catalog:*"]));
-        assert!(g[0].actions.is_empty());
-    }
-
-    #[test]
-    fn anonymous_gets_only_anonymous_grants() {
-        let g = grant(
-            &acl(),
-            &Principal::Anonymous,
-            IP,
-            &scopes(&["repository:public/x:pull,push", "repository:team/app:pull"]),
-        );
-        assert_eq!(g[0].actions, ["pull"]);
-        assert!(g[1].actions.is_empty());
-    }
-
-    #[test]
-    fn invalid_names_and_types_get_nothing() {
-        let g = grant(
-            &acl(),
-            &user("admin"),
-            IP,
-            &scopes(&["repository:UPPER:pull", "thing:x:pull"]),
-        );
-        assert!(g.iter().all(|a| a.actions.is_empty()));
-    }
 }

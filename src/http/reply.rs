@@ -11,7 +11,7 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 
-use crate::auth::principal::{Challenge, Mode, Refusal};
+use crate::auth::refusal::{Challenge, Mode, Refusal};
 use crate::auth::token::endpoint::bearer_challenge;
 use crate::registry::errors::RegistryError;
 

@@ -7,7 +7,7 @@ use pingora::proxy::Session;
 use std::net::IpAddr;
 
 use super::reply::Reply;
-use crate::auth::basic;
+use crate::auth::authentication::basic;
 use crate::auth::gate::{Gate, LoginOutcome};
 use crate::auth::token::endpoint::{self as wire, EndpointError};
 use crate::auth::token_endpoint::{Endpoint, TokenFailure};
