@@ -50,7 +50,8 @@ pub struct RegistryProxy {
 pub struct RequestCtx {
     start: Instant,
     route: Option<Route>,
-    user: Option<String>,
+    /// Who is calling, once authenticated (or issued a token).
+    principal: Option<Principal>,
     login: Option<LoginOutcome>,
     /// `https://host[:port]` as the client addressed us.
     public_origin: Option<String>,
@@ -75,7 +76,7 @@ impl ProxyHttp for RegistryProxy {
         RequestCtx {
             start: Instant::now(),
             route: None,
-            user: None,
+            principal: None,
             login: None,
             public_origin: None,
             upstream_start: None,
@@ -256,7 +257,7 @@ impl ProxyHttp for RegistryProxy {
                 .or_else(|| ctx.route.as_ref().map(Route::kind))
                 .unwrap_or("other"),
             route: ctx.route.as_ref().map(Route::kind),
-            user: ctx.user.as_deref(),
+            user: ctx.principal.as_ref().and_then(Principal::user),
             started: ctx.start,
             upstream_ms: ctx.upstream_ms,
             error: e.map(|e| e.etype().as_str()),
@@ -305,7 +306,7 @@ impl RegistryProxy {
         log.write(&AuditEvent {
             time: audit::now_rfc3339(),
             action,
-            user: ctx.user.as_deref(),
+            user: ctx.principal.as_ref().and_then(Principal::user),
             client: client_ip(session),
             repository: route.repo().map_or("", |r| r.as_str()),
             reference: route.reference(),
@@ -328,7 +329,7 @@ impl RegistryProxy {
         if let Some(endpoint) = self.token_endpoint_of(session.req_header()) {
             ctx.own_route = Some("token");
             let exchanged = token::serve(session, endpoint, &self.gate, ip).await?;
-            (ctx.user, ctx.login) = (exchanged.user, exchanged.login);
+            (ctx.principal, ctx.login) = (exchanged.principal, exchanged.login);
             return Err(Stop::Answer(exchanged.reply));
         }
         // 1. route
@@ -343,17 +344,16 @@ impl RegistryProxy {
         let authorization = authorization.map(|v| v.as_bytes().to_vec());
         let (principal, login) = self.gate.authenticate(authorization.as_deref(), ip).await;
         ctx.login = login;
-        let principal = principal?;
-        ctx.user = principal.user().map(str::to_owned);
+        let principal = ctx.principal.insert(principal?);
         // 3. authorize
-        self.authorize(&principal, &route, &needs, ip)?;
+        self.authorize(principal, &route, &needs, ip)?;
         if let Some(tokens) = &self.upstream_tokens {
             ctx.upstream_authorization = tokens.bearer(principal.user(), &needs);
         }
         if route == Route::Catalog {
-            return Err(Stop::Answer(
-                self.catalog(session, &principal, ip, ctx).await,
-            ));
+            let upstream_authorization = ctx.upstream_authorization.as_deref();
+            let page = self.catalog(session, principal, ip, upstream_authorization);
+            return Err(Stop::Answer(page.await));
         }
         Ok(())
     }
@@ -413,7 +413,7 @@ impl RegistryProxy {
         session: &Session,
         principal: &Principal,
         ip: IpAddr,
-        ctx: &RequestCtx,
+        upstream_authorization: Option<&str>,
     ) -> Reply {
         let query = session.req_header().uri.query();
         let n = route::query_param(query, "n")
@@ -429,8 +429,8 @@ impl RegistryProxy {
         let authorization = self.gate.authorization(principal, ip);
         let visible = |name: &str| authorization.permits(Some(name), route::Action::Pull);
         let mut source = self.upstream.load().catalog_source();
-        if let Some(auth) = &ctx.upstream_authorization {
-            source.authorization = Some(auth.clone());
+        if let Some(auth) = upstream_authorization {
+            source.authorization = Some(auth.to_owned());
         }
         let page = if n == 0 {
             Ok(catalog::Filtered {

@@ -33,10 +33,10 @@ pub struct Endpoint {
     lifetimes: BTreeMap<String, Duration>,
 }
 
-/// A token issued: the response JSON, and for whom.
+/// A token issued: the response JSON, and to whom.
 pub struct Granted {
     pub json: String,
-    pub user: Option<String>,
+    pub principal: Principal,
 }
 
 /// Why no token was issued.
@@ -169,7 +169,10 @@ impl Endpoint {
         let json = TokenResponse::new(issued, refresh)
             .with_scope(&granted)
             .to_json();
-        Ok(Granted { json, user })
+        Ok(Granted {
+            json,
+            principal: principal.clone(),
+        })
     }
 
     /// A refresh token stands for its user as long as the user still

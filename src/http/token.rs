@@ -9,15 +9,16 @@ use std::net::IpAddr;
 use super::reply::Reply;
 use crate::auth::authentication::basic;
 use crate::auth::gate::{Gate, LoginOutcome};
+use crate::auth::principal::Principal;
 use crate::auth::token::endpoint::{self as wire, EndpointError};
 use crate::auth::token_endpoint::{Endpoint, TokenFailure};
 use crate::registry::errors::RegistryError;
 
-/// What a token request got: the reply, the user a token was issued to
-/// (for the access log), and how its login went (for logs and metrics).
+/// What a token request got: the reply, the principal a token was issued
+/// to (for the access log), and how its login went (for logs and metrics).
 pub struct Exchanged {
     pub reply: Reply,
-    pub user: Option<String>,
+    pub principal: Option<Principal>,
     pub login: Option<LoginOutcome>,
 }
 
@@ -25,7 +26,7 @@ impl Exchanged {
     fn reply(reply: Reply) -> Self {
         Exchanged {
             reply,
-            user: None,
+            principal: None,
             login: None,
         }
     }
@@ -65,7 +66,7 @@ pub async fn serve(
                 status: 200,
                 json: issued.json,
             },
-            user: issued.user,
+            principal: Some(issued.principal),
             login,
         },
         Err(TokenFailure::BadRequest(e)) => Exchanged {
