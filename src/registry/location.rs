@@ -45,21 +45,20 @@ pub fn rewrite_response(
     upstream_origin: &str,
     public_origin: &str,
 ) -> pingora::Result<()> {
-    let rewritten = resp
-        .headers
-        .get(http::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| rewrite_location(v, upstream_origin, public_origin));
-    if let Some(v) = rewritten {
-        resp.insert_header(http::header::LOCATION, v)?;
-    }
-    let rewritten = resp
-        .headers
-        .get(http::header::LINK)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| rewrite_link(v, upstream_origin, public_origin));
-    if let Some(v) = rewritten {
-        resp.insert_header(http::header::LINK, v)?;
+    type Rewrite = fn(&str, &str, &str) -> Option<String>;
+    let rewrites: [(http::HeaderName, Rewrite); 2] = [
+        (http::header::LOCATION, rewrite_location),
+        (http::header::LINK, rewrite_link),
+    ];
+    for (name, rewrite) in rewrites {
+        let rewritten = resp
+            .headers
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| rewrite(v, upstream_origin, public_origin));
+        if let Some(v) = rewritten {
+            resp.insert_header(name, v)?;
+        }
     }
     Ok(())
 }
