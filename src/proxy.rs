@@ -1,7 +1,10 @@
-//! The request pipeline: route → authenticate → forward → observe.
+//! The request pipeline: route → authenticate → authorize → forward →
+//! observe.
 //!
 //! One `ProxyHttp` impl; each phase delegates to a small module so this file
-//! reads like the pipeline and nothing else.
+//! reads like the pipeline and nothing else. A phase that refuses returns a
+//! [`Reply`]; `RegistryProxy::answer` is the one place that writes it.
+//! The plain-HTTP listener is not part of this: see `crate::http::plain`.
 
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};

@@ -1,7 +1,7 @@
 //! Everything the proxy answers itself, as values, and the one writer that
 //! puts them on the wire.
 //!
-//! Handlers decide *what* to answer (a [`Reply`]); [`write`] alone builds
+//! Handlers decide *what* to answer (a [`Reply`]); [`write()`] alone builds
 //! the `ResponseHeader`, so the headers every answer must carry
 //! (`Content-Length`, the registry's API version, `nosniff`, HSTS,
 //! `Connection: close` after a failure) cannot be forgotten by one of them.
