@@ -330,7 +330,7 @@ impl RegistryProxy {
         let ip = client_addr(session);
         ctx.public_origin = Some(checked_origin(session.req_header())?);
         if let Some(endpoint) = self.token_endpoint_of(session.req_header()) {
-            ctx.own_route = Some("token");
+            ctx.own_route = Some(TOKEN_ROUTE);
             let exchanged = token::serve(session, endpoint, &self.gate, ip).await?;
             (ctx.principal, ctx.login) = (exchanged.principal, exchanged.login);
             return Err(Stop::Answer(exchanged.reply));
@@ -396,7 +396,7 @@ impl RegistryProxy {
         }
         // the token endpoint itself is protected by Basic auth
         let mode = match ctx.own_route {
-            Some("token") => Mode::Basic,
+            Some(TOKEN_ROUTE) => Mode::Basic,
             _ => self.gate.mode(),
         };
         let endpoint = self.token_endpoint.as_ref();
@@ -455,6 +455,9 @@ impl RegistryProxy {
         }
     }
 }
+
+/// The route label of the token endpoint.
+const TOKEN_ROUTE: &str = "token";
 
 /// Why a request is not forwarded: answered here, or the session failed.
 enum Stop {

@@ -27,7 +27,8 @@ use hash_pool::HashPool;
 use htpasswd::{Htpasswd, HtpasswdError};
 use ldap::{LdapBackend, LdapVerdict};
 
-/// An authenticated caller.
+/// What a backend vouches for: the input of `Principal::user_of`, which
+/// adds the config's groups and is what every later layer sees.
 ///
 /// `user` is the name as the backend stores it, never as typed: the
 /// htpasswd file's name (matched exactly, case-sensitive), or the
