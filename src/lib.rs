@@ -1,8 +1,9 @@
 //! portcullis: an authenticating, TLS-terminating reverse proxy for
 //! Docker/OCI registries, built on Pingora.
 //!
-//! Where things live: [`proxy`] is the request pipeline; [`registry`] knows
-//! the v2 API; [`auth`] checks credentials; [`tls`] serves certificates;
+//! Where things live: [`proxy`] is the request pipeline; [`http`] writes
+//! the proxy's own answers and serves the plain-HTTP listener;
+//! [`registry`] knows the v2 API; [`auth`] checks credentials; [`tls`] serves certificates;
 //! [`upstream`] talks to the registry; [`observe`] logs; [`config`] is
 //! `proxy.toml`.
 
@@ -10,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod listeners;
 pub mod observe;
 pub mod proxy;

@@ -1,29 +1,34 @@
-//! The request pipeline: route → authenticate → forward → observe.
+//! The request pipeline: route → authenticate → authorize → forward →
+//! observe.
 //!
 //! One `ProxyHttp` impl; each phase delegates to a small module so this file
-//! reads like the pipeline and nothing else.
+//! reads like the pipeline and nothing else. A phase that refuses returns a
+//! [`Reply`]; `RegistryProxy::answer` is the one place that writes it.
+//! The plain-HTTP listener is not part of this: see `crate::http::plain`.
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::gate::{Gate, LoginOutcome};
-use crate::auth::principal::{self, Challenge, Principal, Refusal};
-use crate::auth::token_endpoint::{Answer, Endpoint};
-use crate::auth::upstream_token::UpstreamTokens;
-use crate::observe::access_log::{self, AccessRecord};
+use crate::auth::principal::Principal;
+use crate::auth::refusal::{Mode, Refusal};
+use crate::auth::token::upstream::UpstreamTokens;
+use crate::auth::token_endpoint::Endpoint;
+use crate::http::reply::{self, Reply, ReplyContext};
+use crate::http::served::{client_addr, Served};
+use crate::http::token;
 use crate::observe::audit::{self, AuditEvent, AuditLog};
 use crate::observe::drain::InFlight;
-use crate::observe::metrics::{code_class, method_label, metrics};
+use crate::observe::metrics::metrics;
 use crate::registry::catalog;
 use crate::registry::errors::RegistryError;
 use crate::registry::route::{self, Route};
 use crate::registry::{headers, location, parameters};
-use crate::tls::acme;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 
@@ -39,11 +44,7 @@ pub struct RegistryProxy {
     pub audit: Option<Arc<AuditLog>>,
     /// Precomputed `Strict-Transport-Security` value, if enabled.
     pub hsts: Option<String>,
-    /// The TLS port, for redirects from the plain-HTTP listener.
-    pub https_port: u16,
     pub access_log: bool,
-    /// tls.acme with http-01: validation requests on the plain listener.
-    pub acme_http01: Option<Arc<crate::tls::acme::Challenges>>,
     /// Seals the catalog's give-up cursors.
     pub catalog_cursors: catalog::CursorKey,
 }
@@ -52,7 +53,8 @@ pub struct RegistryProxy {
 pub struct RequestCtx {
     start: Instant,
     route: Option<Route>,
-    user: Option<String>,
+    /// Who is calling, once authenticated (or issued a token).
+    principal: Option<Principal>,
     login: Option<LoginOutcome>,
     /// `https://host[:port]` as the client addressed us.
     public_origin: Option<String>,
@@ -77,7 +79,7 @@ impl ProxyHttp for RegistryProxy {
         RequestCtx {
             start: Instant::now(),
             route: None,
-            user: None,
+            principal: None,
             login: None,
             public_origin: None,
             upstream_start: None,
@@ -93,117 +95,14 @@ impl ProxyHttp for RegistryProxy {
     /// Route and authenticate; anything refused is answered here and never
     /// reaches the upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let host = headers::request_host(session.req_header());
-        if !is_tls(session) {
-            let path = session.req_header().uri.path().to_owned();
-            if let (Some(ch), Some(token)) = (&self.acme_http01, acme::http01::token(&path)) {
-                acme::http01::respond(session, ch, token).await?;
-                return Ok(true);
+        match self.admit(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(Stop::Answer(reply)) => {
+                self.answer(session, ctx, reply).await?;
+                Ok(true)
             }
-            let to =
-                headers::https_redirect(host.as_deref(), self.https_port, session.req_header());
-            let code = if session.req_header().method == http::Method::GET
-                || session.req_header().method == http::Method::HEAD
-            {
-                301
-            } else {
-                308
-            };
-            let mut resp = ResponseHeader::build(code, Some(2))?;
-            resp.insert_header(http::header::LOCATION, to)?;
-            resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
-            session.write_response_header(Box::new(resp), true).await?;
-            return Ok(true);
+            Err(Stop::Failed(e)) => Err(e),
         }
-        // Upload URLs are built from the Host the client sent: without a
-        // well-formed one the registry would fall back to its own address
-        // and hand it out in `Location`.
-        let Some(host) = host else {
-            self.reject(session, &RegistryError::BAD_HOST, ctx).await?;
-            return Ok(true);
-        };
-        ctx.public_origin = Some(format!("https://{host}"));
-        let ip = client_addr(session);
-        // (answered, not logged: anyone can send it, and the access log
-        // has the line)
-        if !headers::connection_header_ok(session.req_header()) {
-            self.reject(session, &RegistryError::BAD_CONNECTION, ctx)
-                .await?;
-            return Ok(true);
-        }
-
-        if let Some(endpoint) = &self.token_endpoint {
-            if session.req_header().uri.path() == endpoint.path {
-                ctx.own_route = Some("token");
-                let answer = endpoint.serve(session, &self.gate, ip).await?;
-                self.answer_token(session, ctx, answer).await?;
-                return Ok(true);
-            }
-        }
-
-        // 1. route
-        let req = session.req_header();
-        let route = match route::parse(req.uri.path(), req.uri.query()) {
-            Ok(r) => r,
-            Err(e) => {
-                self.reject(session, &RegistryError::from(e), ctx).await?;
-                return Ok(true);
-            }
-        };
-        let method = req.method.clone();
-        ctx.route = Some(route.clone());
-        // the registry must act on exactly what was parsed and authorized
-        if let Err(e) = parameters::check_body_type(req) {
-            self.reject(session, &e, ctx).await?;
-            return Ok(true);
-        }
-        let needs = match route.required(&method) {
-            Ok(n) => n,
-            Err(e) => {
-                self.reject(session, &RegistryError::from(e), ctx).await?;
-                return Ok(true);
-            }
-        };
-
-        // 2. authenticate
-        let authorization = req
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes().to_vec());
-        let (principal, outcome) = self.gate.authenticate(authorization.as_deref(), ip).await;
-        ctx.login = outcome;
-        let principal = match principal {
-            Ok(p) => p,
-            Err(refusal) => {
-                self.refuse(session, ctx, &refusal).await?;
-                return Ok(true);
-            }
-        };
-        ctx.user = principal.user().map(str::to_owned);
-
-        // 3. authorize
-        let acl = self.gate.acl.load();
-        if let Err(refusal) = principal::authorize(&principal, &acl, ip, self.gate.mode, &needs) {
-            metrics().denied.inc();
-            tracing::info!(
-                target: "auth",
-                user = principal.user().unwrap_or("-"),
-                client = %ip,
-                route = route.kind(),
-                repository = route.repo().map(|r| r.as_str()).unwrap_or("-"),
-                "request denied by the access rules"
-            );
-            self.refuse(session, ctx, &refusal).await?;
-            return Ok(true);
-        }
-        if let Some(tokens) = &self.upstream_tokens {
-            ctx.upstream_authorization = tokens.bearer(principal.user(), &needs);
-        }
-        if route == Route::Catalog {
-            self.catalog(session, &principal, ip, ctx).await?;
-            return Ok(true);
-        }
-        Ok(false)
     }
 
     /// A client that goes away — closing an idle keep-alive connection
@@ -306,14 +205,14 @@ impl ProxyHttp for RegistryProxy {
                 location::rewrite_response(resp, origin, public)?;
             }
         }
-        self.add_security_headers(resp)
+        reply::add_registry_headers(resp, self.hsts.as_deref())
     }
 
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &pingora::Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let err = headers::upstream_error(e);
         if e.esource() == &pingora::ErrorSource::Upstream {
@@ -331,10 +230,7 @@ impl ProxyHttp for RegistryProxy {
         let code = match err {
             Some(err) if session.response_written().is_none() => {
                 tracing::warn!(target: "upstream", error = %e, status = err.status, "upstream request failed");
-                if let Err(we) = self
-                    .respond(session, &err, &Challenge::None, None, _ctx)
-                    .await
-                {
+                if let Err(we) = self.answer(session, ctx, err.into()).await {
                     tracing::debug!("cannot send error response: {we}");
                 }
                 err.status
@@ -358,51 +254,21 @@ impl ProxyHttp for RegistryProxy {
         e: Option<&pingora::Error>,
         ctx: &mut RequestCtx,
     ) {
-        let req = session.req_header();
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
-        let route = ctx
-            .own_route
-            .or_else(|| ctx.route.as_ref().map(Route::kind))
-            .unwrap_or("other");
-        let m = metrics();
-        m.requests
-            .with_label_values(&[route, method_label(&req.method), code_class(status)])
-            .inc();
-        m.request_duration
-            .with_label_values(&[route])
-            .observe(ctx.start.elapsed().as_secs_f64());
-        m.received_bytes
-            .with_label_values(&[route])
-            .inc_by(session.body_bytes_read() as u64);
-        m.sent_bytes
-            .with_label_values(&[route])
-            .inc_by(session.body_bytes_sent() as u64);
+        let status = Served {
+            label: ctx
+                .own_route
+                .or_else(|| ctx.route.as_ref().map(Route::kind))
+                .unwrap_or("other"),
+            route: ctx.route.as_ref().map(Route::kind),
+            user: ctx.principal.as_ref().and_then(Principal::user),
+            started: ctx.start,
+            upstream_ms: ctx.upstream_ms,
+            error: e.map(|e| e.etype().as_str()),
+        }
+        .record(session, self.access_log);
         if let Some(log) = &self.audit {
             self.audit(log, session, ctx, status);
         }
-        if !self.access_log {
-            return;
-        }
-        let req = session.req_header();
-        access_log::write(&AccessRecord {
-            client: client_ip(session),
-            user: ctx.user.as_deref(),
-            method: req.method.as_str(),
-            path: req.uri.path(),
-            route: ctx.route.as_ref().map(Route::kind),
-            status: session
-                .response_written()
-                .map(|r| r.status.as_u16())
-                .unwrap_or(0),
-            bytes_in: session.body_bytes_read(),
-            bytes_out: session.body_bytes_sent(),
-            duration_ms: ctx.start.elapsed().as_millis(),
-            upstream_ms: ctx.upstream_ms,
-            error: e.map(|e| e.etype().as_str()),
-        });
     }
 }
 
@@ -443,7 +309,7 @@ impl RegistryProxy {
         log.write(&AuditEvent {
             time: audit::now_rfc3339(),
             action,
-            user: ctx.user.as_deref(),
+            user: ctx.principal.as_ref().and_then(Principal::user),
             client: client_ip(session),
             repository: route.repo().map_or("", |r| r.as_str()),
             reference: route.reference(),
@@ -458,172 +324,121 @@ impl RegistryProxy {
         });
     }
 
-    fn add_security_headers(&self, resp: &mut ResponseHeader) -> Result<()> {
-        resp.insert_header("Docker-Distribution-Api-Version", "registry/2.0")?;
-        resp.insert_header("X-Content-Type-Options", "nosniff")?;
-        if let Some(hsts) = &self.hsts {
-            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.as_str())?;
+    /// The pipeline before forwarding: `Ok` forwards the request, a
+    /// [`Stop`] answers it here.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Stop> {
+        let ip = client_addr(session);
+        ctx.public_origin = Some(checked_origin(session.req_header())?);
+        if let Some(endpoint) = self.token_endpoint_of(session.req_header()) {
+            ctx.own_route = Some(TOKEN_ROUTE);
+            let exchanged = token::serve(session, endpoint, &self.gate, ip).await?;
+            (ctx.principal, ctx.login) = (exchanged.principal, exchanged.login);
+            return Err(Stop::Answer(exchanged.reply));
+        }
+        // 1. route
+        let req = session.req_header();
+        let route = route::parse(req.uri.path(), req.uri.query()).map_err(RegistryError::from)?;
+        ctx.route = Some(route.clone());
+        // the registry must act on exactly what was parsed and authorized
+        parameters::check_body_type(req)?;
+        let needs = route.required(&req.method).map_err(RegistryError::from)?;
+        // 2. authenticate
+        let authorization = req.headers.get(http::header::AUTHORIZATION);
+        let authorization = authorization.map(|v| v.as_bytes().to_vec());
+        let (principal, login) = self.gate.authenticate(authorization.as_deref(), ip).await;
+        ctx.login = login;
+        let principal = ctx.principal.insert(principal?);
+        // 3. authorize
+        self.authorize(principal, &route, &needs, ip)?;
+        if let Some(tokens) = &self.upstream_tokens {
+            ctx.upstream_authorization = tokens.bearer(principal.user(), &needs);
+        }
+        if route == Route::Catalog {
+            let upstream_authorization = ctx.upstream_authorization.as_deref();
+            let page = self.catalog(session, principal, ip, upstream_authorization);
+            return Err(Stop::Answer(page.await));
         }
         Ok(())
     }
 
-    /// Answers a refused request: JSON error, challenge, `Retry-After`.
-    pub async fn refuse(&self, session: &mut Session, ctx: &RequestCtx, r: &Refusal) -> Result<()> {
-        if let Some(LoginOutcome::Failed(f)) = ctx.login {
+    fn token_endpoint_of(&self, req: &RequestHeader) -> Option<&Endpoint> {
+        self.token_endpoint
+            .as_ref()
+            .filter(|e| req.uri.path() == e.path)
+    }
+
+    fn authorize(
+        &self,
+        principal: &Principal,
+        route: &Route,
+        needs: &[(Option<&route::RepoName>, route::Action)],
+        ip: IpAddr,
+    ) -> Result<(), Reply> {
+        let authorization = self.gate.authorization(principal, ip);
+        authorization.check(needs).map_err(|refusal| {
+            metrics().denied.inc();
+            tracing::info!(
+                target: "auth",
+                user = principal.user().unwrap_or("-"),
+                client = %ip,
+                route = route.kind(),
+                repository = route.repo().map(|r| r.as_str()).unwrap_or("-"),
+                "request denied by the access rules"
+            );
+            Reply::from(refusal)
+        })
+    }
+
+    /// Writes one of the proxy's own answers.
+    async fn answer(&self, session: &mut Session, ctx: &RequestCtx, reply: Reply) -> Result<()> {
+        if let (Reply::Refused(_), Some(LoginOutcome::Failed(f))) = (&reply, ctx.login) {
             tracing::info!(target: "auth", client = %client_addr(session), reason = f.as_str(), "login refused");
         }
-        self.respond(session, &r.error, &r.challenge, r.retry_after, ctx)
-            .await
-    }
-
-    /// An error answer that needs no challenge (bad request, gateway).
-    async fn reject(
-        &self,
-        session: &mut Session,
-        err: &RegistryError,
-        ctx: &RequestCtx,
-    ) -> Result<()> {
-        self.respond(session, err, &Challenge::None, None, ctx)
-            .await
-    }
-
-    /// Writes one of the proxy's own answers, in the registry's JSON format.
-    pub async fn respond(
-        &self,
-        session: &mut Session,
-        err: &RegistryError,
-        challenge: &Challenge,
-        retry_after: Option<u64>,
-        ctx: &RequestCtx,
-    ) -> Result<()> {
-        let body = Bytes::from(err.body());
-        let mut resp = ResponseHeader::build(err.status, Some(6))?;
-        resp.insert_header(
-            http::header::CONTENT_TYPE,
-            "application/json; charset=utf-8",
-        )?;
-        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        if let Some(value) = self.challenge_header(challenge, ctx) {
-            resp.insert_header(http::header::WWW_AUTHENTICATE, value)?;
-        }
-        if let Some(secs) = retry_after {
-            resp.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
-        }
-        // After an upstream failure Pingora closes the client connection;
-        // say so, or an HTTP/1.1 client may reuse it and see a reset.
-        if err.status >= 500 && !session.is_http2() {
-            resp.insert_header(http::header::CONNECTION, "close")?;
-        }
-        self.add_security_headers(&mut resp)?;
-        self.write(session, resp, Some(body)).await
-    }
-
-    /// Sends a complete response; no body for HEAD.
-    pub async fn write(
-        &self,
-        session: &mut Session,
-        resp: ResponseHeader,
-        body: Option<Bytes>,
-    ) -> Result<()> {
-        let head_only = session.req_header().method == http::Method::HEAD || body.is_none();
-        session
-            .write_response_header(Box::new(resp), head_only)
-            .await?;
-        if !head_only {
-            session.write_response_body(body, true).await?;
-        }
-        Ok(())
-    }
-
-    fn challenge_header(&self, challenge: &Challenge, ctx: &RequestCtx) -> Option<String> {
-        match challenge {
-            Challenge::None => None,
-            Challenge::Basic => Some(format!("Basic realm=\"{}\"", self.realm)),
-            Challenge::Bearer { scope, error } => {
-                let endpoint = self.token_endpoint.as_ref()?;
-                let mut v = format!(
-                    "Bearer realm=\"{}\",service=\"{}\"",
-                    endpoint.realm(ctx.public_origin.as_deref()),
-                    endpoint.service
-                );
-                if let Some(scope) = scope {
-                    v.push_str(&format!(",scope=\"{scope}\""));
-                }
-                if let Some(error) = error {
-                    v.push_str(&format!(",error=\"{error}\""));
-                }
-                Some(v)
-            }
-        }
-    }
-
-    async fn answer_token(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        answer: Answer,
-    ) -> Result<()> {
-        let (status, body) = match answer {
-            Answer::Token { json, user } => {
-                ctx.user = user;
-                (200, json)
-            }
-            Answer::BadRequest(e) => (e.status(), e.body()),
-            Answer::MethodNotAllowed => {
-                return self
-                    .reject(session, &RegistryError::METHOD_NOT_ALLOWED, ctx)
-                    .await
-            }
-            Answer::Refused(refusal, outcome) => {
-                ctx.login = outcome;
-                return self.refuse(session, ctx, &refusal).await;
-            }
+        // the token endpoint itself is protected by Basic auth
+        let mode = match ctx.own_route {
+            Some(TOKEN_ROUTE) => Mode::Basic,
+            _ => self.gate.mode(),
         };
-        let mut resp = ResponseHeader::build(status, Some(5))?;
-        resp.insert_header(
-            http::header::CONTENT_TYPE,
-            "application/json; charset=utf-8",
-        )?;
-        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        self.add_security_headers(&mut resp)?;
-        self.write(session, resp, Some(Bytes::from(body))).await
+        let endpoint = self.token_endpoint.as_ref();
+        let rc = ReplyContext {
+            registry: true,
+            hsts: self.hsts.as_deref(),
+            mode,
+            basic_realm: &self.realm,
+            bearer: endpoint.map(|e| (e.realm(ctx.public_origin.as_deref()), e.service.as_str())),
+        };
+        reply::write(session, reply, &rc).await
     }
 
     /// The filtered catalog: only repositories the caller may pull.
     async fn catalog(
         &self,
-        session: &mut Session,
+        session: &Session,
         principal: &Principal,
-        ip: std::net::IpAddr,
-        ctx: &RequestCtx,
-    ) -> Result<()> {
+        ip: IpAddr,
+        upstream_authorization: Option<&str>,
+    ) -> Reply {
         let query = session.req_header().uri.query();
         let n = route::query_param(query, "n")
             .and_then(|n| n.parse::<usize>().ok())
             .unwrap_or(catalog::DEFAULT_PAGE)
             .min(catalog::MAX_PAGE);
-        let last = match self
+        let Ok(last) = self
             .catalog_cursors
             .start_after(route::query_param(query, "last").as_deref())
-        {
-            Ok(l) => l,
-            Err(_) => return self.reject(session, &RegistryError::BAD_CURSOR, ctx).await,
+        else {
+            return RegistryError::BAD_CURSOR.into();
         };
-        let acl = self.gate.acl.load();
-        let caller = principal.caller(ip);
-        let visible = |name: &str| {
-            acl.check(&caller, Some(name), route::Action::Pull)
-                .allowed()
-        };
+        let authorization = self.gate.authorization(principal, ip);
+        let visible = |name: &str| authorization.permits(Some(name), route::Action::Pull);
         let source = match catalog::UpstreamCatalog::of(
             &self.upstream.load(),
-            ctx.upstream_authorization.clone(),
+            upstream_authorization.map(str::to_owned),
         ) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(target: "upstream", error = %e, "catalog request failed");
-                return self.reject(session, &RegistryError::BAD_GATEWAY, ctx).await;
+                return RegistryError::BAD_GATEWAY.into();
             }
         };
         let page = if n == 0 {
@@ -634,42 +449,65 @@ impl RegistryProxy {
         } else {
             catalog::filtered(&source, last.as_deref(), n, visible).await
         };
-        let page = match page {
-            Ok(p) => p,
+        match page {
+            Ok(page) => {
+                let (json, link) = catalog::render(&page, n, &self.catalog_cursors);
+                Reply::Catalog { json, link }
+            }
             Err(e) => {
                 tracing::warn!(target: "upstream", error = %e, "catalog request failed");
-                return self.reject(session, &RegistryError::BAD_GATEWAY, ctx).await;
+                RegistryError::BAD_GATEWAY.into()
             }
-        };
-        let (body, link) = catalog::render(&page, n, &self.catalog_cursors);
-        let mut resp = ResponseHeader::build(200, Some(6))?;
-        resp.insert_header(
-            http::header::CONTENT_TYPE,
-            "application/json; charset=utf-8",
-        )?;
-        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        if let Some(link) = link {
-            resp.insert_header(http::header::LINK, link)?;
         }
-        self.add_security_headers(&mut resp)?;
-        self.write(session, resp, Some(Bytes::from(body))).await
     }
 }
 
-fn is_tls(session: &Session) -> bool {
-    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+/// The route label of the token endpoint.
+const TOKEN_ROUTE: &str = "token";
+
+/// Why a request is not forwarded: answered here, or the session failed.
+enum Stop {
+    Answer(Reply),
+    Failed(Box<pingora::Error>),
 }
 
-/// The client's address, canonical: on a dual-stack listener (`[::]:443`)
-/// IPv4 clients arrive as `::ffff:a.b.c.d`, which no IPv4 network rule,
-/// throttle entry or log search would match. Every consumer (rules,
-/// throttle, logs, metrics, `X-Forwarded-For`) takes it from here.
-fn client_addr(session: &Session) -> std::net::IpAddr {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_canonical())
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+impl From<Reply> for Stop {
+    fn from(r: Reply) -> Self {
+        Stop::Answer(r)
+    }
+}
+
+impl From<RegistryError> for Stop {
+    fn from(e: RegistryError) -> Self {
+        Stop::Answer(e.into())
+    }
+}
+
+impl From<Refusal> for Stop {
+    fn from(r: Refusal) -> Self {
+        Stop::Answer(r.into())
+    }
+}
+
+impl From<Box<pingora::Error>> for Stop {
+    fn from(e: Box<pingora::Error>) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// The `https://host[:port]` the client addressed, after the checks on
+/// the headers the proxy acts on.
+fn checked_origin(req: &RequestHeader) -> Result<String, RegistryError> {
+    // Upload URLs are built from the Host the client sent: without a
+    // well-formed one the registry would fall back to its own address
+    // and hand it out in `Location`.
+    let host = headers::request_host(req).ok_or(RegistryError::BAD_HOST)?;
+    // (answered, not logged: anyone can send it, and the access log has
+    // the line)
+    if !headers::connection_header_ok(req) {
+        return Err(RegistryError::BAD_CONNECTION);
+    }
+    Ok(format!("https://{host}"))
 }
 
 fn client_ip(session: &Session) -> String {

@@ -1,16 +1,19 @@
 //! The gate every request passes: credentials → principal, with throttling
-//! of failed logins, and the current access rules (swapped on reload).
+//! of failed logins, and the current access rules (swapped on reload) that
+//! decide what the principal may do.
 
 use arc_swap::ArcSwap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::acl::Acl;
-use super::principal::{Challenge, Mode, Principal, Refusal};
-use super::throttle::Throttle;
-use super::token::jwt::{self, TokenIssuer};
-use super::{basic, AuthFailure, Authenticator, Identity};
-use crate::registry::errors::RegistryError;
+use super::authentication::throttle::Throttle;
+use super::authentication::{basic, AuthFailure, Authenticator, Identity};
+use super::authorization::acl::Acl;
+use super::authorization::Authorization;
+use super::principal::Principal;
+use super::refusal::{Mode, Refusal};
+use super::token::jwt::{self, Claims, TokenIssuer};
+use crate::config::ThrottleConfig;
 
 /// Bearer tokens whose signature was checked: a client sends the same
 /// token with every request of a pull, and an ES256 verification costs
@@ -20,8 +23,8 @@ use crate::registry::errors::RegistryError;
 /// An entry remembers the key (`kid`) that verified it and is used only
 /// while the issuer still holds that key, so it cannot outlive the key's removal;
 /// it lives at most 60 s and never past the token's `exp`.
-pub struct VerifiedTokens {
-    cache: moka::sync::Cache<[u8; 32], (Arc<super::token::jwt::Claims>, String)>,
+struct VerifiedTokens {
+    cache: moka::sync::Cache<[u8; 32], (Arc<Claims>, String)>,
 }
 
 impl Default for VerifiedTokens {
@@ -36,13 +39,12 @@ impl Default for VerifiedTokens {
 }
 
 pub struct Gate {
-    pub authenticator: Arc<Authenticator>,
-    pub acl: Arc<ArcSwap<Acl>>,
-    pub throttle: Throttle,
-    pub mode: Mode,
+    authenticator: Arc<Authenticator>,
+    acl: Arc<ArcSwap<Acl>>,
+    throttle: Throttle,
     /// Present in token mode.
-    pub tokens: Option<Arc<TokenIssuer>>,
-    pub verified: VerifiedTokens,
+    tokens: Option<Arc<TokenIssuer>>,
+    verified: VerifiedTokens,
 }
 
 /// What a login attempt found, for logs and metrics.
@@ -55,14 +57,40 @@ pub enum LoginOutcome {
 }
 
 impl Gate {
-    pub fn challenge(&self) -> Challenge {
-        match self.mode {
-            Mode::Basic => Challenge::Basic,
-            Mode::Token => Challenge::Bearer {
-                scope: None,
-                error: None,
-            },
+    /// With `tokens` (the issuer of token mode) bearer tokens are accepted
+    /// and challenges send clients to the token endpoint; without, Basic.
+    pub fn new(
+        authenticator: Arc<Authenticator>,
+        acl: Arc<ArcSwap<Acl>>,
+        throttle: &ThrottleConfig,
+        tokens: Option<Arc<TokenIssuer>>,
+    ) -> Self {
+        Gate {
+            authenticator,
+            acl,
+            throttle: Throttle::new(throttle),
+            tokens,
+            verified: VerifiedTokens::default(),
         }
+    }
+
+    /// The scheme clients are asked to authenticate with.
+    pub fn mode(&self) -> Mode {
+        match self.tokens {
+            Some(_) => Mode::Token,
+            None => Mode::Basic,
+        }
+    }
+
+    /// What `principal` may do from `ip`, by the rules as they are now.
+    pub fn authorization<'p>(&self, principal: &'p Principal, ip: IpAddr) -> Authorization<'p> {
+        Authorization::new(self.acl.load_full(), principal, ip)
+    }
+
+    /// The user as the backends know it now (see
+    /// [`Authenticator::identity_of`]).
+    pub async fn identity_of(&self, user: &str) -> Option<Identity> {
+        self.authenticator.identity_of(user).await
     }
 
     /// Checks a user name and password (Basic header or token endpoint),
@@ -77,10 +105,8 @@ impl Gate {
         if let Some(wait) = self.throttle.check(Some(user), ip) {
             m.throttled.inc();
             m.auth_attempts.with_label_values(&["-", "throttled"]).inc();
-            let refusal = Refusal {
-                error: RegistryError::TOO_MANY_REQUESTS,
-                challenge: Challenge::None,
-                retry_after: Some(wait.as_secs().max(1)),
+            let refusal = Refusal::Throttled {
+                retry_after: wait.as_secs().max(1),
             };
             return (Err(refusal), LoginOutcome::Throttled);
         }
@@ -103,29 +129,20 @@ impl Gate {
                 if failure != AuthFailure::Unavailable {
                     self.throttle.failed(Some(user), ip);
                 }
-                let error = match failure {
-                    AuthFailure::Unavailable => RegistryError::UNAVAILABLE,
-                    _ => RegistryError::UNAUTHORIZED,
+                let refusal = match failure {
+                    AuthFailure::Unavailable => Refusal::Unavailable,
+                    _ => Refusal::Unauthenticated { scope: None },
                 };
-                let challenge = match failure {
-                    AuthFailure::Unavailable => Challenge::None,
-                    _ => self.challenge(),
-                };
-                (
-                    Err(Refusal::new(error, challenge)),
-                    LoginOutcome::Failed(failure),
-                )
+                (Err(refusal), LoginOutcome::Failed(failure))
             }
         }
     }
 
     /// A verified user with the groups the config gives it.
     pub fn user_principal(&self, identity: Arc<Identity>) -> Principal {
-        let mut groups = identity.groups.clone();
-        groups.extend_from_slice(self.acl.load().static_groups(&identity.user));
-        groups.sort();
-        groups.dedup();
-        Principal::User { identity, groups }
+        let acl = self.acl.load();
+        let static_groups = acl.static_groups(&identity.user);
+        Principal::user_of(identity, static_groups)
     }
 
     /// The principal of a `/v2/` request from its `Authorization` header.
@@ -171,13 +188,7 @@ impl Gate {
                         .with_label_values(&["token", "bad_token"])
                         .inc();
                     (
-                        Err(Refusal::new(
-                            RegistryError::INVALID_TOKEN,
-                            Challenge::Bearer {
-                                scope: None,
-                                error: Some("invalid_token"),
-                            },
-                        )),
+                        Err(Refusal::InvalidToken),
                         Some(LoginOutcome::BadToken(e.as_str())),
                     )
                 }
@@ -185,7 +196,7 @@ impl Gate {
         }
         // An unknown scheme, or Bearer in Basic mode: ask for credentials.
         (
-            Err(Refusal::new(RegistryError::UNAUTHORIZED, self.challenge())),
+            Err(Refusal::Unauthenticated { scope: None }),
             Some(LoginOutcome::Failed(AuthFailure::BadCredentials)),
         )
     }

@@ -1,14 +1,11 @@
-//! Who a request is from, and the decision whether it may do what its
-//! route needs, with the answer a refused client should get.
+//! The caller of one request, as every layer after authentication sees
+//! it: anonymous, a user a backend vouched for, or the bearer of a token
+//! we issued.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::acl::{Acl, Caller};
-use super::token::jwt::{self, Claims};
-use super::Identity;
-use crate::registry::errors::RegistryError;
-use crate::registry::route::{Action, RepoName};
+use super::authentication::Identity;
+use super::token::jwt::Claims;
 
 /// The authenticated (or not) caller of one request.
 #[derive(Debug, Clone)]
@@ -17,6 +14,7 @@ pub enum Principal {
     /// Basic credentials, verified by a backend.
     User {
         identity: Arc<Identity>,
+        /// The backend's groups and the config's static groups of the user.
         groups: Vec<String>,
     },
     /// A bearer token we issued: its `access` claim is what it may do.
@@ -26,6 +24,17 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// A verified user, in the groups its backend knows it by and those
+    /// `static_groups` (the config's) add.
+    pub fn user_of(identity: Arc<Identity>, static_groups: &[String]) -> Principal {
+        let mut groups = identity.groups.clone();
+        groups.extend_from_slice(static_groups);
+        groups.sort();
+        groups.dedup();
+        Principal::User { identity, groups }
+    }
+
+    /// The name as the backend stores it; `None` for anonymous callers.
     pub fn user(&self) -> Option<&str> {
         match self {
             Principal::Anonymous => None,
@@ -47,242 +56,5 @@ impl Principal {
             Principal::User { groups, .. } => groups,
             Principal::Token { claims } => &claims.groups,
         }
-    }
-
-    /// The caller as the access rules see it, from `ip`.
-    pub fn caller(&self, ip: IpAddr) -> Caller<'_> {
-        Caller {
-            user: self.user(),
-            groups: self.groups(),
-            ip,
-        }
-    }
-}
-
-/// How a refused client is told to authenticate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Challenge {
-    None,
-    Basic,
-    /// `Bearer realm=…,service=…[,scope=…][,error=…]`
-    Bearer {
-        scope: Option<String>,
-        error: Option<&'static str>,
-    },
-}
-
-/// A refusal: the registry error, the challenge, and for throttled
-/// callers how long to wait.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub error: RegistryError,
-    pub challenge: Challenge,
-    pub retry_after: Option<u64>,
-}
-
-impl Refusal {
-    pub fn new(error: RegistryError, challenge: Challenge) -> Self {
-        Refusal {
-            error,
-            challenge,
-            retry_after: None,
-        }
-    }
-}
-
-/// The scope string a token for this need would carry.
-pub fn scope_for(repo: Option<&RepoName>, action: Action) -> String {
-    match repo {
-        Some(r) => format!("repository:{r}:{}", action.as_str()),
-        None => "registry:catalog:*".to_owned(),
-    }
-}
-
-/// Token mode or Basic mode: what a challenge looks like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Basic,
-    Token,
-}
-
-/// Checks every (repository, action) the route needs.
-///
-/// Refusals follow `registry:2`: without credentials → 401 with a
-/// challenge (so clients log in and retry); with credentials but not
-/// allowed → 403 `DENIED` in Basic mode, 401 `insufficient_scope` for a
-/// token. The answer never depends on whether the repository exists.
-pub fn authorize(
-    principal: &Principal,
-    acl: &Acl,
-    ip: IpAddr,
-    mode: Mode,
-    needs: &[(Option<&RepoName>, Action)],
-) -> Result<(), Refusal> {
-    let challenge = |scope: Option<String>, error| match mode {
-        Mode::Basic => Challenge::Basic,
-        Mode::Token => Challenge::Bearer { scope, error },
-    };
-    // `GET /v2/` is how clients ask "am I logged in?": never anonymous, or
-    // `docker login` would succeed without checking the password.
-    if needs.is_empty() && principal.is_anonymous() {
-        return Err(Refusal::new(
-            RegistryError::UNAUTHORIZED,
-            challenge(None, None),
-        ));
-    }
-    for &(repo, action) in needs {
-        let allowed = match principal {
-            // What the token grants, and still what the current rules
-            // grant its subject from this request's address: a grant that
-            // depended on `networks` does not travel with the token, and a
-            // rule removed on reload takes effect at once.
-            Principal::Token { claims } => {
-                let granted = match repo {
-                    Some(r) => jwt::covers(claims, r.as_str(), action.as_str()),
-                    None => jwt::covers_catalog(claims),
-                };
-                granted
-                    && acl
-                        .check(&principal.caller(ip), repo.map(RepoName::as_str), action)
-                        .allowed()
-            }
-            _ => acl
-                .check(&principal.caller(ip), repo.map(RepoName::as_str), action)
-                .allowed(),
-        };
-        if allowed {
-            continue;
-        }
-        let scope = Some(scope_for(repo, action));
-        return Err(match principal {
-            Principal::Anonymous => {
-                Refusal::new(RegistryError::UNAUTHORIZED, challenge(scope, None))
-            }
-            Principal::Token { .. } => Refusal::new(
-                RegistryError::INSUFFICIENT_SCOPE,
-                challenge(scope, Some("insufficient_scope")),
-            ),
-            Principal::User { .. } => Refusal::new(RegistryError::DENIED, Challenge::None),
-        });
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::RuleConfig;
-    use std::collections::HashMap;
-
-    fn acl() -> Arc<Acl> {
-        let rules = vec![
-            RuleConfig {
-                users: Some(vec!["alice".into()]),
-                actions: vec!["*".into()],
-                ..Default::default()
-            },
-            RuleConfig {
-                anonymous: true,
-                repositories: Some(vec!["public/**".into()]),
-                actions: vec!["pull".into()],
-                ..Default::default()
-            },
-        ];
-        Acl::compile(&rules, HashMap::new()).unwrap()
-    }
-
-    fn user(name: &str) -> Principal {
-        Principal::User {
-            identity: Arc::new(Identity {
-                credential_stamp: None,
-                user: name.into(),
-                backend: "htpasswd",
-                groups: Vec::new(),
-            }),
-            groups: vec![],
-        }
-    }
-
-    fn repo(s: &str) -> RepoName {
-        RepoName::parse(s).unwrap()
-    }
-
-    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-    #[test]
-    fn base_needs_credentials() {
-        let e = authorize(&Principal::Anonymous, &acl(), IP, Mode::Basic, &[]).unwrap_err();
-        assert_eq!(e.error.status, 401);
-        assert_eq!(e.challenge, Challenge::Basic);
-        assert!(authorize(&user("bob"), &acl(), IP, Mode::Basic, &[]).is_ok());
-    }
-
-    #[test]
-    fn anonymous_pull_but_push_asks_for_login() {
-        let a = acl();
-        let r = repo("public/tools");
-        assert!(authorize(
-            &Principal::Anonymous,
-            &a,
-            IP,
-            Mode::Basic,
-            &[(Some(&r), Action::Pull)]
-        )
-        .is_ok());
-        let e = authorize(
-            &Principal::Anonymous,
-            &a,
-            IP,
-            Mode::Token,
-            &[(Some(&r), Action::Push)],
-        )
-        .unwrap_err();
-        assert_eq!(e.error.status, 401);
-        assert_eq!(
-            e.challenge,
-            Challenge::Bearer {
-                scope: Some("repository:public/tools:push".into()),
-                error: None
-            }
-        );
-    }
-
-    #[test]
-    fn authenticated_but_not_allowed_is_denied() {
-        let a = acl();
-        let r = repo("private/x");
-        let e = authorize(
-            &user("bob"),
-            &a,
-            IP,
-            Mode::Basic,
-            &[(Some(&r), Action::Pull)],
-        )
-        .unwrap_err();
-        assert_eq!(e.error, RegistryError::DENIED);
-        assert!(authorize(
-            &user("alice"),
-            &a,
-            IP,
-            Mode::Basic,
-            &[(Some(&r), Action::Delete)]
-        )
-        .is_ok());
-    }
-
-    #[test]
-    fn mount_needs_both_repositories() {
-        let a = acl();
-        let (dst, src) = (repo("public/x"), repo("private/y"));
-        // bob may pull public/x but push nothing
-        let e = authorize(
-            &user("bob"),
-            &a,
-            IP,
-            Mode::Basic,
-            &[(Some(&dst), Action::Push), (Some(&src), Action::Pull)],
-        )
-        .unwrap_err();
-        assert_eq!(e.error, RegistryError::DENIED);
     }
 }

@@ -4,24 +4,24 @@
 //! it asked and what the access rules allow (a partial grant is not an
 //! error, as in distribution's spec). `docker login` asks for no scope and
 //! gets a token that only proves the login.
+//!
+//! This is the protocol's logic (who gets which token, when a refresh token
+//! still stands); reading the request off the session is
+//! `crate::http::token`.
 
-use bytes::Bytes;
-use pingora::proxy::Session;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::acl::{Acl, Actions};
-use super::basic;
+use super::authentication::basic::BasicCredentials;
 use super::gate::{Gate, LoginOutcome};
-use super::principal::{Challenge, Principal, Refusal};
-use super::token::endpoint::{self as wire, EndpointError, Grant, TokenResponse};
+use super::principal::Principal;
+use super::refusal::Refusal;
+use super::token::endpoint::{EndpointError, Grant, TokenRequest, TokenResponse};
 use super::token::jwt::{self, TokenIssuer};
-use super::token::scope::{Access, Scope};
+use super::token::scope::Access;
 use crate::config::TokenConfig;
-use crate::registry::errors::RegistryError;
-use crate::registry::route::{Action, RepoName};
 
 pub struct Endpoint {
     pub path: String,
@@ -33,18 +33,23 @@ pub struct Endpoint {
     lifetimes: BTreeMap<String, Duration>,
 }
 
-/// What the endpoint answers.
-pub enum Answer {
-    /// `200` with the token JSON.
-    Token {
-        json: String,
-        user: Option<String>,
-    },
+/// A token issued: the response JSON, and to whom.
+pub struct Granted {
+    pub json: String,
+    pub principal: Principal,
+}
+
+/// Why no token was issued.
+pub enum TokenFailure {
     /// `400` with an OAuth2 error body.
     BadRequest(EndpointError),
-    /// `405`
-    MethodNotAllowed,
-    Refused(Refusal, Option<LoginOutcome>),
+    Refused(Refusal),
+}
+
+impl From<Refusal> for TokenFailure {
+    fn from(r: Refusal) -> Self {
+        TokenFailure::Refused(r)
+    }
 }
 
 impl Endpoint {
@@ -74,42 +79,27 @@ impl Endpoint {
         }
     }
 
-    pub async fn serve(
+    /// Answers a token request; `header` holds the request's Basic
+    /// credentials, if any. The login outcome is for logs and metrics.
+    pub async fn exchange(
         &self,
-        session: &mut Session,
         gate: &Gate,
+        request: TokenRequest,
+        header: Option<BasicCredentials>,
         ip: IpAddr,
-    ) -> pingora::Result<Answer> {
-        let req = session.req_header();
-        let parsed = if req.method == http::Method::GET {
-            wire::parse_get(req.uri.query().unwrap_or(""))
-        } else if req.method == http::Method::POST {
-            match read_form(session).await? {
-                Some(body) => wire::parse_post(&body),
-                None => Err(EndpointError::TooLarge),
-            }
-        } else {
-            return Ok(Answer::MethodNotAllowed);
-        };
-        let request = match parsed {
-            Ok(r) => r,
-            Err(e) => return Ok(Answer::BadRequest(e)),
-        };
+    ) -> (Result<Granted, TokenFailure>, Option<LoginOutcome>) {
         if request
             .service
             .as_deref()
             .is_some_and(|s| s != self.service)
         {
-            return Ok(Answer::BadRequest(EndpointError::Invalid("service")));
+            return (
+                Err(TokenFailure::BadRequest(EndpointError::Invalid("service"))),
+                None,
+            );
         }
-
-        let authorization = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| basic::parse(v.as_bytes()));
         let (principal, outcome) = match &request.grant {
-            Grant::Header => match authorization {
+            Grant::Header => match header {
                 Some(c) => {
                     let (p, o) = gate.login(&c.user, &c.password, ip).await;
                     (p, Some(o))
@@ -122,19 +112,26 @@ impl Endpoint {
             }
             Grant::RefreshToken(token) => (self.refresh(gate, token, ip).await, None),
         };
-        let principal = match principal {
-            Ok(p) => p,
-            Err(mut refusal) => {
-                // the token endpoint itself is protected by Basic auth
-                if matches!(refusal.challenge, Challenge::Bearer { .. }) {
-                    refusal.challenge = Challenge::Basic;
-                }
-                return Ok(Answer::Refused(refusal, outcome));
-            }
+        let issued = match principal {
+            Ok(p) => self
+                .issue(gate, &p, &request, ip)
+                .map_err(TokenFailure::from),
+            Err(refusal) => Err(refusal.into()),
         };
+        (issued, outcome)
+    }
 
-        let acl = gate.acl.load();
-        let granted = grant(&acl, &principal, ip, &request.scopes);
+    /// A token for what `principal` asked and may have, with a refresh
+    /// token when it asked for one and logged in with a password.
+    fn issue(
+        &self,
+        gate: &Gate,
+        principal: &Principal,
+        request: &TokenRequest,
+        ip: IpAddr,
+    ) -> Result<Granted, Refusal> {
+        let authorization = gate.authorization(principal, ip);
+        let granted = authorization.grant(&request.scopes);
         let user = principal.user().map(str::to_owned);
         let lifetime = user
             .as_ref()
@@ -143,28 +140,15 @@ impl Endpoint {
             .unwrap_or(self.lifetime);
         let subject = user.clone().unwrap_or_default();
         // the groups the rules may ask about when the token is used
-        let groups: Vec<String> = match &principal {
-            Principal::User { groups, .. } => groups
-                .iter()
-                .filter(|g| acl.names_group(g))
-                .cloned()
-                .collect(),
-            _ => Vec::new(),
-        };
-        let issued = match self
+        let groups = authorization.token_groups();
+        let issued = self
             .issuer
             .issue_for(&subject, groups, granted.clone(), lifetime)
-        {
-            Ok(i) => i,
-            Err(e) => {
+            .map_err(|e| {
                 tracing::error!(target: "auth", error = %e, "cannot issue a token");
-                return Ok(Answer::Refused(
-                    Refusal::new(RegistryError::UNAVAILABLE, Challenge::None),
-                    outcome,
-                ));
-            }
-        };
-        let refresh = match (&principal, request.offline) {
+                Refusal::Unavailable
+            })?;
+        let refresh = match (principal, request.offline) {
             (Principal::User { identity, .. }, true) => {
                 let cfp = jwt::fingerprint(&identity.user, identity.credential_stamp.as_deref());
                 self.issuer
@@ -185,33 +169,35 @@ impl Endpoint {
         let json = TokenResponse::new(issued, refresh)
             .with_scope(&granted)
             .to_json();
-        Ok(Answer::Token { json, user })
+        Ok(Granted {
+            json,
+            principal: principal.clone(),
+        })
     }
 
     /// A refresh token stands for its user as long as the user still
     /// exists with the credential it was minted with (a password change
     /// ends it); what it may do is decided again by the current rules.
     async fn refresh(&self, gate: &Gate, token: &str, ip: IpAddr) -> Result<Principal, Refusal> {
-        let refused = || Refusal::new(RegistryError::INVALID_TOKEN, Challenge::Basic);
         let claims = self.issuer.verify_refresh_claims(token).map_err(|e| {
             tracing::info!(target: "auth", client = %ip, reason = e.as_str(), "refresh token refused");
-            refused()
+            Refusal::InvalidToken
         })?;
         let sub = claims.sub;
         // the user must still exist; directory groups are looked up again
-        let Some(identity) = gate.authenticator.identity_of(&sub).await else {
+        let Some(identity) = gate.identity_of(&sub).await else {
             tracing::info!(target: "auth", user = %sub, "refresh token of a removed user");
-            return Err(refused());
+            return Err(Refusal::InvalidToken);
         };
         // the directory's own spelling must still be the token's
         if identity.user != sub {
             tracing::info!(target: "auth", user = %sub, "refresh token of a renamed user");
-            return Err(refused());
+            return Err(Refusal::InvalidToken);
         }
         let now = jwt::fingerprint(&identity.user, identity.credential_stamp.as_deref());
         if claims.cfp.as_deref() != Some(now.as_str()) {
             tracing::info!(target: "auth", user = %sub, client = %ip, "refresh token minted before a password change");
-            return Err(refused());
+            return Err(Refusal::InvalidToken);
         }
         Ok(gate.user_principal(Arc::new(identity)))
     }
@@ -219,162 +205,4 @@ impl Endpoint {
 
 fn wire_scope(granted: &[Access]) -> String {
     super::token::scope::scope_string(granted)
-}
-
-/// Reads a small form body; `None` if it is larger than the endpoint takes.
-async fn read_form(session: &mut Session) -> pingora::Result<Option<Bytes>> {
-    let mut body = Vec::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > wire::MAX_FORM_BODY {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(Bytes::from(body)))
-}
-
-/// The intersection of the requested scopes and what the rules allow.
-pub fn grant(acl: &Acl, principal: &Principal, ip: IpAddr, scopes: &[Scope]) -> Vec<Access> {
-    let caller = principal.caller(ip);
-    scopes
-        .iter()
-        .map(|scope| {
-            let allowed = match (scope.kind.as_str(), scope.name.as_str()) {
-                ("repository", name) if RepoName::parse(name).is_ok() => acl
-                    .granted(&caller, Some(name))
-                    .0
-                    .intersect(Actions::ALL_REPO),
-                ("registry", "catalog") if acl.check(&caller, None, Action::Catalog).allowed() => {
-                    Actions::ALL
-                }
-                _ => Actions::NONE,
-            };
-            let actions = if scope.kind == "registry" {
-                if allowed.contains(Action::Catalog) && scope.actions.iter().any(|a| a == "*") {
-                    vec!["*".to_owned()]
-                } else {
-                    Vec::new()
-                }
-            } else {
-                let mut v: Vec<String> = Vec::new();
-                for asked in &scope.actions {
-                    for a in allowed.iter() {
-                        if (asked == "*" || asked == a.as_str())
-                            && !v.iter().any(|x| x == a.as_str())
-                        {
-                            v.push(a.as_str().to_owned());
-                        }
-                    }
-                }
-                v
-            };
-            Access::granted(scope, actions)
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::auth::token::scope::parse_scope;
-    use crate::auth::Identity;
-    use crate::config::RuleConfig;
-    use std::collections::HashMap;
-
-    fn acl() -> Arc<Acl> {
-        let rules = vec![
-            RuleConfig {
-                users: Some(vec!["alice".into()]),
-                repositories: Some(vec!["team/*".into()]),
-                actions: vec!["pull".into(), "push".into()],
-                ..Default::default()
-            },
-            RuleConfig {
-                users: Some(vec!["admin".into()]),
-                actions: vec!["*".into()],
-                ..Default::default()
-            },
-            RuleConfig {
-                anonymous: true,
-                repositories: Some(vec!["public/*".into()]),
-                actions: vec!["pull".into()],
-                ..Default::default()
-            },
-        ];
-        Acl::compile(&rules, HashMap::new()).unwrap()
-    }
-
-    fn user(u: &str) -> Principal {
-        Principal::User {
-            identity: Arc::new(Identity {
-                credential_stamp: None,
-                user: u.into(),
-                backend: "t",
-                groups: Vec::new(),
-            }),
-            groups: vec![],
-        }
-    }
-
-    fn scopes(list: &[&str]) -> Vec<Scope> {
-        list.iter().map(|s| parse_scope(s).unwrap()).collect()
-    }
-
-    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-    #[test]
-    fn partial_grants_are_the_intersection() {
-        let g = grant(
-            &acl(),
-            &user("alice"),
-            IP,
-            &scopes(&["repository:team/app:pull,push,delete"]),
-        );
-        assert_eq!(g[0].actions, ["pull", "push"]);
-        let g = grant(
-            &acl(),
-            &user("alice"),
-            IP,
-            &scopes(&["repository:other/app:pull"]),
-        );
-        assert!(g[0].actions.is_empty());
-        let g = grant(
-            &acl(),
-            &user("alice"),
-            IP,
-            &scopes(&["repository:team/app:*"]),
-        );
-        assert_eq!(g[0].actions, ["pull", "push"]);
-    }
-
-    #[test]
-    fn catalog_scope_needs_the_catalog_action() {
-        let g = grant(&acl(), &user("admin"), IP, &scopes(&["registry:catalog:*"]));
-        assert_eq!(g[0].actions, ["*"]);
-        let g = grant(&acl(), &user("alice"), IP, &scopes(&["registry:catalog:*"]));
-        assert!(g[0].actions.is_empty());
-    }
-
-    #[test]
-    fn anonymous_gets_only_anonymous_grants() {
-        let g = grant(
-            &acl(),
-            &Principal::Anonymous,
-            IP,
-            &scopes(&["repository:public/x:pull,push", "repository:team/app:pull"]),
-        );
-        assert_eq!(g[0].actions, ["pull"]);
-        assert!(g[1].actions.is_empty());
-    }
-
-    #[test]
-    fn invalid_names_and_types_get_nothing() {
-        let g = grant(
-            &acl(),
-            &user("admin"),
-            IP,
-            &scopes(&["repository:UPPER:pull", "thing:x:pull"]),
-        );
-        assert!(g.iter().all(|a| a.actions.is_empty()));
-    }
 }

@@ -3,6 +3,34 @@
 
 use serde::Serialize;
 
+/// The answers, by name: status, code, message.
+macro_rules! answers {
+    ($($name:ident: $status:literal $code:ident $message:literal,)*) => {
+        impl RegistryError {
+            $(pub const $name: Self = Self::new($status, ErrorCode::$code, $message);)*
+        }
+    };
+}
+
+answers! {
+    UNAUTHORIZED: 401 Unauthorized "authentication required",
+    DENIED: 403 Denied "requested access to the resource is denied",
+    INSUFFICIENT_SCOPE: 401 Unauthorized "authentication required: the token does not grant this access",
+    INVALID_TOKEN: 401 Unauthorized "authentication required: invalid or expired token",
+    NOT_FOUND: 404 NotFound "the requested path is not part of the registry API",
+    BAD_PATH: 400 Unsupported "malformed request path",
+    BAD_CURSOR: 400 PaginationNumberInvalid "unknown or expired catalog cursor: start the listing again",
+    BAD_CONNECTION: 400 Unsupported "the Connection header nominates a header the proxy sets itself",
+    BAD_HOST: 400 Unsupported "missing or malformed Host header (expected host[:port])",
+    NAME_INVALID: 400 NameInvalid "invalid repository name",
+    REFERENCE_INVALID: 400 ManifestInvalid "invalid tag or digest",
+    METHOD_NOT_ALLOWED: 405 Unsupported "the operation is unsupported",
+    BAD_GATEWAY: 502 Unavailable "the upstream registry is unreachable",
+    UNAVAILABLE: 503 Unavailable "service unavailable",
+    GATEWAY_TIMEOUT: 504 Unavailable "the upstream registry did not answer in time",
+    TOO_MANY_REQUESTS: 429 TooManyRequests "too many requests",
+}
+
 /// The error codes of the distribution spec that the proxy emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -34,7 +62,7 @@ impl ErrorCode {
 }
 
 /// One answer the proxy produces on its own: status, code and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegistryError {
     pub status: u16,
     pub code: ErrorCode,
@@ -49,64 +77,6 @@ impl RegistryError {
             message,
         }
     }
-
-    pub const UNAUTHORIZED: Self =
-        Self::new(401, ErrorCode::Unauthorized, "authentication required");
-    pub const DENIED: Self = Self::new(
-        403,
-        ErrorCode::Denied,
-        "requested access to the resource is denied",
-    );
-    pub const INSUFFICIENT_SCOPE: Self = Self::new(
-        401,
-        ErrorCode::Unauthorized,
-        "authentication required: the token does not grant this access",
-    );
-    pub const INVALID_TOKEN: Self = Self::new(
-        401,
-        ErrorCode::Unauthorized,
-        "authentication required: invalid or expired token",
-    );
-    pub const NOT_FOUND: Self = Self::new(
-        404,
-        ErrorCode::NotFound,
-        "the requested path is not part of the registry API",
-    );
-    pub const BAD_PATH: Self = Self::new(400, ErrorCode::Unsupported, "malformed request path");
-    pub const BAD_CURSOR: Self = Self::new(
-        400,
-        ErrorCode::PaginationNumberInvalid,
-        "unknown or expired catalog cursor: start the listing again",
-    );
-    pub const BAD_CONNECTION: Self = Self::new(
-        400,
-        ErrorCode::Unsupported,
-        "the Connection header nominates a header the proxy sets itself",
-    );
-    pub const BAD_HOST: Self = Self::new(
-        400,
-        ErrorCode::Unsupported,
-        "missing or malformed Host header (expected host[:port])",
-    );
-    pub const NAME_INVALID: Self =
-        Self::new(400, ErrorCode::NameInvalid, "invalid repository name");
-    pub const REFERENCE_INVALID: Self =
-        Self::new(400, ErrorCode::ManifestInvalid, "invalid tag or digest");
-    pub const METHOD_NOT_ALLOWED: Self =
-        Self::new(405, ErrorCode::Unsupported, "the operation is unsupported");
-    pub const BAD_GATEWAY: Self = Self::new(
-        502,
-        ErrorCode::Unavailable,
-        "the upstream registry is unreachable",
-    );
-    pub const UNAVAILABLE: Self = Self::new(503, ErrorCode::Unavailable, "service unavailable");
-    pub const GATEWAY_TIMEOUT: Self = Self::new(
-        504,
-        ErrorCode::Unavailable,
-        "the upstream registry did not answer in time",
-    );
-    pub const TOO_MANY_REQUESTS: Self =
-        Self::new(429, ErrorCode::TooManyRequests, "too many requests");
 
     /// The JSON body: `{"errors":[{"code":…,"message":…,"detail":null}]}`.
     pub fn body(&self) -> Vec<u8> {

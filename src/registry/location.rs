@@ -46,7 +46,7 @@ pub fn rewrite_response(
     public_origin: &str,
 ) -> pingora::Result<()> {
     type Rewrite = fn(&str, &str, &str) -> Option<String>;
-    let rewrites: [(http::header::HeaderName, Rewrite); 2] = [
+    let rewrites: [(http::HeaderName, Rewrite); 2] = [
         (http::header::LOCATION, rewrite_location),
         (http::header::LINK, rewrite_link),
     ];

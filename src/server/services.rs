@@ -13,11 +13,10 @@ use super::watcher::{Watched, Watcher};
 use super::ServeError;
 use crate::app::App;
 use crate::auth::gate::Gate;
-use crate::auth::principal::Mode;
-use crate::auth::throttle::Throttle;
+use crate::auth::token::upstream::UpstreamTokens;
 use crate::auth::token_endpoint::Endpoint;
-use crate::auth::upstream_token::UpstreamTokens;
 use crate::config::AuthMode;
+use crate::http::plain::PlainHttp;
 use crate::observe::admin::AdminApp;
 use crate::observe::health::{Health, HealthCheck};
 use crate::observe::metrics::metrics;
@@ -70,7 +69,6 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
         );
     }
     let proxy = RegistryProxy {
-        acme_http01: acme.as_ref().and_then(|a| a.http01.clone()),
         upstream: Arc::clone(&upstream),
         token_endpoint: tokens
             .as_ref()
@@ -78,22 +76,16 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
         upstream_tokens: issuer
             .filter(|_| cfg.upstream.token_auth)
             .map(UpstreamTokens::new),
-        gate: Arc::new(Gate {
-            authenticator: Arc::clone(&auth),
-            acl: Arc::clone(&acl),
-            throttle: Throttle::new(&cfg.auth.throttle),
-            mode: match tokens.is_some() {
-                true => Mode::Token,
-                false => Mode::Basic,
-            },
+        gate: Arc::new(Gate::new(
+            Arc::clone(&auth),
+            Arc::clone(&acl),
+            &cfg.auth.throttle,
             tokens,
-            verified: Default::default(),
-        }),
+        )),
         audit: audit.clone(),
         realm: cfg.auth.realm.clone(),
         hsts: (!cfg.server.hsts_max_age.is_zero())
             .then(|| format!("max-age={}", cfg.server.hsts_max_age.as_secs())),
-        https_port: cfg.server.listen.port(),
         access_log: cfg.log.access_log,
         catalog_cursors: CursorKey::random()?,
     };
@@ -136,10 +128,12 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
     if let Some(responder) = acme.as_ref().and_then(|a| a.alpn.clone()) {
         service.endpoints().set_pre_tls_callback(responder);
     }
-    if let Some(http) = cfg.server.http_listen {
-        service.add_tcp(&http.to_string());
-    }
     server.add_service(service);
+    if let Some(http) = cfg.server.http_listen {
+        let http01 = acme.as_ref().and_then(|a| a.http01.clone());
+        let plain = PlainHttp::new(cfg.server.listen.port(), http01, cfg.log.access_log);
+        server.add_service(plain.service(http));
+    }
 
     if let Some(acme) = acme {
         server.add_service(background_service("portcullis acme", acme.service));

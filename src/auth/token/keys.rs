@@ -427,6 +427,18 @@ mod tests {
         KeySettings::new(dir.join("keys"))
     }
 
+    /// A new key of `alg`, written to `dir/name` as PEM.
+    fn key_file(
+        dir: &Path,
+        name: &str,
+        alg: &'static rcgen::SignatureAlgorithm,
+    ) -> (KeyPair, PathBuf) {
+        let key = KeyPair::generate_for(alg).unwrap();
+        let path = dir.join(name);
+        fs::write(&path, key.serialize_pem()).unwrap();
+        (key, path)
+    }
+
     #[test]
     fn generates_once_and_reuses() {
         let dir = tempfile::tempdir().unwrap();
@@ -478,9 +490,7 @@ mod tests {
     #[test]
     fn given_key_and_extra_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let key_path = dir.path().join("signing.pem");
-        fs::write(&key_path, key.serialize_pem()).unwrap();
+        let (_, key_path) = key_file(dir.path(), "signing.pem", &rcgen::PKCS_ECDSA_P256_SHA256);
         // an old key: its certificate, and a bare public key
         let old = KeySet::load(&settings(&dir.path().join("old"))).unwrap();
         let other = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
@@ -511,9 +521,7 @@ mod tests {
     #[test]
     fn uses_a_given_certificate_of_the_signing_key() {
         let dir = tempfile::tempdir().unwrap();
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let key_path = dir.path().join("next.pem");
-        fs::write(&key_path, key.serialize_pem()).unwrap();
+        let (key, key_path) = key_file(dir.path(), "next.pem", &rcgen::PKCS_ECDSA_P256_SHA256);
         // a certificate made ahead of the switch (and already in the
         // registry's bundle)
         let mut params = CertificateParams::default();
@@ -567,9 +575,7 @@ mod tests {
     #[test]
     fn refuses_wrong_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let p = dir.path().join("ed.pem");
-        fs::write(&p, ed.serialize_pem()).unwrap();
+        let (ed, p) = key_file(dir.path(), "ed.pem", &rcgen::PKCS_ED25519);
         let s = KeySettings {
             signing_key: Some(p.clone()),
             ..settings(dir.path())

@@ -26,8 +26,29 @@ fn setup() -> (tempfile::TempDir, TokenIssuer) {
     (dir, t)
 }
 
+/// A token of `t`'s usual claims under `header`, signed with `key`.
+fn forge(header: &Header, t: &TokenIssuer, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(header, &claims(t), key).unwrap()
+}
+
+/// Asserts that `t` refuses `token` for its algorithm.
+#[track_caller]
+fn assert_alg_refused(t: &TokenIssuer, token: &str, case: &str) {
+    assert_eq!(t.verify(token), Err(TokenError::Algorithm), "{case}");
+}
+
+/// `t`'s verdict on `claims` signed with its own key.
+fn verify_signed(t: &TokenIssuer, claims: &Claims) -> Result<Claims, TokenError> {
+    t.verify(&t.sign(claims).unwrap())
+}
+
 fn access(s: &str) -> Vec<Access> {
     vec![parse_scope(s).unwrap().into()]
+}
+
+/// An access token of `t` for `user` with one `scope`.
+fn token_for(t: &TokenIssuer, user: &str, scope: &str) -> String {
+    t.issue(user, access(scope), LIFE).unwrap().token
 }
 
 /// Claims as `issue` would make them, for tests that need odd values.
@@ -129,11 +150,7 @@ fn refuses_alg_none() {
     ] {
         for sig in ["", "AAAA"] {
             let token = format!("{}.{body}.{sig}", b64(header.as_bytes()));
-            assert_eq!(
-                t.verify(&token),
-                Err(TokenError::Algorithm),
-                "{header} {sig:?}"
-            );
+            assert_alg_refused(&t, &token, &format!("{header} {sig:?}"));
         }
     }
 }
@@ -162,14 +179,8 @@ fn refuses_hs256_keyed_with_the_public_key() {
             for kid in [None, Some(signing.kid().to_owned())] {
                 let mut h = Header::new(alg);
                 h.kid = kid;
-                let token =
-                    jsonwebtoken::encode(&h, &claims(&t), &EncodingKey::from_secret(secret))
-                        .unwrap();
-                assert_eq!(
-                    t.verify(&token),
-                    Err(TokenError::Algorithm),
-                    "secret {i} {alg:?}"
-                );
+                let token = forge(&h, &t, &EncodingKey::from_secret(secret));
+                assert_alg_refused(&t, &token, &format!("secret {i} {alg:?}"));
             }
         }
     }
@@ -188,7 +199,7 @@ fn refuses_another_algorithm_for_a_key() {
     );
     let mut h = Header::new(jsonwebtoken::Algorithm::EdDSA);
     h.kid = Some(t.keys().signing().kid().to_owned());
-    let token = jsonwebtoken::encode(&h, &claims(&t), ed.keys().signing().encoding()).unwrap();
+    let token = forge(&h, &t, ed.keys().signing().encoding());
     assert_eq!(t.verify(&token), Err(TokenError::Algorithm));
     // and an algorithm we never accept
     let token = format!(
@@ -209,14 +220,14 @@ fn refuses_a_token_of_another_key() {
     // claiming our kid does not help
     let mut h = Header::new(jsonwebtoken::Algorithm::ES256);
     h.kid = Some(t.keys().signing().kid().to_owned());
-    let token = jsonwebtoken::encode(&h, &claims(&t), other.keys().signing().encoding()).unwrap();
+    let token = forge(&h, &t, other.keys().signing().encoding());
     assert_eq!(t.verify(&token), Err(TokenError::BadSignature));
     // nor does leaving kid out
     let h = Header::new(jsonwebtoken::Algorithm::ES256);
-    let token = jsonwebtoken::encode(&h, &claims(&t), other.keys().signing().encoding()).unwrap();
+    let token = forge(&h, &t, other.keys().signing().encoding());
     assert_eq!(t.verify(&token), Err(TokenError::BadSignature));
     // but our own key without a kid is found by trying
-    let token = jsonwebtoken::encode(&h, &claims(&t), t.keys().signing().encoding()).unwrap();
+    let token = forge(&h, &t, t.keys().signing().encoding());
     assert!(t.verify(&token).is_ok());
 }
 
@@ -251,32 +262,26 @@ fn refuses_expired_and_not_yet_valid() {
         iat: now - 500,
         ..claims(&t)
     };
-    assert_eq!(
-        t.verify(&t.sign(&expired).unwrap()),
-        Err(TokenError::Expired)
-    );
+    assert_eq!(verify_signed(&t, &expired), Err(TokenError::Expired));
     let future = Claims {
         nbf: now + 120,
         iat: now + 120,
         exp: now + 600,
         ..claims(&t)
     };
-    assert_eq!(
-        t.verify(&t.sign(&future).unwrap()),
-        Err(TokenError::NotYetValid)
-    );
+    assert_eq!(verify_signed(&t, &future), Err(TokenError::NotYetValid));
     // within the leeway both are fine
     let skewed = Claims {
         exp: now - 10,
         nbf: now - 500,
         ..claims(&t)
     };
-    assert!(t.verify(&t.sign(&skewed).unwrap()).is_ok());
+    assert!(verify_signed(&t, &skewed).is_ok());
     let skewed = Claims {
         nbf: now + 10,
         ..claims(&t)
     };
-    assert!(t.verify(&t.sign(&skewed).unwrap()).is_ok());
+    assert!(verify_signed(&t, &skewed).is_ok());
 }
 
 #[test]
@@ -286,18 +291,12 @@ fn refuses_wrong_audience_and_issuer() {
         aud: "other-registry".into(),
         ..claims(&t)
     };
-    assert_eq!(
-        t.verify(&t.sign(&aud).unwrap()),
-        Err(TokenError::WrongAudience)
-    );
+    assert_eq!(verify_signed(&t, &aud), Err(TokenError::WrongAudience));
     let iss = Claims {
         iss: "someone-else".into(),
         ..claims(&t)
     };
-    assert_eq!(
-        t.verify(&t.sign(&iss).unwrap()),
-        Err(TokenError::WrongIssuer)
-    );
+    assert_eq!(verify_signed(&t, &iss), Err(TokenError::WrongIssuer));
     // an audience list is not what distribution 2.8 writes: refused
     let mut v = serde_json::to_value(claims(&t)).unwrap();
     v["aud"] = serde_json::json!([SVC]);
@@ -314,30 +313,19 @@ fn refuses_wrong_audience_and_issuer() {
 #[test]
 fn refuses_tampered_claims() {
     let (_d, t) = setup();
-    let token = t
-        .issue("bob", access("repository:bob/app:pull"), LIFE)
-        .unwrap()
-        .token;
+    let token = token_for(&t, "bob", "repository:bob/app:pull");
     let p = parts(&token);
-    let mut body: serde_json::Value = serde_json::from_slice(&unb64(&p[1])).unwrap();
-    body["access"] =
-        serde_json::json!([{"type":"repository","name":"team/app","actions":["push"]}]);
-    let forged = format!(
-        "{}.{}.{}",
-        p[0],
-        b64(&serde_json::to_vec(&body).unwrap()),
-        p[2]
-    );
-    assert_eq!(t.verify(&forged), Err(TokenError::BadSignature));
-    let mut body: serde_json::Value = serde_json::from_slice(&unb64(&p[1])).unwrap();
-    body["sub"] = "admin".into();
-    let forged = format!(
-        "{}.{}.{}",
-        p[0],
-        b64(&serde_json::to_vec(&body).unwrap()),
-        p[2]
-    );
-    assert_eq!(t.verify(&forged), Err(TokenError::BadSignature));
+    // the body changed under the original header and signature
+    let tampered = |claim: &str, value: serde_json::Value| {
+        let mut body: serde_json::Value = serde_json::from_slice(&unb64(&p[1])).unwrap();
+        body[claim] = value;
+        let body = b64(&serde_json::to_vec(&body).unwrap());
+        format!("{}.{body}.{}", p[0], p[2])
+    };
+    let push = serde_json::json!([{"type":"repository","name":"team/app","actions":["push"]}]);
+    for forged in [tampered("access", push), tampered("sub", "admin".into())] {
+        assert_eq!(t.verify(&forged), Err(TokenError::BadSignature));
+    }
     // a header swapped (x5c dropped) breaks the signature too
     let header = format!(
         r#"{{"typ":"JWT","alg":"ES256","kid":"{}"}}"#,
@@ -377,10 +365,7 @@ fn refresh_and_access_tokens_do_not_mix() {
     let refresh = t.issue_refresh("alice", Duration::from_secs(3600)).unwrap();
     assert_eq!(t.verify_refresh(&refresh).unwrap(), "alice");
     assert_eq!(t.verify(&refresh), Err(TokenError::RefreshAsAccess));
-    let access = t
-        .issue("alice", access("repository:team/app:pull"), LIFE)
-        .unwrap()
-        .token;
+    let access = token_for(&t, "alice", "repository:team/app:pull");
     assert_eq!(t.verify_refresh(&access), Err(TokenError::AccessAsRefresh));
     // registry:2 checks aud == service: the refresh audience differs
     let body: serde_json::Value = serde_json::from_slice(&unb64(&parts(&refresh)[1])).unwrap();
@@ -427,10 +412,7 @@ fn refresh_and_access_tokens_do_not_mix() {
 #[test]
 fn covers_only_what_was_granted() {
     let (_d, t) = setup();
-    let token = t
-        .issue("alice", access("repository:team/app:pull"), LIFE)
-        .unwrap()
-        .token;
+    let token = token_for(&t, "alice", "repository:team/app:pull");
     let c = t.verify(&token).unwrap();
     assert!(covers(&c, "team/app", "pull"));
     assert!(!covers(&c, "team/app", "push"), "another action");

@@ -7,10 +7,13 @@ use std::path::Path;
 
 use crate::config::AuthConfig;
 
+/// Why the group file cannot be used; the previous groups stay on reload.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GroupsError {
+    /// Missing, unreadable or not UTF-8.
     #[error("cannot read {path}: {reason}")]
     Read { path: String, reason: String },
+    /// A line that is neither blank, a `#` comment nor `group: members`.
     #[error("{path} line {line}: expected `group: user user …`")]
     Syntax { path: String, line: usize },
 }

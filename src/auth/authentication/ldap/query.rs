@@ -364,27 +364,30 @@ mod tests {
 
     #[test]
     fn bad_templates_are_named() {
-        let key = |f: fn(&mut LdapConfig)| Queries::new(&cfg(f)).unwrap_err().key;
-        assert_eq!(
-            key(|c| c.user_filter = Some("(uid={dn})".into())),
-            "user_filter"
-        );
-        assert_eq!(
-            key(|c| c.user_filter = Some("(&(uid={username})".into())),
-            "user_filter"
-        );
-        assert_eq!(
-            key(|c| c.group_filter = Some("(member={dn}".into())),
-            "group_filter"
-        );
-        assert_eq!(
-            key(|c| c.group_filter = Some("(member={x})".into())),
-            "group_filter"
-        );
-        assert_eq!(
-            key(|c| c.user_dn_template = Some("uid={dn},dc=x".into())),
-            "user_dn_template"
-        );
+        type Set = fn(&mut LdapConfig);
+        let key = |f: Set| Queries::new(&cfg(f)).unwrap_err().key;
+        let cases: [(Set, &str); 5] = [
+            (|c| c.user_filter = Some("(uid={dn})".into()), "user_filter"),
+            (
+                |c| c.user_filter = Some("(&(uid={username})".into()),
+                "user_filter",
+            ),
+            (
+                |c| c.group_filter = Some("(member={dn}".into()),
+                "group_filter",
+            ),
+            (
+                |c| c.group_filter = Some("(member={x})".into()),
+                "group_filter",
+            ),
+            (
+                |c| c.user_dn_template = Some("uid={dn},dc=x".into()),
+                "user_dn_template",
+            ),
+        ];
+        for (set, expected) in cases {
+            assert_eq!(key(set), expected);
+        }
     }
 
     #[test]

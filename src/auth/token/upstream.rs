@@ -10,8 +10,8 @@ use moka::sync::Cache;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::token::jwt::TokenIssuer;
-use super::token::scope::Access;
+use super::jwt::TokenIssuer;
+use super::scope::Access;
 use crate::registry::route::{Action, RepoName};
 
 /// Lifetime of upstream tokens; they are reused for half of it.
@@ -41,7 +41,7 @@ impl UpstreamTokens {
     ) -> Option<String> {
         let access = access_for(needs);
         let sub = user.unwrap_or("");
-        let key = format!("{sub}\n{}", super::token::scope::scope_string(&access));
+        let key = format!("{sub}\n{}", super::scope::scope_string(&access));
         if let Some(t) = self.cache.get(&key) {
             return Some(format!("Bearer {t}"));
         }

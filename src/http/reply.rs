@@ -1,0 +1,308 @@
+//! Everything the proxy answers itself, as values, and the one writer that
+//! puts them on the wire.
+//!
+//! Handlers decide *what* to answer (a [`Reply`]); [`write()`] alone builds
+//! the `ResponseHeader`, so the headers every answer must carry
+//! (`Content-Length`, the registry's API version, `nosniff`, HSTS,
+//! `Connection: close` after a failure) cannot be forgotten by one of them.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::ServerSession;
+
+use crate::auth::refusal::{Challenge, Mode, Refusal};
+use crate::auth::token::endpoint::bearer_challenge;
+use crate::registry::errors::RegistryError;
+
+const JSON: &str = "application/json; charset=utf-8";
+
+/// One answer of the proxy's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A registry JSON error that asking for credentials would not change
+    /// (bad request, unknown path, upstream failure).
+    Error(RegistryError),
+    /// A refused request: its JSON error, with the challenge and
+    /// `Retry-After` the refusal calls for.
+    Refused(Refusal),
+    /// The token endpoint's JSON (a token, or an OAuth2 error), never
+    /// cached.
+    Token { status: u16, json: String },
+    /// A page of the filtered catalog, with the `Link` to the next one.
+    Catalog { json: Vec<u8>, link: Option<String> },
+    /// From the plain-HTTP listener to the TLS one.
+    Redirect {
+        location: String,
+        /// 308 rather than 301: the method (and body) must be kept.
+        keep_method: bool,
+    },
+    /// An ACME http-01 validation answer (the key authorization, or 404).
+    Http01 { status: u16, body: Bytes },
+}
+
+impl From<RegistryError> for Reply {
+    fn from(e: RegistryError) -> Self {
+        Reply::Error(e)
+    }
+}
+
+impl From<Refusal> for Reply {
+    fn from(r: Refusal) -> Self {
+        Reply::Refused(r)
+    }
+}
+
+/// Where the reply goes: what the listener adds to every answer and how
+/// it asks for credentials.
+pub struct ReplyContext<'a> {
+    /// The registry API's own headers (`Docker-Distribution-Api-Version`,
+    /// `X-Content-Type-Options`): on the TLS listener only.
+    pub registry: bool,
+    /// The `Strict-Transport-Security` value, if enabled (TLS only).
+    pub hsts: Option<&'a str>,
+    /// The scheme credentials are asked for with.
+    pub mode: Mode,
+    /// The realm of a Basic challenge.
+    pub basic_realm: &'a str,
+    /// `(realm, service)` of a Bearer challenge; without a token endpoint
+    /// no Bearer challenge is sent.
+    pub bearer: Option<(String, &'a str)>,
+}
+
+impl ReplyContext<'_> {
+    /// The plain-HTTP listener: not the registry API, never a challenge.
+    pub const PLAIN: ReplyContext<'static> = ReplyContext {
+        registry: false,
+        hsts: None,
+        mode: Mode::Basic,
+        basic_realm: "",
+        bearer: None,
+    };
+
+    fn challenge_header(&self, challenge: &Challenge) -> Option<String> {
+        match challenge {
+            Challenge::Basic => Some(format!("Basic realm=\"{}\"", self.basic_realm)),
+            Challenge::Bearer { scope, error } => {
+                let (realm, service) = self.bearer.as_ref()?;
+                Some(bearer_challenge(realm, service, scope.as_deref(), *error))
+            }
+        }
+    }
+}
+
+/// A downstream session a reply can be written to: the proxy's, or a
+/// plain [`ServerSession`] of a small app.
+#[async_trait]
+pub trait Downstream: Send {
+    fn request(&self) -> &RequestHeader;
+    fn is_http2(&self) -> bool;
+    /// Sends the header and, unless `None`, the whole body.
+    async fn send(&mut self, head: ResponseHeader, body: Option<Bytes>) -> pingora::Result<()>;
+}
+
+#[async_trait]
+impl Downstream for pingora::proxy::Session {
+    fn request(&self) -> &RequestHeader {
+        self.req_header()
+    }
+    fn is_http2(&self) -> bool {
+        ServerSession::is_http2(self)
+    }
+    async fn send(&mut self, head: ResponseHeader, body: Option<Bytes>) -> pingora::Result<()> {
+        self.write_response_header(Box::new(head), body.is_none())
+            .await?;
+        if let Some(body) = body {
+            self.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Downstream for ServerSession {
+    fn request(&self) -> &RequestHeader {
+        self.req_header()
+    }
+    fn is_http2(&self) -> bool {
+        ServerSession::is_http2(self)
+    }
+    async fn send(&mut self, head: ResponseHeader, body: Option<Bytes>) -> pingora::Result<()> {
+        self.write_response_header(Box::new(head)).await?;
+        if let Some(body) = body {
+            self.write_response_body(body, true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The status, content type, body and reply-specific headers of a reply.
+struct Parts {
+    status: u16,
+    content_type: Option<&'static str>,
+    body: Bytes,
+    headers: Vec<(http::HeaderName, String)>,
+}
+
+impl Parts {
+    fn new(status: u16, content_type: Option<&'static str>, body: impl Into<Bytes>) -> Self {
+        Parts {
+            status,
+            content_type,
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn with(mut self, name: http::HeaderName, value: Option<String>) -> Self {
+        self.headers.extend(value.map(|v| (name, v)));
+        self
+    }
+
+    fn of(reply: Reply, ctx: &ReplyContext<'_>) -> Parts {
+        use http::header;
+        match reply {
+            Reply::Error(e) => Parts::new(e.status, Some(JSON), e.body()),
+            Reply::Refused(r) => Parts::new(r.error().status, Some(JSON), r.error().body())
+                .with(
+                    header::WWW_AUTHENTICATE,
+                    r.challenge(ctx.mode).and_then(|c| ctx.challenge_header(&c)),
+                )
+                .with(header::RETRY_AFTER, r.retry_after().map(|s| s.to_string())),
+            Reply::Token { status, json } => Parts::new(status, Some(JSON), json)
+                .with(header::CACHE_CONTROL, Some("no-store".into())),
+            Reply::Catalog { json, link } => {
+                Parts::new(200, Some(JSON), json).with(header::LINK, link)
+            }
+            Reply::Redirect {
+                location,
+                keep_method,
+            } => Parts::new(if keep_method { 308 } else { 301 }, None, Bytes::new())
+                .with(header::LOCATION, Some(location)),
+            Reply::Http01 { status, body } => Parts::new(status, Some("text/plain"), body)
+                .with(header::CACHE_CONTROL, Some("no-store".into())),
+        }
+    }
+
+    fn head(self, ctx: &ReplyContext<'_>, http2: bool) -> pingora::Result<(ResponseHeader, Bytes)> {
+        use http::header;
+        let mut resp = ResponseHeader::build(self.status, Some(6 + self.headers.len()))?;
+        if let Some(t) = self.content_type {
+            resp.insert_header(header::CONTENT_TYPE, t)?;
+        }
+        resp.insert_header(header::CONTENT_LENGTH, self.body.len().to_string())?;
+        for (name, value) in self.headers {
+            resp.insert_header(name, value)?;
+        }
+        // After an upstream failure Pingora closes the client connection;
+        // say so, or an HTTP/1.1 client may reuse it and see a reset.
+        if self.status >= 500 && !http2 {
+            resp.insert_header(header::CONNECTION, "close")?;
+        }
+        if ctx.registry {
+            add_registry_headers(&mut resp, ctx.hsts)?;
+        }
+        Ok((resp, self.body))
+    }
+}
+
+/// The headers of every registry API answer, the upstream's included.
+pub fn add_registry_headers(resp: &mut ResponseHeader, hsts: Option<&str>) -> pingora::Result<()> {
+    resp.insert_header("Docker-Distribution-Api-Version", "registry/2.0")?;
+    resp.insert_header("X-Content-Type-Options", "nosniff")?;
+    if let Some(hsts) = hsts {
+        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
+    }
+    Ok(())
+}
+
+/// Writes `reply` as a complete response; no body for `HEAD` (its
+/// `Content-Length` is still the body's).
+pub async fn write<S: Downstream + ?Sized>(
+    session: &mut S,
+    reply: Reply,
+    ctx: &ReplyContext<'_>,
+) -> pingora::Result<()> {
+    let (head, body) = Parts::of(reply, ctx).head(ctx, session.is_http2())?;
+    let head_only = session.request().method == http::Method::HEAD || body.is_empty();
+    session.send(head, (!head_only).then_some(body)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(mode: Mode) -> ReplyContext<'static> {
+        ReplyContext {
+            registry: true,
+            hsts: Some("max-age=60"),
+            mode,
+            basic_realm: "portcullis",
+            bearer: Some(("https://r.test/token".into(), "registry.test")),
+        }
+    }
+
+    fn header(resp: &ResponseHeader, name: &str) -> Option<String> {
+        resp.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn refusals_carry_their_challenge_and_wait() {
+        let r = Reply::from(Refusal::Unauthenticated {
+            scope: Some("repository:a/b:pull".into()),
+        });
+        let (resp, body) = Parts::of(r, &ctx(Mode::Token))
+            .head(&ctx(Mode::Token), false)
+            .unwrap();
+        assert_eq!(resp.status, 401);
+        assert_eq!(
+            header(&resp, "www-authenticate").as_deref(),
+            Some(
+                "Bearer realm=\"https://r.test/token\",service=\"registry.test\",\
+                 scope=\"repository:a/b:pull\""
+            )
+        );
+        assert_eq!(body, Bytes::from(RegistryError::UNAUTHORIZED.body()));
+        assert_eq!(
+            header(&resp, "strict-transport-security").as_deref(),
+            Some("max-age=60")
+        );
+
+        let r = Reply::from(Refusal::Throttled { retry_after: 3 });
+        let (resp, _) = Parts::of(r, &ctx(Mode::Basic))
+            .head(&ctx(Mode::Basic), false)
+            .unwrap();
+        assert_eq!(resp.status, 429);
+        assert_eq!(header(&resp, "retry-after").as_deref(), Some("3"));
+        assert_eq!(header(&resp, "www-authenticate"), None);
+    }
+
+    #[test]
+    fn failures_close_http1_connections() {
+        let (resp, _) = Parts::of(RegistryError::BAD_GATEWAY.into(), &ctx(Mode::Basic))
+            .head(&ctx(Mode::Basic), false)
+            .unwrap();
+        assert_eq!(header(&resp, "connection").as_deref(), Some("close"));
+        let (resp, _) = Parts::of(RegistryError::BAD_GATEWAY.into(), &ctx(Mode::Basic))
+            .head(&ctx(Mode::Basic), true)
+            .unwrap();
+        assert_eq!(header(&resp, "connection"), None);
+    }
+
+    #[test]
+    fn plain_listener_answers_carry_no_registry_headers() {
+        let r = Reply::Redirect {
+            location: "https://r.test/v2/".into(),
+            keep_method: true,
+        };
+        let (resp, body) = Parts::of(r, &ReplyContext::PLAIN)
+            .head(&ReplyContext::PLAIN, false)
+            .unwrap();
+        assert_eq!(resp.status, 308);
+        assert_eq!(header(&resp, "content-length").as_deref(), Some("0"));
+        assert_eq!(header(&resp, "docker-distribution-api-version"), None);
+        assert!(body.is_empty());
+    }
+}
