@@ -45,7 +45,8 @@ impl PlainHttp {
 
     async fn answer(&self, req: &RequestHeader) -> Reply {
         if let (Some(ch), Some(token)) = (&self.http01, acme::http01::token(req.uri.path())) {
-            return acme::http01::answer(ch, token).await;
+            let (status, body) = acme::http01::answer(ch, token).await;
+            return Reply::Http01 { status, body };
         }
         let host = headers::request_host(req);
         Reply::Redirect {

@@ -4,21 +4,21 @@
 use bytes::Bytes;
 
 use super::challenge::{Challenges, HTTP01_PREFIX};
-use crate::http::reply::Reply;
 
 /// The token of a validation request, if `path` is one.
 pub fn token(path: &str) -> Option<&str> {
     path.strip_prefix(HTTP01_PREFIX)
 }
 
-/// The answer to a validation request for `token`.
-pub async fn answer(challenges: &Challenges, token: &str) -> Reply {
+/// The answer to a validation request for `token`: status and body (the
+/// listener's reply writer sends them).
+pub async fn answer(challenges: &Challenges, token: &str) -> (u16, Bytes) {
     let (status, body) = match challenges.http(token).await {
         Some(key_auth) => (200, Bytes::from(key_auth)),
         None => (404, Bytes::from_static(b"unknown challenge token\n")),
     };
     tracing::info!(target: "acme", token, status, "http-01 validation request");
-    Reply::Http01 { status, body }
+    (status, body)
 }
 
 #[cfg(test)]
