@@ -220,18 +220,14 @@ pub fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), ServeEr
         ),
         None => None,
     };
-    let proxy = RegistryProxy {
-        upstream: Arc::clone(&upstream),
+    let proxy = RegistryProxy::new(
+        &cfg,
+        Arc::clone(&upstream),
         gate,
         token_endpoint,
         upstream_tokens,
-        audit: audit.clone(),
-        realm: cfg.auth.realm.clone(),
-        hsts: (!cfg.server.hsts_max_age.is_zero())
-            .then(|| format!("max-age={}", cfg.server.hsts_max_age.as_secs())),
-        access_log: cfg.log.access_log,
-        catalog_cursors: crate::registry::catalog::CursorKey::random()?,
-    };
+        audit.clone(),
+    )?;
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     if cfg.metrics.enabled {
         let admin = AdminApp {
