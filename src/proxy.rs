@@ -179,7 +179,7 @@ impl ProxyHttp for RegistryProxy {
         self.upstream.load().peer()
     }
 
-    /// 3. forward: our headers, not the client's.
+    /// 4. forward: our headers, not the client's.
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -274,7 +274,7 @@ impl ProxyHttp for RegistryProxy {
         }
     }
 
-    /// 4. observe
+    /// 5. observe
     async fn logging(
         &self,
         session: &mut Session,
