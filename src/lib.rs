@@ -3,9 +3,9 @@
 //!
 //! Where things live: [`proxy`] is the request pipeline; [`http`] writes
 //! the proxy's own answers and serves the plain-HTTP listener;
-//! [`registry`] knows the v2 API; [`auth`] checks credentials; [`tls`] serves certificates;
-//! [`upstream`] talks to the registry; [`observe`] logs; [`config`] is
-//! `proxy.toml`.
+//! [`registry`] knows the v2 API; [`auth`] decides who is calling and what
+//! they may do; [`tls`] serves certificates; [`upstream`] talks to the
+//! registry; [`observe`] logs; [`config`] is `proxy.toml`.
 
 pub mod app;
 pub mod auth;

@@ -19,6 +19,7 @@ use crate::auth::principal::Principal;
 use crate::auth::refusal::{Mode, Refusal};
 use crate::auth::token::upstream::UpstreamTokens;
 use crate::auth::token_endpoint::Endpoint;
+use crate::config::Config;
 use crate::http::reply::{self, Reply, ReplyContext};
 use crate::http::served::{client_addr, Served};
 use crate::http::token;
@@ -34,19 +35,45 @@ use arc_swap::ArcSwap;
 
 pub struct RegistryProxy {
     /// Swapped when a reloaded config changes the upstream.
-    pub upstream: Arc<ArcSwap<Upstream>>,
-    pub gate: Arc<Gate>,
-    pub realm: String,
+    upstream: Arc<ArcSwap<Upstream>>,
+    gate: Arc<Gate>,
+    realm: String,
     /// Token mode: the endpoint's path, service name and public URL.
-    pub token_endpoint: Option<Endpoint>,
+    token_endpoint: Option<Endpoint>,
     /// The upstream runs token auth: tokens we send it.
-    pub upstream_tokens: Option<UpstreamTokens>,
-    pub audit: Option<Arc<AuditLog>>,
+    upstream_tokens: Option<UpstreamTokens>,
+    audit: Option<Arc<AuditLog>>,
     /// Precomputed `Strict-Transport-Security` value, if enabled.
-    pub hsts: Option<String>,
-    pub access_log: bool,
+    hsts: Option<String>,
+    access_log: bool,
     /// Seals the catalog's give-up cursors.
-    pub catalog_cursors: catalog::CursorKey,
+    catalog_cursors: catalog::CursorKey,
+}
+
+impl RegistryProxy {
+    /// The pipeline in front of `upstream`; `cfg` gives the Basic realm,
+    /// HSTS and the access log.
+    pub fn new(
+        cfg: &Config,
+        upstream: Arc<ArcSwap<Upstream>>,
+        gate: Arc<Gate>,
+        token_endpoint: Option<Endpoint>,
+        upstream_tokens: Option<UpstreamTokens>,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Result<Self, catalog::CatalogError> {
+        let hsts_max_age = cfg.server.hsts_max_age;
+        Ok(RegistryProxy {
+            upstream,
+            gate,
+            realm: cfg.auth.realm.clone(),
+            token_endpoint,
+            upstream_tokens,
+            audit,
+            hsts: (!hsts_max_age.is_zero()).then(|| format!("max-age={}", hsts_max_age.as_secs())),
+            access_log: cfg.log.access_log,
+            catalog_cursors: catalog::CursorKey::random()?,
+        })
+    }
 }
 
 /// Per-request state, filled in as the pipeline advances.
@@ -152,7 +179,7 @@ impl ProxyHttp for RegistryProxy {
         self.upstream.load().peer()
     }
 
-    /// 3. forward: our headers, not the client's.
+    /// 4. forward: our headers, not the client's.
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -247,7 +274,7 @@ impl ProxyHttp for RegistryProxy {
         }
     }
 
-    /// 4. observe
+    /// 5. observe
     async fn logging(
         &self,
         session: &mut Session,

@@ -104,3 +104,44 @@ impl HttpServerApp for PlainHttp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, path: &str) -> RequestHeader {
+        let mut req = RequestHeader::build(method, path.as_bytes(), None).unwrap();
+        req.insert_header("Host", "r.test:8080").unwrap();
+        req
+    }
+
+    #[tokio::test]
+    async fn redirects_keep_the_method_unless_get_or_head() {
+        let app = PlainHttp::new(8443, None, false);
+        for (method, keep_method) in [
+            ("GET", false),
+            ("HEAD", false),
+            ("POST", true),
+            ("PUT", true),
+        ] {
+            assert_eq!(
+                app.answer(&request(method, "/v2/a/tags/list?n=1")).await,
+                Reply::Redirect {
+                    location: "https://r.test:8443/v2/a/tags/list?n=1".into(),
+                    keep_method,
+                },
+                "{method}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn without_http01_a_challenge_path_is_redirected_too() {
+        let app = PlainHttp::new(443, None, false);
+        let reply = app
+            .answer(&request("GET", "/.well-known/acme-challenge/t"))
+            .await;
+        assert!(matches!(reply, Reply::Redirect { location, .. }
+            if location == "https://r.test/.well-known/acme-challenge/t"));
+    }
+}

@@ -292,6 +292,32 @@ mod tests {
     }
 
     #[test]
+    fn token_answers_are_never_cached_and_catalog_pages_link_on() {
+        let c = ctx(Mode::Token);
+        let token = Reply::Token {
+            status: 200,
+            json: "{}".into(),
+        };
+        let (resp, body) = Parts::of(token, &c).head(&c, false).unwrap();
+        assert_eq!(header(&resp, "cache-control").as_deref(), Some("no-store"));
+        assert_eq!(header(&resp, "content-length").as_deref(), Some("2"));
+        assert_eq!(body, Bytes::from_static(b"{}"));
+        let page = Reply::Catalog {
+            json: b"{}".to_vec(),
+            link: Some("</v2/_catalog?n=1>; rel=\"next\"".into()),
+        };
+        let (resp, _) = Parts::of(page, &c).head(&c, false).unwrap();
+        assert_eq!(
+            header(&resp, "link").as_deref(),
+            Some("</v2/_catalog?n=1>; rel=\"next\"")
+        );
+        assert_eq!(
+            header(&resp, "docker-distribution-api-version").as_deref(),
+            Some("registry/2.0")
+        );
+    }
+
+    #[test]
     fn plain_listener_answers_carry_no_registry_headers() {
         let r = Reply::Redirect {
             location: "https://r.test/v2/".into(),

@@ -21,7 +21,6 @@ use crate::observe::admin::AdminApp;
 use crate::observe::health::{Health, HealthCheck};
 use crate::observe::metrics::metrics;
 use crate::proxy::RegistryProxy;
-use crate::registry::catalog::CursorKey;
 
 pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), ServeError> {
     let App {
@@ -68,27 +67,23 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
             "token auth: signing key loaded (the certificate is registry:2's auth.token.rootcertbundle)"
         );
     }
-    let proxy = RegistryProxy {
-        upstream: Arc::clone(&upstream),
-        token_endpoint: tokens
-            .as_ref()
-            .map(|t| Endpoint::new(&cfg.auth.token, Arc::clone(t))),
-        upstream_tokens: issuer
-            .filter(|_| cfg.upstream.token_auth)
-            .map(UpstreamTokens::new),
-        gate: Arc::new(Gate::new(
+    let proxy = RegistryProxy::new(
+        &cfg,
+        Arc::clone(&upstream),
+        Arc::new(Gate::new(
             Arc::clone(&auth),
             Arc::clone(&acl),
             &cfg.auth.throttle,
-            tokens,
+            tokens.clone(),
         )),
-        audit: audit.clone(),
-        realm: cfg.auth.realm.clone(),
-        hsts: (!cfg.server.hsts_max_age.is_zero())
-            .then(|| format!("max-age={}", cfg.server.hsts_max_age.as_secs())),
-        access_log: cfg.log.access_log,
-        catalog_cursors: CursorKey::random()?,
-    };
+        tokens
+            .as_ref()
+            .map(|t| Endpoint::new(&cfg.auth.token, Arc::clone(t))),
+        issuer
+            .filter(|_| cfg.upstream.token_auth)
+            .map(UpstreamTokens::new),
+        audit.clone(),
+    )?;
     tracing::info!(
         users = auth.user_count(),
         htpasswd = %auth.htpasswd_path().map(|p| p.display().to_string()).unwrap_or_default(),
