@@ -64,7 +64,7 @@ fn compiled(text: &str) -> Result<Config, String> {
     portcullis::app::compile(&cfg).map_err(problems)?;
     if let Some(ldap) = &cfg.auth.ldap {
         // the templates; secrets and files are not the examples' own
-        portcullis::auth::ldap::Queries::new(ldap)
+        portcullis::auth::authentication::ldap::Queries::new(ldap)
             .map_err(|e| format!("auth.ldap.{}: {}", e.key, e.reason))?;
     }
     Ok(cfg)

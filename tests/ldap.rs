@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use portcullis::auth::ldap::{LdapBackend, LdapError, LdapVerdict};
+use portcullis::auth::authentication::ldap::{LdapBackend, LdapError, LdapVerdict};
 use portcullis::config::ldap::{GroupName, LdapConfig};
 use portcullis::config::Secret;
 use support::slapd::*;

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use portcullis::auth::ldap::{LdapBackend, LdapError, LdapVerdict};
+use portcullis::auth::authentication::ldap::{LdapBackend, LdapError, LdapVerdict};
 use portcullis::config::ldap::LdapConfig;
 use portcullis::config::Secret;
 use support::slapd::*;

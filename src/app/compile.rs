@@ -4,7 +4,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::auth::acl::{self, Rule};
+use crate::auth::authorization::acl::{self, Rule};
 use crate::auth::token::public::Algorithm;
 use crate::config::{Config, Problem};
 

@@ -13,10 +13,10 @@ pub mod secrets;
 
 use std::sync::Arc;
 
+use crate::auth::authentication::Authenticator;
 use crate::auth::token::jwt::TokenIssuer;
 use crate::auth::token::keys::{KeySet, KeySettings};
 use crate::auth::token::public::Algorithm;
-use crate::auth::Authenticator;
 use crate::config::{AuthMode, Config, Problem};
 use crate::observe::admin::ScrapeAuth;
 use crate::observe::audit::AuditLog;

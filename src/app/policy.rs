@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::auth::acl::{Acl, Rule};
-use crate::auth::groups;
+use crate::auth::authorization::acl::{Acl, Rule};
+use crate::auth::authorization::groups;
 use crate::config::{Config, Problem};
 use crate::upstream::Upstream;
 

@@ -24,5 +24,3 @@ pub mod token;
 pub mod token_endpoint;
 
 // The paths the config, the CLI and the tests name these by.
-pub use authentication::{htpasswd, ldap, AuthFailure, AuthSetupError, Authenticator, Identity};
-pub use authorization::{acl, groups};

@@ -1,6 +1,8 @@
 //! `portcullis check`: everything `serve` would load, without serving.
 
-use crate::auth::acl::Caller;
+use crate::auth::authentication::Identity;
+use crate::auth::authorization::Authorization;
+use crate::auth::principal::Principal;
 use crate::config::Config;
 use crate::registry::route::{Action, RepoName};
 use std::path::Path;
@@ -73,16 +75,23 @@ pub fn explain(path: &Path, args: &[String], from: std::net::IpAddr) -> ExitCode
             return ExitCode::FAILURE;
         }
     }
-    let groups = user
-        .map(|u| acl.static_groups(u).to_vec())
-        .unwrap_or_default();
-    let caller = Caller {
-        user,
-        groups: &groups,
-        ip: from,
+    // the caller as a login of `user` would make it (without directory
+    // groups: `--ldap` shows those)
+    let principal = match user {
+        Some(u) => Principal::user_of(
+            std::sync::Arc::new(Identity {
+                user: u.to_owned(),
+                credential_stamp: None,
+                backend: "check",
+                groups: Vec::new(),
+            }),
+            acl.static_groups(u),
+        ),
+        None => Principal::Anonymous,
     };
-    print!("{}", acl.explain(&caller, repo, action));
-    if acl.check(&caller, repo, action).allowed() {
+    let authorization = Authorization::new(std::sync::Arc::clone(&acl), &principal, from);
+    print!("{}", authorization.explain(repo, action));
+    if authorization.permits(repo, action) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -91,7 +100,7 @@ pub fn explain(path: &Path, args: &[String], from: std::net::IpAddr) -> ExitCode
 
 /// `check --ldap USER`: what the directory says about a user.
 pub fn ldap(path: &Path, user: &str, password_stdin: bool) -> ExitCode {
-    use crate::auth::ldap::{LdapBackend, LdapVerdict};
+    use crate::auth::authentication::ldap::{LdapBackend, LdapVerdict};
     let cfg = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {

@@ -1,7 +1,7 @@
 //! `portcullis user add|remove|list`: edits htpasswd files atomically.
 
 use super::{password, PasswordArgs};
-use crate::auth::htpasswd::{self, Htpasswd};
+use crate::auth::authentication::htpasswd::{self, Htpasswd};
 use std::path::Path;
 
 pub fn add(file: &Path, user: &str, args: &PasswordArgs) -> Result<(), String> {

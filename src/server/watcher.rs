@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::app::Policy;
-use crate::auth::acl::Acl;
-use crate::auth::Authenticator;
+use crate::auth::authentication::Authenticator;
+use crate::auth::authorization::acl::Acl;
 use crate::observe::audit::AuditLog;
 use crate::observe::metrics::metrics;
 use crate::tls::TlsState;

@@ -40,6 +40,11 @@ impl<'p> Authorization<'p> {
         }
     }
 
+    /// Which rule decides `action` on `repo`, and why (`check --explain`).
+    pub fn explain(&self, repo: Option<&str>, action: Action) -> String {
+        self.acl.explain(&self.caller, repo, action)
+    }
+
     /// Whether the rules let the caller do `action` to `repo` (`None`:
     /// registry-wide), whatever a token of it grants.
     pub fn permits(&self, repo: Option<&str>, action: Action) -> bool {
