@@ -440,6 +440,10 @@ mod tests {
         compile(toml_text).unwrap_or_else(|p| panic!("rules refused: {p:?}"))
     }
 
+    fn allows(acl: &Acl, caller: &Caller<'_>, repo: &str, action: Action) -> bool {
+        acl.check(caller, Some(repo), action).allowed()
+    }
+
     fn caller<'a>(user: Option<&'a str>, groups: &'a [String], ip: &str) -> Caller<'a> {
         Caller {
             user,
@@ -448,41 +452,8 @@ mod tests {
         }
     }
 
-    const RULES: &str = r#"
-        [[access]]
-        users = ["admin"]
-        actions = ["*"]
-
-        [[access]]
-        groups = ["ci"]
-        repositories = ["team-a/*"]
-        actions = ["pull", "push"]
-
-        [[access]]
-        repositories = ["users/${user}/**"]
-        actions = ["pull", "push", "delete"]
-
-        [[access]]
-        users = ["readonly"]
-        repositories = ["team-a/*"]
-        actions = ["pull"]
-
-        [[access]]
-        anonymous = true
-        repositories = ["public/**"]
-        actions = ["pull"]
-
-        [[access]]
-        repositories = ["internal/**"]
-        networks = ["10.0.0.0/8"]
-        actions = ["pull"]
-
-        [[access]]
-        users = ["*"]
-        repositories = ["team-a/*"]
-        actions = []
-        comment = "explicitly nobody else"
-    "#;
+    /// The rules most tests decide with.
+    const RULES: &str = include_str!("testdata/rules.toml");
 
     #[test]
     fn first_match_decides() {
@@ -490,22 +461,14 @@ mod tests {
         let ci = vec!["ci".to_owned()];
         let none: Vec<String> = vec![];
         let admin = caller(Some("admin"), &none, "192.0.2.1");
-        assert!(acl
-            .check(&admin, Some("anything/at/all"), Action::Delete)
-            .allowed());
+        assert!(allows(&acl, &admin, "anything/at/all", Action::Delete));
         let robot = caller(Some("robot"), &ci, "192.0.2.1");
-        assert!(acl
-            .check(&robot, Some("team-a/app"), Action::Push)
-            .allowed());
-        assert!(!acl
-            .check(&robot, Some("team-a/app"), Action::Delete)
-            .allowed());
+        assert!(allows(&acl, &robot, "team-a/app", Action::Push));
+        assert!(!allows(&acl, &robot, "team-a/app", Action::Delete));
         // `*` stays within one component
-        assert!(!acl
-            .check(&robot, Some("team-a/app/sub"), Action::Pull)
-            .allowed());
+        assert!(!allows(&acl, &robot, "team-a/app/sub", Action::Pull));
         let ro = caller(Some("readonly"), &none, "192.0.2.1");
-        assert!(acl.check(&ro, Some("team-a/app"), Action::Pull).allowed());
+        assert!(allows(&acl, &ro, "team-a/app", Action::Pull));
         assert_eq!(
             acl.check(&ro, Some("team-a/app"), Action::Push),
             Decision::Deny { rule: Some(4) }
@@ -526,25 +489,15 @@ mod tests {
         let acl = rules(RULES);
         let none: Vec<String> = vec![];
         let alice = caller(Some("alice"), &none, "192.0.2.1");
-        assert!(acl
-            .check(&alice, Some("users/alice/app"), Action::Push)
-            .allowed());
-        assert!(acl
-            .check(&alice, Some("users/alice/deep/app"), Action::Delete)
-            .allowed());
-        assert!(!acl
-            .check(&alice, Some("users/bob/app"), Action::Pull)
-            .allowed());
+        assert!(allows(&acl, &alice, "users/alice/app", Action::Push));
+        assert!(allows(&acl, &alice, "users/alice/deep/app", Action::Delete));
+        assert!(!allows(&acl, &alice, "users/bob/app", Action::Pull));
         // a user name that is not a valid component never matches
         let weird = caller(Some("Al*ce"), &none, "192.0.2.1");
-        assert!(!acl
-            .check(&weird, Some("users/al/app"), Action::Pull)
-            .allowed());
+        assert!(!allows(&acl, &weird, "users/al/app", Action::Pull));
         // anonymous callers have no namespace
         let anon = caller(None, &none, "192.0.2.1");
-        assert!(!acl
-            .check(&anon, Some("users/alice/app"), Action::Pull)
-            .allowed());
+        assert!(!allows(&acl, &anon, "users/alice/app", Action::Pull));
     }
 
     #[test]
@@ -552,22 +505,14 @@ mod tests {
         let acl = rules(RULES);
         let none: Vec<String> = vec![];
         let anon = caller(None, &none, "192.0.2.1");
-        assert!(acl
-            .check(&anon, Some("public/tools"), Action::Pull)
-            .allowed());
-        assert!(!acl
-            .check(&anon, Some("public/tools"), Action::Push)
-            .allowed());
-        assert!(!acl.check(&anon, Some("team-a/app"), Action::Pull).allowed());
+        assert!(allows(&acl, &anon, "public/tools", Action::Pull));
+        assert!(!allows(&acl, &anon, "public/tools", Action::Push));
+        assert!(!allows(&acl, &anon, "team-a/app", Action::Pull));
         assert!(acl.allows_anonymous());
         let inside = caller(Some("bob"), &none, "10.1.2.3");
         let outside = caller(Some("bob"), &none, "192.0.2.1");
-        assert!(acl
-            .check(&inside, Some("internal/x"), Action::Pull)
-            .allowed());
-        assert!(!acl
-            .check(&outside, Some("internal/x"), Action::Pull)
-            .allowed());
+        assert!(allows(&acl, &inside, "internal/x", Action::Pull));
+        assert!(!allows(&acl, &outside, "internal/x", Action::Pull));
     }
 
     #[test]
@@ -589,34 +534,14 @@ mod tests {
         let none: Vec<String> = vec![];
         // `carol/sub` is a valid repository name but not one component
         let sub = caller(Some("carol/sub"), &none, "192.0.2.1");
-        assert!(!acl
-            .check(&sub, Some("users/carol/sub/app"), Action::Push)
-            .allowed());
+        assert!(!allows(&acl, &sub, "users/carol/sub/app", Action::Push));
         let carol = caller(Some("carol"), &none, "192.0.2.1");
-        assert!(acl
-            .check(&carol, Some("users/carol/sub/app"), Action::Push)
-            .allowed());
+        assert!(allows(&acl, &carol, "users/carol/sub/app", Action::Push));
     }
 
     #[test]
     fn catalog_is_decided_by_rules_without_repositories() {
-        let acl = rules(
-            r#"
-            [[access]]
-            anonymous = true
-            repositories = ["public/**"]
-            actions = ["pull"]
-
-            [[access]]
-            users = ["alice"]
-            repositories = ["team/**"]
-            actions = ["*"]
-
-            [[access]]
-            users = ["alice"]
-            actions = ["catalog"]
-            "#,
-        );
+        let acl = rules(include_str!("testdata/catalog.toml"));
         let none: Vec<String> = vec![];
         let anon = caller(None, &none, "192.0.2.1");
         let alice = caller(Some("alice"), &none, "192.0.2.1");
@@ -630,7 +555,7 @@ mod tests {
             acl.check(&alice, None, Action::Catalog),
             Decision::Allow { rule: Some(3) }
         );
-        assert!(acl.check(&alice, Some("team/x"), Action::Delete).allowed());
+        assert!(allows(&acl, &alice, "team/x", Action::Delete));
         let text = acl.explain(&anon, None, Action::Catalog);
         assert!(text.contains("the catalog is registry-wide"), "{text}");
     }

@@ -112,42 +112,28 @@ fn post_refresh_grant() {
 
 #[test]
 fn post_refuses_bad_requests() {
-    let cases: [(&[u8], EndpointError); 9] = [
-        (
-            b"username=a&password=b",
-            EndpointError::Missing("grant_type"),
-        ),
-        (
-            b"grant_type=password&password=b",
-            EndpointError::Missing("username"),
-        ),
-        (
-            b"grant_type=password&username=a",
-            EndpointError::Missing("password"),
-        ),
-        (
-            b"grant_type=refresh_token",
-            EndpointError::Missing("refresh_token"),
-        ),
+    use EndpointError as E;
+    let cases: [(&[u8], E); 9] = [
+        (b"username=a&password=b", E::Missing("grant_type")),
+        (b"grant_type=password&password=b", E::Missing("username")),
+        (b"grant_type=password&username=a", E::Missing("password")),
+        (b"grant_type=refresh_token", E::Missing("refresh_token")),
         (
             b"grant_type=refresh_token&refresh_token=",
-            EndpointError::Missing("refresh_token"),
+            E::Missing("refresh_token"),
         ),
-        (
-            b"grant_type=client_credentials",
-            EndpointError::UnsupportedGrant,
-        ),
+        (b"grant_type=client_credentials", E::UnsupportedGrant),
         (
             b"grant_type=password&username=a&username=b&password=c",
-            EndpointError::Duplicate("username"),
+            E::Duplicate("username"),
         ),
         (
             b"grant_type=password&username=a&password=c&access_type=forever",
-            EndpointError::Invalid("access_type"),
+            E::Invalid("access_type"),
         ),
         (
             b"grant_type=password&username=a&password=%C3%28",
-            EndpointError::Encoding,
+            E::Encoding,
         ),
     ];
     for (body, want) in cases {
