@@ -7,6 +7,16 @@
 //! proxy. Nonce rejection and authorization reuse stay at pebble's
 //! defaults, so the client's retries run for real.
 
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use tempfile::TempDir;
+
 use super::*;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;

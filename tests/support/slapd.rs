@@ -6,6 +6,12 @@
 //! every BIND and SRCH the tests cause. Stopping keeps the database, so
 //! `start_again` brings back the same directory on the same ports.
 
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use tempfile::TempDir;
+
 use super::*;
 
 pub const BASE_DN: &str = "dc=example,dc=org";

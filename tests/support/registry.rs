@@ -1,0 +1,393 @@
+//! The docker-registry behind the proxy (and a fake upstream recording
+//! requests), plus v2 API helpers that talk to the registry directly.
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use tempfile::TempDir;
+
+use super::*;
+
+pub struct Registry {
+    pub dir: TempDir,
+    port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+    /// The statuses of `GET /v2/` that mean "ready".
+    ready: Vec<u16>,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        Self::start_with(None, "", &[200])
+    }
+
+    /// A registry on `port` (or a free one) with `extra_yaml` appended to its
+    /// config (top-level keys such as `auth:`). Ready once `GET /v2/`
+    /// answers one of `ready` (a registry with its own auth answers 401).
+    pub fn start_with(port: Option<u16>, extra_yaml: &str, ready: &[u16]) -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-reg-")
+            .tempdir()
+            .unwrap();
+        let port = port.unwrap_or_else(free_port);
+        let config = format!(
+            "version: 0.1\n\
+             log:\n  level: info\n  accesslog:\n    disabled: false\n\
+             storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: portcullis-test-secret\n{extra_yaml}\n",
+            root = dir.path().join("data").display()
+        );
+        fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = dir.path().join("registry.log");
+        let mut r = Registry {
+            dir,
+            port,
+            child: None,
+            log,
+            ready: ready.to_vec(),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn /usr/bin/docker-registry");
+        self.child = Some(child);
+        let url = format!("{}/v2/", self.url());
+        let client = Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let ready = &self.ready;
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.as_mut().unwrap().try_wait() {
+                panic!("docker-registry exited: {st}\n{}", tail(&self.log, 40));
+            }
+            if matches!(client.get(&url).send(), Ok(r) if ready.contains(&r.status().as_u16())) {
+                return;
+            }
+            if start.elapsed() > WAIT {
+                panic!(
+                    "docker-registry did not answer GET {url} with {ready:?} within {WAIT:?}\n{}",
+                    tail(&self.log, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the registry and waits until its port is closed.
+    pub fn stop(&mut self) {
+        kill_child(&mut self.child);
+        let port = self.port;
+        wait_until(
+            "registry port closed",
+            WAIT,
+            || !port_open(port),
+            || tail(&self.log, 20),
+        );
+    }
+
+    /// Starts the registry again on the same port with the same storage.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "registry still running");
+        self.spawn();
+    }
+
+    /// Everything the registry logged so far (it logs each request it served).
+    pub fn registry_log(&self) -> String {
+        fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The request URIs the registry logged, from both of its log forms: the
+    /// app log (`http.request.uri=...`, only for routed requests) and the
+    /// access log (`"GET /uri HTTP/1.1"`, for every request, routed or not).
+    pub fn logged_uris(&self) -> Vec<String> {
+        let mut uris = Vec::new();
+        for l in self.registry_log().lines() {
+            if let Some(i) = l.find("http.request.uri=") {
+                let rest = &l[i + "http.request.uri=".len()..];
+                let v = if let Some(r) = rest.strip_prefix('"') {
+                    r.split('"').next().unwrap_or("")
+                } else {
+                    rest.split(' ').next().unwrap_or("")
+                };
+                uris.push(v.to_string());
+            } else if let Some(i) = l.find("] \"") {
+                // 127.0.0.1 - - [date] "GET /v2/ HTTP/1.1" 200 2 "" "agent"
+                let req = l[i + 3..].split('"').next().unwrap_or("");
+                let mut parts = req.split(' ');
+                if let (Some(_method), Some(uri)) = (parts.next(), parts.next()) {
+                    uris.push(uri.to_string());
+                }
+            }
+        }
+        uris
+    }
+
+    /// A plain HTTP client talking to the registry directly (bypassing the proxy).
+    pub fn direct(&self) -> Client {
+        Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    /// The manifest the registry itself holds as `repo:tag` (OCI or Docker
+    /// schema 2, as it was pushed); fails the test if there is none.
+    pub fn stored_manifest(&self, repo: &str, tag: &str) -> serde_json::Value {
+        let r = self
+            .direct()
+            .get(format!("{}/v2/{repo}/manifests/{tag}", self.url()))
+            .header(
+                "accept",
+                "application/vnd.oci.image.manifest.v1+json, \
+                 application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .send()
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "{repo}:{tag}: manifest not in the registry"
+        );
+        r.json().unwrap()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+/// Pushes a blob straight to the registry (POST, then PUT ?digest=).
+pub fn direct_blob(reg: &Registry, repo: &str, data: &[u8]) -> String {
+    let c = reg.direct();
+    let digest = sha256_digest(data);
+    let r = c
+        .post(format!("{}/v2/{repo}/blobs/uploads/", reg.url()))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        202,
+        "direct POST upload to {repo}: {:?}",
+        r.text()
+    );
+    let loc = header_of(&r, "location").expect("upload Location");
+    let loc = if loc.starts_with('/') {
+        format!("{}{loc}", reg.url())
+    } else {
+        loc
+    };
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{loc}{sep}digest={digest}"))
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "direct blob PUT to {repo}: {:?}", r.text());
+    digest
+}
+
+/// Pushes a small image (config + one layer) straight to the registry,
+/// bypassing the proxy. Returns the manifest digest.
+pub fn push_image_direct(reg: &Registry, repo: &str, tag: &str) -> String {
+    let c = reg.direct();
+    let base = reg.url();
+    let put_blob = |data: &[u8]| -> String { direct_blob(reg, repo, data) };
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[]}},"repo":"{repo}","tag":"{tag}"}}"#
+    );
+    let cfg_digest = put_blob(config.as_bytes());
+    let layer = pseudo_random(2048, repo.len() as u64 * 131 + tag.len() as u64);
+    let layer_digest = put_blob(&layer);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}],
+    }))
+    .unwrap();
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        201,
+        "direct manifest push {repo}:{tag}: {:?}",
+        r.text()
+    );
+    sha256_digest(&manifest)
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl RecordedRequest {
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        let n = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(k, _)| *k == n)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// A tiny HTTP/1.1 upstream on loopback that records every request head and
+/// answers 200 `{}` — or, for `POST .../blobs/uploads/`, 202 with an absolute
+/// `Location` on its own address; for `/tags/list`, a `Link` on its own address.
+pub struct EchoUpstream {
+    port: u16,
+    pub requests: Arc<Mutex<Vec<RecordedRequest>>>,
+}
+
+impl EchoUpstream {
+    pub fn start() -> EchoUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let reqs = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { break };
+                let reqs = reqs.clone();
+                std::thread::spawn(move || {
+                    let _ = serve_echo(conn, port, reqs);
+                });
+            }
+        });
+        EchoUpstream { port, requests }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn recorded(&self) -> Vec<RecordedRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve_echo(
+    conn: TcpStream,
+    port: u16,
+    reqs: Arc<Mutex<Vec<RecordedRequest>>>,
+) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut writer = conn.try_clone()?;
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let line = line.trim_end().to_string();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h)? == 0 {
+                return Ok(());
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body)?;
+        let close = headers
+            .iter()
+            .any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close"));
+        reqs.lock().unwrap().push(RecordedRequest {
+            method: method.clone(),
+            target: target.clone(),
+            headers,
+        });
+
+        let path = target.split('?').next().unwrap_or("").to_string();
+        let mut extra = String::new();
+        let status = if method == "POST" && path.ends_with("/blobs/uploads/") {
+            extra.push_str(&format!(
+                "Location: http://127.0.0.1:{port}{path}0a1b2c3d-uuid?_state=abc\r\nDocker-Upload-Uuid: 0a1b2c3d-uuid\r\nRange: 0-0\r\n"
+            ));
+            "202 Accepted"
+        } else {
+            if path.ends_with("/tags/list") {
+                extra.push_str(&format!(
+                    "Link: <http://127.0.0.1:{port}{path}?last=a&n=1>; rel=\"next\"\r\n"
+                ));
+            }
+            "200 OK"
+        };
+        let body = if status.starts_with("202") { "" } else { "{}" };
+        let resp = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nDocker-Distribution-Api-Version: registry/2.0\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        writer.write_all(resp.as_bytes())?;
+        writer.flush()?;
+        if close {
+            let _ = writer.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+    }
+}
