@@ -11,9 +11,6 @@ use std::process::Command;
 use std::time::Duration;
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-readonly-pw");
-const ADMIN: (&str, &str) = ("admin", "admin-pw");
-
 const RULES: &str = r#"
 [[access]]
 users = ["admin"]

@@ -6,9 +6,6 @@ mod support;
 use reqwest::Method;
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-pw");
-const CAROL: (&str, &str) = ("carol", "carol-pw");
-
 const RULES: &str = r#"
 [[access]]
 users = ["alice"]

@@ -8,8 +8,6 @@ mod support;
 use std::process::Output;
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-readonly-pw");
-
 const RULES: &str = r#"
 [[access]]
 users = ["alice"]

@@ -8,8 +8,6 @@ mod support;
 use reqwest::Method;
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-pw");
-
 const RULES: &str = r#"
 [[access]]
 users = ["bob"]

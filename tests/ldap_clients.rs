@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use support::slapd::*;
 use support::*;
 
-const ROBOT: (&str, &str) = ("robot", "robot-pw");
-const BOB: (&str, &str) = ("bob", "bob-pw");
 const ALICE: (&str, &str) = ("alice", "alice-pw");
 const ALICE_DN: &str = "uid=alice,ou=people,dc=example,dc=org";
 const CI_PUSHERS_DN: &str = "cn=ci-pushers,ou=groups,dc=example,dc=org";
@@ -21,47 +19,24 @@ const CI_PUSHERS_DN: &str = "cn=ci-pushers,ou=groups,dc=example,dc=org";
 /// First match decides: ci-pushers push to `team/*`; ci-pushers and devs
 /// pull `team/*` and `releases/*` (so ci-pushers may only pull
 /// `releases/*`); the htpasswd robot may do anything.
-const RULES: &str = r#"
-[[access]]
-groups = ["ci-pushers"]
-repositories = ["team/*"]
-actions = ["pull", "push"]
-
-[[access]]
-groups = ["ci-pushers", "devs"]
-repositories = ["team/*", "releases/*"]
-actions = ["pull"]
-
-[[access]]
-users = ["robot"]
-actions = ["*"]
-"#;
+fn rules() -> [Rule; 3] {
+    [
+        Rule::groups(&["ci-pushers"]).on(&["team/*"]).pull_push(),
+        Rule::groups(&["ci-pushers", "devs"])
+            .on(&["team/*", "releases/*"])
+            .pull(),
+        Rule::users(&["robot"]).all(),
+    ]
+}
 
 /// The directory (search-then-bind, groups by `member`) after the
 /// htpasswd robot; `cache_ttl` sets `auth.ldap.cache_ttl`.
 fn options(slapd: &Slapd, cache_ttl: Option<&str>) -> ProxyOptions {
-    let ttl = cache_ttl
-        .map(|t| format!("cache_ttl = \"{t}\"\n"))
-        .unwrap_or_default();
-    let ldap = format!(
-        r#"
-[auth.ldap]
-urls = ["{url}"]
-base_dn = "{BASE_DN}"
-bind_dn = "{SERVICE_DN}"
-bind_password = "{SERVICE_PW}"
-group_search_base = "ou=groups,{BASE_DN}"
-group_filter = "(member={{dn}})"
-timeout = "3s"
-connect_timeout = "2s"
-{ttl}"#,
-        url = slapd.url()
-    );
-    ProxyOptions {
-        users: vec![(ROBOT.0.to_string(), ROBOT.1.to_string())],
-        extra_toml: format!("{ldap}\n{RULES}"),
-        ..ProxyOptions::default()
-    }
+    let ldap = slapd
+        .ldap_config()
+        .timeouts("3s", "2s")
+        .cache_ttl(cache_ttl);
+    ProxyOptions::basic(&[ROBOT]).ldap(&ldap).rules(&rules())
 }
 
 fn status(proxy: &Proxy, method: Method, path: &str, (user, pass): (&str, &str)) -> u16 {

@@ -9,29 +9,15 @@ use std::time::Duration;
 use support::slapd::*;
 use support::*;
 
+/// The htpasswd file holds the CI robot; people come from LDAP.
 fn options(slapd: &Slapd) -> ProxyOptions {
-    let ldap = format!(
-        r#"
-[auth.ldap]
-urls = ["{url}"]
-base_dn = "{BASE_DN}"
-bind_dn = "{SERVICE_DN}"
-bind_password = "{SERVICE_PW}"
-group_search_base = "ou=groups,{BASE_DN}"
-group_filter = "(member={{dn}})"
-timeout = "2s"
-connect_timeout = "1s"
-"#,
-        url = slapd.url()
-    );
-    ProxyOptions {
-        // the htpasswd file holds the CI robot; people come from LDAP
-        users: vec![("robot".to_string(), "robot-pw".to_string())],
-        extra_toml: format!(
-            "{ldap}\n[[access]]\ngroups = [\"ci-pushers\"]\nrepositories = [\"team/*\"]\nactions = [\"pull\", \"push\"]\n\n[[access]]\ngroups = [\"devs\"]\nrepositories = [\"team/*\"]\nactions = [\"pull\"]\n\n[[access]]\nusers = [\"robot\"]\nactions = [\"*\"]\n"
-        ),
-        ..ProxyOptions::default()
-    }
+    ProxyOptions::basic(&[ROBOT])
+        .ldap(&slapd.ldap_config())
+        .rules(&[
+            Rule::groups(&["ci-pushers"]).on(&["team/*"]).pull_push(),
+            Rule::groups(&["devs"]).on(&["team/*"]).pull(),
+            Rule::users(&["robot"]).all(),
+        ])
 }
 
 fn status(proxy: &Proxy, method: Method, path: &str, user: &str, pass: &str) -> u16 {

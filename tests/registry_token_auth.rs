@@ -15,10 +15,6 @@ mod support;
 use reqwest::Method;
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-readonly-pw");
-
-const ADMIN: (&str, &str) = ("admin", "admin-pw");
-
 const RULES: &str = r#"
 [[access]]
 users = ["admin"]

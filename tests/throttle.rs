@@ -9,7 +9,6 @@ use reqwest::Method;
 use std::net::IpAddr;
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-pw");
 /// A long first refusal, so the attacker stays refused for the whole test.
 const THROTTLE: &str = "\n[auth.throttle]\nmax_failures = 10\nbackoff = \"60s\"\n";
 

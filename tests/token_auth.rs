@@ -11,8 +11,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-readonly-pw");
-
 const RULES: &str = r#"
 [[access]]
 users = ["alice"]

@@ -14,6 +14,11 @@ use super::*;
 pub const USER: &str = "alice";
 pub const PASS: &str = "alice-S3cret:with-colon";
 pub const REALM: &str = "Docker Registry Realm";
+/// A second user (read-only in most rule sets); also in the LDAP fixture.
+pub const BOB: (&str, &str) = ("bob", "bob-pw");
+pub const CAROL: (&str, &str) = ("carol", "carol-pw");
+pub const ADMIN: (&str, &str) = ("admin", "admin-pw");
+pub const ROBOT: (&str, &str) = ("robot", "robot-pw");
 
 pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))

@@ -81,57 +81,12 @@ impl Proxy {
             fs::write(&htpasswd, "").unwrap();
         }
 
-        // a short default grace keeps test teardown quick; tests of the
-        // shutdown itself set their own
-        let grace = if opts.extra_server.contains("grace_period") {
-            ""
-        } else {
-            "grace_period = \"1s\""
-        };
-        let config = format!(
-            r#"[server]
-listen = "{listen_host}:{port}"
-watch_interval = "{watch}"
-{grace}
-{extra_server}
-
-[upstream]
-url = "{upstream}"
-{extra_upstream}
-
-[tls]
-cert = "{cert}"
-key = "{key}"
-
-[auth]
-realm = "{REALM}"
-{extra_auth}
-
-[auth.htpasswd]
-path = "{htpasswd}"
-
-{metrics}
-[log]
-level = "info"
-{extra}
-"#,
-            watch = opts.watch_interval,
-            cert = cert_path.display(),
-            key = key_path.display(),
-            htpasswd = htpasswd.display(),
-            extra = opts.extra_toml,
-            // the admin listener's default port would collide between
-            // parallel tests: off unless a test configures it
-            metrics = if opts.extra_toml.contains("[metrics]") {
-                ""
-            } else {
-                "[metrics]\nenabled = false\n"
-            },
-            extra_server = opts.extra_server,
-            extra_auth = opts.extra_auth,
-            extra_upstream = opts.extra_upstream,
-            listen_host = opts.listen_host,
-        );
+        let config = opts.render(&ProxyFiles {
+            port,
+            cert: &cert_path,
+            key: &key_path,
+            htpasswd: &htpasswd,
+        });
         fs::write(dir.path().join("proxy.toml"), config).unwrap();
 
         let stdout = dir.path().join("portcullis.stdout");

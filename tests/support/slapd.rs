@@ -130,6 +130,22 @@ impl Slapd {
         format!("ldap://127.0.0.1:{}", self.port)
     }
 
+    /// The proxy's `[auth.ldap]` for this directory: search-then-bind as
+    /// the service account, groups by `member`; timeouts 2s/1s.
+    pub fn ldap_config(&self) -> Ldap {
+        Ldap {
+            urls: vec![self.url()],
+            base_dn: BASE_DN.to_string(),
+            bind_dn: SERVICE_DN.to_string(),
+            bind_password: SERVICE_PW.to_string(),
+            group_search_base: format!("ou=groups,{BASE_DN}"),
+            group_filter: "(member={dn})".to_string(),
+            timeout: "2s".to_string(),
+            connect_timeout: "1s".to_string(),
+            cache_ttl: None,
+        }
+    }
+
     pub fn ldaps_url(&self) -> String {
         format!("ldaps://127.0.0.1:{}", self.tls_port)
     }
