@@ -11,35 +11,12 @@ use std::process::Command;
 use std::time::Duration;
 use support::*;
 
-const RULES: &str = r#"
-[[access]]
-users = ["admin"]
-actions = ["*"]
-comment = "admins"
-
-[[access]]
-users = ["alice"]
-repositories = ["team-a/**", "public/**"]
-actions = ["pull", "push"]
-comment = "alice works on team-a"
-
-[[access]]
-users = ["bob"]
-repositories = ["team-a/**"]
-actions = ["pull"]
-comment = "bob reads team-a"
-
-[[access]]
-repositories = ["users/${user}/**"]
-actions = ["pull", "push", "delete"]
-comment = "personal namespaces"
-
-[[access]]
-anonymous = true
-repositories = ["public/**"]
-actions = ["pull"]
-comment = "public images for everyone"
-"#;
+/// Admins first, then the team-a set (personal namespaces with delete).
+fn rules() -> Vec<Rule> {
+    let mut rules = vec![Rule::users(&["admin"]).all().comment("admins")];
+    rules.extend(team_a_rules(&["pull", "push", "delete"]));
+    rules
+}
 
 fn users() -> Vec<(&'static str, &'static str)> {
     vec![(USER, PASS), BOB, ADMIN]
@@ -47,7 +24,7 @@ fn users() -> Vec<(&'static str, &'static str)> {
 
 fn start() -> (Registry, Proxy) {
     let reg = Registry::start();
-    let proxy = Proxy::start(&reg, basic_options(&users(), RULES));
+    let proxy = Proxy::start(&reg, ProxyOptions::basic(&users()).rules(&rules()));
     (reg, proxy)
 }
 
@@ -495,11 +472,12 @@ fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
     assert_eq!(bob_push_status(&proxy), 403, "bob may not push at first");
 
     // 1. the file changes: bob may push team-a now
-    let bob_rw = RULES.replace(
+    let rules = rules_toml(&rules());
+    let bob_rw = rules.replace(
         "users = [\"bob\"]\nrepositories = [\"team-a/**\"]\nactions = [\"pull\"]",
         "users = [\"bob\"]\nrepositories = [\"team-a/**\"]\nactions = [\"pull\", \"push\"]",
     );
-    assert_ne!(bob_rw, RULES);
+    assert_ne!(bob_rw, rules);
     rewrite_rules(&proxy, &bob_rw);
     wait_until_every(
         "bob's new push rule applies",
@@ -510,8 +488,8 @@ fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
     );
 
     // 2. an invalid config (unknown action) keeps the rules in force
-    let invalid = RULES.replace("actions = [\"pull\"]", "actions = [\"pul\"]");
-    assert_ne!(invalid, RULES);
+    let invalid = rules.replace("actions = [\"pull\"]", "actions = [\"pul\"]");
+    assert_ne!(invalid, rules);
     rewrite_rules(&proxy, &invalid);
     wait_until_every(
         "the invalid config is noticed",
@@ -544,7 +522,7 @@ fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
 
     // 3. SIGHUP reloads (the rules go back to bob = read-only)
     let reloads_before = proxy.log_text().matches("config reloaded").count();
-    rewrite_rules(&proxy, RULES);
+    rewrite_rules(&proxy, &rules);
     let st = Command::new("kill")
         .args(["-HUP", &proxy.pid().to_string()])
         .status()

@@ -6,27 +6,15 @@ mod support;
 use reqwest::Method;
 use support::*;
 
-const RULES: &str = r#"
-[[access]]
-users = ["alice"]
-repositories = ["team-a/*"]
-actions = ["pull"]
-
-[[access]]
-users = ["bob"]
-repositories = ["team-b/*", "public/*"]
-actions = ["pull"]
-
-[[access]]
-users = ["carol"]
-repositories = ["team-a/*"]
-actions = ["pull"]
-
-# the catalog is registry-wide: granted by a rule without repositories
-[[access]]
-users = ["alice", "bob"]
-actions = ["catalog"]
-"#;
+fn rules() -> [Rule; 4] {
+    [
+        Rule::users(&["alice"]).on(&["team-a/*"]).pull(),
+        Rule::users(&["bob"]).on(&["team-b/*", "public/*"]).pull(),
+        Rule::users(&["carol"]).on(&["team-a/*"]).pull(),
+        // the catalog is registry-wide: granted by a rule without repositories
+        Rule::users(&["alice", "bob"]).may(&["catalog"]),
+    ]
+}
 
 const REPOS: [&str; 12] = [
     "public/base",
@@ -141,7 +129,10 @@ fn walk(
 fn basic_mode_catalog_is_filtered_and_paged() {
     let reg = Registry::start();
     fill(&reg);
-    let proxy = Proxy::start(&reg, basic_options(&[(USER, PASS), BOB, CAROL], RULES));
+    let proxy = Proxy::start(
+        &reg,
+        ProxyOptions::basic(&[(USER, PASS), BOB, CAROL]).rules(&rules()),
+    );
 
     let alice = walk(&proxy, &reg, &|b| b.basic_auth(USER, Some(PASS)));
     assert_eq!(alice, alice_sees(), "alice's catalog");
@@ -191,7 +182,7 @@ fn token_mode_catalog_needs_the_catalog_scope() {
     let keys = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(
         &reg,
-        token_options(&[(USER, PASS), BOB, CAROL], keys.path(), "", RULES),
+        ProxyOptions::token(&[(USER, PASS), BOB, CAROL], keys.path()).rules(&rules()),
     );
 
     let mut tokens = Vec::new();

@@ -8,27 +8,6 @@ mod support;
 use std::process::Output;
 use support::*;
 
-const RULES: &str = r#"
-[[access]]
-users = ["alice"]
-repositories = ["team-a/**", "public/**"]
-actions = ["pull", "push"]
-
-[[access]]
-users = ["bob"]
-repositories = ["team-a/**"]
-actions = ["pull"]
-
-[[access]]
-repositories = ["users/${user}/**"]
-actions = ["pull", "push"]
-
-[[access]]
-anonymous = true
-repositories = ["public/**"]
-actions = ["pull"]
-"#;
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
     Basic,
@@ -48,8 +27,10 @@ fn start(mode: Mode) -> Setup {
     let keys = tempfile::tempdir().unwrap();
     let users = [(USER, PASS), BOB];
     let opts = match mode {
-        Mode::Basic => basic_options(&users, RULES),
-        Mode::Token => token_options(&users, keys.path(), "", RULES),
+        Mode::Basic => ProxyOptions::basic(&users).rules(&team_a_rules(&["pull", "push"])),
+        Mode::Token => {
+            ProxyOptions::token(&users, keys.path()).rules(&team_a_rules(&["pull", "push"]))
+        }
     };
     let proxy = Proxy::start(&reg, opts);
     let state = tempfile::Builder::new()

@@ -8,21 +8,20 @@ mod support;
 use reqwest::Method;
 use support::*;
 
-const RULES: &str = r#"
-[[access]]
-users = ["bob"]
-repositories = ["bob/**"]
-actions = ["pull", "push"]
-
-[[access]]
-users = ["alice"]
-actions = ["*"]
-"#;
+fn rules() -> [Rule; 2] {
+    [
+        Rule::users(&["bob"]).on(&["bob/**"]).pull_push(),
+        Rule::users(&["alice"]).all(),
+    ]
+}
 
 fn start() -> (Registry, Proxy, String) {
     let reg = Registry::start();
     let secret = direct_blob(&reg, "team/secret", &pseudo_random(64 * 1024, 11));
-    let proxy = Proxy::start(&reg, basic_options(&[(USER, PASS), BOB], RULES));
+    let proxy = Proxy::start(
+        &reg,
+        ProxyOptions::basic(&[(USER, PASS), BOB]).rules(&rules()),
+    );
     (reg, proxy, secret)
 }
 

@@ -15,21 +15,13 @@ mod support;
 use reqwest::Method;
 use support::*;
 
-const RULES: &str = r#"
-[[access]]
-users = ["admin"]
-actions = ["*"]
-
-[[access]]
-users = ["alice"]
-repositories = ["trust/**"]
-actions = ["pull", "push"]
-
-[[access]]
-users = ["bob"]
-repositories = ["trust/**"]
-actions = ["pull"]
-"#;
+fn rules() -> [Rule; 3] {
+    [
+        Rule::users(&["admin"]).all(),
+        Rule::users(&["alice"]).on(&["trust/**"]).pull_push(),
+        Rule::users(&["bob"]).on(&["trust/**"]).pull(),
+    ]
+}
 
 /// The registry's `auth.token` section pointing at `proxy`.
 fn registry_auth_yaml(proxy: &Proxy, key_dir: &std::path::Path) -> String {
@@ -86,7 +78,7 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
     let reg_port = free_port();
     // the proxy's upstream is the token-checking registry (started below,
     // once the proxy has written its certificate bundle)
-    let mut opts = token_options(&[(USER, PASS), BOB], keys.path(), "", RULES);
+    let mut opts = ProxyOptions::token(&[(USER, PASS), BOB], keys.path()).rules(&rules());
     opts.upstream_url = Some(format!("http://127.0.0.1:{reg_port}"));
     let proxy = Proxy::start_upstream(&format!("http://127.0.0.1:{reg_port}"), opts);
     let reg = Registry::start_with(
@@ -184,7 +176,7 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
     let other_keys = tempfile::tempdir().unwrap();
     let stranger = Proxy::start(
         &reg,
-        token_options(&[(USER, PASS)], other_keys.path(), "", RULES),
+        ProxyOptions::token(&[(USER, PASS)], other_keys.path()).rules(&rules()),
     );
     let foreign = stranger.token(Some((USER, PASS)), &["repository:trust/app:pull,push"]);
     assert_eq!(jwt_claims(&foreign)["iss"], jwt_claims(&token)["iss"]);
@@ -207,7 +199,7 @@ fn proxy_presents_its_own_tokens_to_a_token_checking_registry() {
     let keys = tempfile::tempdir().unwrap();
     let reg_port = free_port();
     let up = format!("http://127.0.0.1:{reg_port}");
-    let mut opts = token_options(&[(USER, PASS), BOB, ADMIN], keys.path(), "", RULES);
+    let mut opts = ProxyOptions::token(&[(USER, PASS), BOB, ADMIN], keys.path()).rules(&rules());
     opts.extra_upstream = "token_auth = true".into();
     let proxy = Proxy::start_upstream(&up, opts);
     let reg = Registry::start_with(

@@ -11,27 +11,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::*;
 
-const RULES: &str = r#"
-[[access]]
-users = ["alice"]
-repositories = ["team-a/**", "public/**"]
-actions = ["pull", "push"]
-
-[[access]]
-users = ["bob"]
-repositories = ["team-a/**"]
-actions = ["pull"]
-
-[[access]]
-repositories = ["users/${user}/**"]
-actions = ["pull", "push", "delete"]
-
-[[access]]
-anonymous = true
-repositories = ["public/**"]
-actions = ["pull"]
-"#;
-
 struct Setup {
     reg: Registry,
     proxy: Proxy,
@@ -43,7 +22,8 @@ fn start_with(token_extra: &str) -> Setup {
     let keys = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(
         &reg,
-        token_options(&[(USER, PASS), BOB], keys.path(), token_extra, RULES),
+        ProxyOptions::token_with(&[(USER, PASS), BOB], keys.path(), token_extra)
+            .rules(&team_a_rules(&["pull", "push", "delete"])),
     );
     Setup {
         reg,

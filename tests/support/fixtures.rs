@@ -20,6 +20,30 @@ pub const CAROL: (&str, &str) = ("carol", "carol-pw");
 pub const ADMIN: (&str, &str) = ("admin", "admin-pw");
 pub const ROBOT: (&str, &str) = ("robot", "robot-pw");
 
+/// The team-a rule set: alice pulls and pushes team-a and public, bob only
+/// pulls team-a, whoever is logged in may do `personal` in
+/// `users/${user}/**`, anyone may pull public.
+pub fn team_a_rules(personal: &[&str]) -> Vec<Rule> {
+    vec![
+        Rule::users(&["alice"])
+            .on(&["team-a/**", "public/**"])
+            .pull_push()
+            .comment("alice works on team-a"),
+        Rule::users(&["bob"])
+            .on(&["team-a/**"])
+            .pull()
+            .comment("bob reads team-a"),
+        Rule::anyone()
+            .on(&["users/${user}/**"])
+            .may(personal)
+            .comment("personal namespaces"),
+        Rule::anonymous()
+            .on(&["public/**"])
+            .pull()
+            .comment("public images for everyone"),
+    ]
+}
+
 pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
 }
