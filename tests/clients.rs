@@ -3,72 +3,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 use support::*;
-use tempfile::TempDir;
-
-/// Runs a client command with state confined to `state` (auth file, tmp dirs).
-/// The harness's client runner: per-test auth file, HOME and TMPDIR.
-fn run(state: &Path, program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    tool_run(state, program, args, stdin)
-}
 
 fn ok(what: &str, o: Output, proxy: &Proxy) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}\n{}",
-        out_text(&o),
-        proxy.logs()
-    );
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-struct Podman {
-    state: TempDir,
-    root: PathBuf,
-    runroot: PathBuf,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        let state = tempfile::Builder::new()
-            .prefix("portcullis-podman-")
-            .tempdir()
-            .unwrap();
-        let root = state.path().join("root");
-        let runroot = state.path().join("runroot");
-        Podman {
-            state,
-            root,
-            runroot,
-        }
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let ptmp = self.state.path().join("libpod-tmp");
-        let mut all: Vec<String> = vec![
-            "--root".into(),
-            self.root.display().to_string(),
-            "--runroot".into(),
-            self.runroot.display().to_string(),
-            "--tmpdir".into(),
-            ptmp.display().to_string(),
-            "--storage-driver".into(),
-            "vfs".into(),
-            "--events-backend".into(),
-            "none".into(),
-            "--cgroup-manager".into(),
-            "cgroupfs".into(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        run(self.state.path(), "podman", &refs, stdin)
-    }
+    client_ok(what, o, proxy)
 }
 
 #[test]
@@ -76,6 +15,7 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg, ProxyOptions::default());
     let state = tempfile::tempdir().unwrap();
+    let skopeo = Skopeo::in_dir(state.path());
     let src = state.path().join("src-oci");
     let image = make_oci_layout(&src, "v1", 3, 1);
     let creds = format!("{USER}:{PASS}");
@@ -83,29 +23,13 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
     let host = format!("127.0.0.1:{}", proxy.port());
     let dest = format!("docker://{host}/clients/skopeo:v1");
 
-    let o = run(
-        state.path(),
-        "skopeo",
-        &[
-            "copy",
-            "--dest-creds",
-            &creds,
-            "--dest-cert-dir",
-            cert_dir.to_str().unwrap(),
-            &format!("oci:{}:v1", src.display()),
-            &dest,
-        ],
-        None,
-    );
-    ok("skopeo copy oci -> proxy", o, &proxy);
+    skopeo.push_layout(&proxy, &creds, &src, "v1", &dest);
 
     // what the registry itself now holds
     image.assert_stored(&reg, "clients/skopeo", "v1");
 
     // inspect through the proxy
-    let o = run(
-        state.path(),
-        "skopeo",
+    let o = skopeo.run(
         &[
             "inspect",
             "--raw",
@@ -126,21 +50,7 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
 
     // and out again, into a new layout
     let out = state.path().join("out-oci");
-    let o = run(
-        state.path(),
-        "skopeo",
-        &[
-            "copy",
-            "--src-creds",
-            &creds,
-            "--src-cert-dir",
-            cert_dir.to_str().unwrap(),
-            &dest,
-            &format!("oci:{}:v1", out.display()),
-        ],
-        None,
-    );
-    ok("skopeo copy proxy -> oci", o, &proxy);
+    skopeo.pull_layout(&proxy, &creds, &dest, &out, "v1");
     assert_eq!(
         oci_layer_digests(&out),
         image.layer_digests,
@@ -158,9 +68,7 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
     }
 
     // with --tls-verify=false instead of a cert dir
-    let o = run(
-        state.path(),
-        "skopeo",
+    let o = skopeo.run(
         &[
             "copy",
             "--dest-creds",
@@ -179,12 +87,11 @@ fn skopeo_with_wrong_credentials_is_refused() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg, ProxyOptions::default());
     let state = tempfile::tempdir().unwrap();
+    let skopeo = Skopeo::in_dir(state.path());
     let src = state.path().join("src-oci");
     make_oci_layout(&src, "v1", 2, 2);
     let host = format!("127.0.0.1:{}", proxy.port());
-    let o = run(
-        state.path(),
-        "skopeo",
+    let o = skopeo.run(
         &[
             "copy",
             "--dest-creds",
@@ -226,85 +133,46 @@ fn skopeo_login_then_inspect_with_the_auth_file() {
     let proxy = Proxy::start(&reg, ProxyOptions::default());
     push_image(&proxy, "clients/login", "v1");
     let state = tempfile::tempdir().unwrap();
+    let skopeo = Skopeo::in_dir(state.path());
     let auth = state.path().join("skopeo-auth.json");
     let host = format!("127.0.0.1:{}", proxy.port());
     let cert_dir = proxy.cert_dir();
 
-    let o = run(
-        state.path(),
-        "skopeo",
-        &[
-            "login",
-            "--authfile",
-            auth.to_str().unwrap(),
-            "--cert-dir",
-            cert_dir.to_str().unwrap(),
-            "-u",
-            USER,
-            "--password",
-            "wrong",
-            &host,
-        ],
-        None,
-    );
-    assert!(
-        !o.status.success(),
-        "skopeo login with a wrong password succeeded: {}",
-        out_text(&o)
-    );
-
-    let o = run(
-        state.path(),
-        "skopeo",
-        &[
-            "login",
-            "--authfile",
-            auth.to_str().unwrap(),
-            "--cert-dir",
-            cert_dir.to_str().unwrap(),
-            "-u",
-            USER,
-            "--password-stdin",
-            &host,
-        ],
-        Some(&format!("{PASS}\n")),
-    );
-    ok("skopeo login", o, &proxy);
+    let authfile = auth.to_str().unwrap();
+    let flags = [
+        "--authfile",
+        authfile,
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+    ];
+    skopeo.login_wrong_then_right("skopeo login", &flags, (USER, PASS), "wrong", &host, &proxy);
     let saved = std::fs::read_to_string(&auth).unwrap();
     assert!(
         saved.contains(&host),
         "auth file has no entry for {host}: {saved}"
     );
 
-    let o = run(
-        state.path(),
-        "skopeo",
-        &[
-            "inspect",
+    // with the saved login only; each answer names what was asked for
+    for (command, reference, expected) in [
+        ("inspect", "clients/login:v1", "\"Digest\""),
+        ("list-tags", "clients/login", "\"v1\""),
+    ] {
+        let image = format!("docker://{host}/{reference}");
+        let args = [
+            command,
             "--authfile",
-            auth.to_str().unwrap(),
+            authfile,
             "--tls-verify=false",
-            &format!("docker://{host}/clients/login:v1"),
-        ],
-        None,
-    );
-    let out = ok("skopeo inspect with the auth file", o, &proxy);
-    assert!(out.contains("\"Digest\""), "{out}");
-
-    let o = run(
-        state.path(),
-        "skopeo",
-        &[
-            "list-tags",
-            "--authfile",
-            auth.to_str().unwrap(),
-            "--tls-verify=false",
-            &format!("docker://{host}/clients/login"),
-        ],
-        None,
-    );
-    let out = ok("skopeo list-tags", o, &proxy);
-    assert!(out.contains("\"v1\""), "{out}");
+            &image,
+        ];
+        let out = skopeo.ok(
+            &format!("skopeo {command} with the auth file"),
+            &args,
+            None,
+            &proxy,
+        );
+        assert!(out.contains(expected), "skopeo {command}: {out}");
+    }
 }
 
 #[test]
@@ -315,7 +183,7 @@ fn podman_login_push_and_pull() {
     let cert_dir = proxy.cert_dir();
     let cd = cert_dir.to_str().unwrap();
 
-    let pusher = Podman::new();
+    let pusher = PodmanCli::new();
     let src = pusher.state.path().join("src-oci");
     let image = make_oci_layout(&src, "v1", 3, 3);
     let config_hex = image
@@ -323,14 +191,8 @@ fn podman_login_push_and_pull() {
         .trim_start_matches("sha256:")
         .to_string();
     // into podman's storage with skopeo (podman names oci: images after their path)
-    let store = format!(
-        "containers-storage:[vfs@{}+{}]localhost/clients/src:v1",
-        pusher.root.display(),
-        pusher.runroot.display()
-    );
-    let o = run(
-        pusher.state.path(),
-        "skopeo",
+    let store = pusher.storage_ref("localhost/clients/src:v1");
+    let o = Skopeo::in_dir(pusher.state.path()).run(
         &["copy", &format!("oci:{}:v1", src.display()), &store],
         None,
     );
@@ -348,38 +210,14 @@ fn podman_login_push_and_pull() {
     let out = ok("podman image inspect (local)", o, &proxy);
     assert_eq!(out.trim(), config_hex, "image id in podman storage");
 
-    let o = pusher.run(
-        &[
-            "login",
-            "--cert-dir",
-            cd,
-            "-u",
-            USER,
-            "--password",
-            "wrong",
-            &host,
-        ],
-        None,
+    pusher.login_wrong_then_right(
+        "podman login",
+        &["--cert-dir", cd],
+        (USER, PASS),
+        "wrong",
+        &host,
+        &proxy,
     );
-    assert!(
-        !o.status.success(),
-        "podman login with a wrong password succeeded: {}",
-        out_text(&o)
-    );
-
-    let o = pusher.run(
-        &[
-            "login",
-            "--cert-dir",
-            cd,
-            "-u",
-            USER,
-            "--password-stdin",
-            &host,
-        ],
-        Some(&format!("{PASS}\n")),
-    );
-    ok("podman login", o, &proxy);
 
     let target = format!("{host}/clients/podman:v2");
     let o = pusher.run(&["tag", &config_hex, &target], None);
@@ -397,18 +235,8 @@ fn podman_login_push_and_pull() {
     assert_eq!(m["layers"].as_array().unwrap().len(), 3);
 
     // a second, empty podman pulls it back, over --tls-verify=false
-    let puller = Podman::new();
-    let o = puller.run(
-        &[
-            "login",
-            "--tls-verify=false",
-            "-u",
-            USER,
-            "--password-stdin",
-            &host,
-        ],
-        Some(PASS),
-    );
+    let puller = PodmanCli::new();
+    let o = puller.login(&["--tls-verify=false"], USER, Password::Stdin(PASS), &host);
     ok("podman login (puller)", o, &proxy);
     let o = puller.run(&["pull", "--tls-verify=false", &target], None);
     let out = ok("podman pull", o, &proxy);

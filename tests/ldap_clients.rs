@@ -50,20 +50,7 @@ fn status(proxy: &Proxy, method: Method, path: &str, (user, pass): (&str, &str))
 }
 
 fn ok(what: &str, o: Output, proxy: &Proxy) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}\n{}",
-        out_text(&o),
-        proxy.logs()
-    );
-    both(&o)
-}
-
-/// A refusal as the clients print it: the registry error code DENIED, or
-/// the bare 403 of a response without a body.
-fn refused_text(o: &Output) -> bool {
-    let t = both(o).to_lowercase();
-    t.contains("denied") || t.contains("403 (forbidden)")
+    client_ok(what, o, proxy)
 }
 
 /// Tags of `repo` as the robot sees them through the proxy (None: 404).
@@ -100,81 +87,51 @@ fn skopeo_and_podman_with_directory_accounts() {
         .prefix("portcullis-ldap-clients-")
         .tempdir()
         .unwrap();
-    let skopeo = |args: &[&str], stdin: Option<&str>| tool_run(state.path(), "skopeo", args, stdin);
+    let skopeo = Skopeo::in_dir(state.path());
     let src = state.path().join("src-oci");
     let image = make_oci_layout(&src, "v1", 3, 7);
     let auth = state.path().join("bob-auth.json");
     let authfile = auth.to_str().unwrap();
 
     // skopeo login as bob (ci-pushers): a wrong directory password first
-    let o = skopeo(
-        &[
-            "login",
-            "--authfile",
-            authfile,
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            BOB.0,
-            "--password",
-            "not-bobs-password",
-            &host,
-        ],
-        None,
+    skopeo.login_wrong_then_right(
+        "skopeo login as bob (LDAP)",
+        &["--authfile", authfile, "--cert-dir", &cert_dir],
+        BOB,
+        "not-bobs-password",
+        &host,
+        &proxy,
     );
-    assert!(
-        !o.status.success(),
-        "skopeo login with a wrong LDAP password succeeded: {}",
-        out_text(&o)
-    );
-    let o = skopeo(
-        &[
-            "login",
-            "--authfile",
-            authfile,
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            BOB.0,
-            "--password-stdin",
-            &host,
-        ],
-        Some(&format!("{}\n", BOB.1)),
-    );
-    ok("skopeo login as bob (LDAP)", o, &proxy);
     let saved = std::fs::read_to_string(&auth).unwrap();
     assert!(saved.contains(&host), "no entry for {host}: {saved}");
 
     // with the saved login: push of a 3-layer image to team/app
-    let o = skopeo(
-        &[
-            "copy",
-            "--authfile",
-            authfile,
-            "--dest-cert-dir",
-            &cert_dir,
-            &format!("oci:{}:v1", src.display()),
-            &format!("docker://{host}/team/app:v1"),
-        ],
-        None,
+    let from = format!("oci:{}:v1", src.display());
+    let copy_to = |repo: &str| {
+        let dest = format!("docker://{host}/{repo}:v1");
+        skopeo.run(
+            &[
+                "copy",
+                "--authfile",
+                authfile,
+                "--dest-cert-dir",
+                &cert_dir,
+                &from,
+                &dest,
+            ],
+            None,
+        )
+    };
+    ok(
+        "skopeo copy as bob to team/app",
+        copy_to("team/app"),
+        &proxy,
     );
-    ok("skopeo copy as bob to team/app", o, &proxy);
     assert_eq!(tags(&proxy, "team/app"), Some(vec!["v1".to_string()]));
     image.assert_stored(&reg, "team/app", "v1");
 
     // releases/*: ci-pushers may only pull there, so bob's push is denied
-    let o = skopeo(
-        &[
-            "copy",
-            "--authfile",
-            authfile,
-            "--dest-cert-dir",
-            &cert_dir,
-            &format!("oci:{}:v1", src.display()),
-            &format!("docker://{host}/releases/app:v1"),
-        ],
-        None,
-    );
+    let o = copy_to("releases/app");
     assert!(
         !o.status.success(),
         "bob pushed to releases/app: {}",
@@ -185,37 +142,14 @@ fn skopeo_and_podman_with_directory_accounts() {
 
     // podman as alice (devs: pull only)
     let podman = PodmanCli::new();
-    let o = podman.run(
-        &[
-            "login",
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            ALICE.0,
-            "--password",
-            "not-alices-password",
-            &host,
-        ],
-        None,
+    podman.login_wrong_then_right(
+        "podman login as alice (LDAP)",
+        &["--cert-dir", &cert_dir],
+        ALICE,
+        "not-alices-password",
+        &host,
+        &proxy,
     );
-    assert!(
-        !o.status.success(),
-        "podman login with a wrong LDAP password succeeded: {}",
-        out_text(&o)
-    );
-    let o = podman.run(
-        &[
-            "login",
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            ALICE.0,
-            "--password-stdin",
-            &host,
-        ],
-        Some(&format!("{}\n", ALICE.1)),
-    );
-    ok("podman login as alice (LDAP)", o, &proxy);
     let pulled = format!("{host}/team/app:v1");
     let o = podman.run(&["pull", "--cert-dir", &cert_dir, &pulled], None);
     let out = ok("podman pull as alice", o, &proxy);

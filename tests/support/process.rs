@@ -17,8 +17,18 @@ pub fn bin() -> &'static str {
 
 /// Runs the portcullis binary with `args`, optional stdin, and returns its output.
 pub fn portcullis(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(bin())
-        .args(args)
+    run_bounded(
+        Command::new(bin()).args(args),
+        stdin,
+        Duration::from_secs(60),
+        &format!("portcullis {args:?}"),
+    )
+}
+
+/// Runs `cmd` with `stdin` written to it (or none), its output captured,
+/// `limit` at most (see [`wait_output`]).
+pub fn run_bounded(cmd: &mut Command, stdin: Option<&str>, limit: Duration, what: &str) -> Output {
+    let mut child = cmd
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -27,17 +37,13 @@ pub fn portcullis(args: &[&str], stdin: Option<&str>) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn portcullis");
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     if let Some(input) = stdin {
         let mut s = child.stdin.take().unwrap();
         s.write_all(input.as_bytes()).unwrap();
         drop(s);
     }
-    wait_output(
-        child,
-        Duration::from_secs(60),
-        &format!("portcullis {args:?}"),
-    )
+    wait_output(child, limit, what)
 }
 
 /// `child.wait_with_output()` with an upper bound (kills the child on timeout).
