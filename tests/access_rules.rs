@@ -342,108 +342,42 @@ fn check_explain_names_the_deciding_rule() {
     let cfg = proxy.config_path();
     let cfg = cfg.to_str().unwrap();
 
-    let o = portcullis(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--explain",
+    // (user, repository, action), exit code, what the explanation says
+    let cases: &[(&str, &str, &str, i32, &[&str])] = &[
+        (
             "alice",
             "team-a/app",
             "push",
-        ],
-        None,
-    );
-    let text = out_text(&o);
-    assert_eq!(o.status.code(), Some(0), "allowed → exit 0: {text}");
-    assert!(text.contains("rule 2 matches"), "deciding rule: {text}");
-    assert!(
-        text.contains("alice works on team-a"),
-        "rule comment: {text}"
-    );
-    assert!(text.contains("allowed"), "{text}");
-    assert!(
-        text.contains("rule 1 skipped"),
-        "rules tried before: {text}"
-    );
-
-    let o = portcullis(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--explain",
+            0,
+            &[
+                "rule 2 matches",
+                "alice works on team-a",
+                "allowed",
+                "rule 1 skipped",
+            ],
+        ),
+        (
             "bob",
             "team-a/app",
             "push",
-        ],
-        None,
-    );
-    let text = out_text(&o);
-    assert_eq!(o.status.code(), Some(1), "denied → exit 1: {text}");
-    assert!(
-        text.contains("rule 3 matches") && text.contains("denied"),
-        "{text}"
-    );
-
-    let o = portcullis(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--explain",
-            "bob",
-            "secret/x",
-            "pull",
-        ],
-        None,
-    );
-    let text = out_text(&o);
-    assert_eq!(o.status.code(), Some(1), "no rule → exit 1: {text}");
-    assert!(text.contains("default deny"), "{text}");
-
-    let o = portcullis(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--explain",
-            "-",
-            "public/tools",
-            "pull",
-        ],
-        None,
-    );
-    let text = out_text(&o);
-    assert_eq!(o.status.code(), Some(0), "anonymous public pull: {text}");
-    assert!(text.contains("rule 5 matches"), "{text}");
-
-    let o = portcullis(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--explain",
-            "alice",
-            "users/alice/y",
-            "delete",
-        ],
-        None,
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
-    let o = portcullis(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--explain",
-            "alice",
-            "users/bob/y",
-            "pull",
-        ],
-        None,
-    );
-    assert_eq!(o.status.code(), Some(1), "{}", out_text(&o));
+            1,
+            &["rule 3 matches", "denied"],
+        ),
+        ("bob", "secret/x", "pull", 1, &["default deny"]),
+        ("-", "public/tools", "pull", 0, &["rule 5 matches"]),
+        ("alice", "users/alice/y", "delete", 0, &[]),
+        ("alice", "users/bob/y", "pull", 1, &[]),
+    ];
+    for &(user, repo, action, code, says) in cases {
+        let args = ["check", "--config", cfg, "--explain", user, repo, action];
+        let o = portcullis(&args, None);
+        let text = out_text(&o);
+        let case = format!("{user} {action} {repo}");
+        assert_eq!(o.status.code(), Some(code), "{case}: exit code: {text}");
+        for said in says {
+            assert!(text.contains(said), "{case}: no {said:?} in: {text}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -210,28 +210,21 @@ fn token_mode_catalog_needs_the_catalog_scope() {
     let bob = walk(&proxy, &reg, &|b| b.bearer_auth(&tokens[1]));
     assert_eq!(bob, bob_sees(), "bob's catalog (token)");
 
-    let r = proxy
-        .bearer(Method::GET, "/v2/_catalog", &tokens[2])
-        .send()
-        .unwrap();
+    let r = proxy.send_bearer(Method::GET, "/v2/_catalog", &tokens[2]);
     let (status, _, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "carol's token without catalog");
     let challenge = challenge.expect("challenge");
-    let (_, p) = challenge_params(&challenge);
-    assert_eq!(
-        p.get("error").map(String::as_str),
-        Some("insufficient_scope")
-    );
-    assert_eq!(
-        p.get("scope").map(String::as_str),
-        Some("registry:catalog:*")
+    assert_challenge(
+        &challenge,
+        "Bearer",
+        &[
+            ("error", "insufficient_scope"),
+            ("scope", "registry:catalog:*"),
+        ],
     );
 
     // a repository token does not open the catalog
     let t = proxy.token(Some((USER, PASS)), &["repository:team-a/app:pull"]);
-    let r = proxy
-        .bearer(Method::GET, "/v2/_catalog", &t)
-        .send()
-        .unwrap();
+    let r = proxy.send_bearer(Method::GET, "/v2/_catalog", &t);
     assert_eq!(r.status(), 401, "repository token on the catalog");
 }

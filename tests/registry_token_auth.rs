@@ -95,12 +95,11 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
         .unwrap();
     assert_eq!(r.status(), 401, "registry GET /v2/ without a token");
     let c = header_of(&r, "www-authenticate").expect("registry challenge");
-    let (scheme, p) = challenge_params(&c);
-    assert_eq!(scheme, "Bearer");
-    assert_eq!(p.get("realm"), Some(&proxy.url("/token")), "{c}");
-    assert_eq!(
-        p.get("service").map(String::as_str),
-        Some("container-registry")
+    let realm = proxy.url("/token");
+    assert_challenge(
+        &c,
+        "Bearer",
+        &[("realm", &realm), ("service", "container-registry")],
     );
 
     // alice's token from the proxy: the registry accepts it
@@ -190,7 +189,7 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
     let (st, _) = direct_push_blob(&reg, "trust/app", &foreign, b"foreign");
     assert_eq!(st, 401, "push with a token of another key");
     // and the proxy refuses the stranger's token too
-    let r = proxy.bearer(Method::GET, "/v2/", &foreign).send().unwrap();
+    let r = proxy.send_bearer(Method::GET, "/v2/", &foreign);
     assert_eq!(r.status(), 401, "the proxy accepted a token of another key");
 }
 
@@ -284,10 +283,7 @@ fn proxy_presents_its_own_tokens_to_a_token_checking_registry() {
     let token = proxy.token(Some((USER, PASS)), &["repository:trust/app:pull,push"]);
     let data = pseudo_random(100_000, 3);
     let digest = sha256_digest(&data);
-    let r = proxy
-        .bearer(Method::POST, "/v2/trust/app/blobs/uploads/", &token)
-        .send()
-        .unwrap();
+    let r = proxy.send_bearer(Method::POST, "/v2/trust/app/blobs/uploads/", &token);
     assert_eq!(
         r.status(),
         202,

@@ -126,13 +126,11 @@ fn get_token_with_two_scopes_and_offline_refresh_token() {
     );
 
     // the token works on /v2/ for what it grants
-    let r = s.proxy.bearer(Method::GET, "/v2/", token).send().unwrap();
+    let r = s.proxy.send_bearer(Method::GET, "/v2/", token);
     assert_eq!(r.status(), 200, "GET /v2/ with the token");
     let r = s
         .proxy
-        .bearer(Method::POST, "/v2/team-a/b/blobs/uploads/", token)
-        .send()
-        .unwrap();
+        .send_bearer(Method::POST, "/v2/team-a/b/blobs/uploads/", token);
     assert_eq!(r.status(), 202, "push with the token");
 
     let (status, v) = s
@@ -143,7 +141,7 @@ fn get_token_with_two_scopes_and_offline_refresh_token() {
         .as_str()
         .unwrap_or_else(|| panic!("offline_token=true without refresh_token: {v}"));
     // a refresh token is not an access token
-    let r = s.proxy.bearer(Method::GET, "/v2/", refresh).send().unwrap();
+    let r = s.proxy.send_bearer(Method::GET, "/v2/", refresh);
     assert_eq!(r.status(), 401, "a refresh token used as a bearer token");
 }
 
@@ -203,9 +201,7 @@ fn post_password_and_refresh_token_grants() {
     );
     let r = s
         .proxy
-        .bearer(Method::GET, "/v2/team-a/app/tags/list", t)
-        .send()
-        .unwrap();
+        .send_bearer(Method::GET, "/v2/team-a/app/tags/list", t);
     // the repository does not exist: the registry's 404, not an auth refusal
     assert_eq!(
         r.status(),
@@ -277,9 +273,7 @@ fn partial_grant_is_the_intersection_and_login_gets_empty_access() {
     // and the push with it is refused with insufficient_scope
     let r = s
         .proxy
-        .bearer(Method::POST, "/v2/team-a/app/blobs/uploads/", token)
-        .send()
-        .unwrap();
+        .send_bearer(Method::POST, "/v2/team-a/app/blobs/uploads/", token);
     let (st, codes, challenge) = status_codes_challenge(r);
     assert_eq!(st, 401, "push with a pull-only token");
     assert_eq!(
@@ -288,16 +282,13 @@ fn partial_grant_is_the_intersection_and_login_gets_empty_access() {
         "insufficient scope is 401 UNAUTHORIZED"
     );
     let challenge = challenge.expect("challenge");
-    let (_, p) = challenge_params(&challenge);
-    assert_eq!(
-        p.get("error").map(String::as_str),
-        Some("insufficient_scope"),
-        "{challenge}"
-    );
-    assert_eq!(
-        p.get("scope").map(String::as_str),
-        Some("repository:team-a/app:push"),
-        "{challenge}"
+    assert_challenge(
+        &challenge,
+        "Bearer",
+        &[
+            ("error", "insufficient_scope"),
+            ("scope", "repository:team-a/app:push"),
+        ],
     );
 
     // docker login: no scope → a token with empty access that works on /v2/
@@ -319,13 +310,11 @@ fn partial_grant_is_the_intersection_and_login_gets_empty_access() {
         "docker login token grants something: {claims}"
     );
     assert!(v.get("refresh_token").is_some(), "offline_token=true: {v}");
-    let r = s.proxy.bearer(Method::GET, "/v2/", t).send().unwrap();
+    let r = s.proxy.send_bearer(Method::GET, "/v2/", t);
     assert_eq!(r.status(), 200, "GET /v2/ with the login token");
     let r = s
         .proxy
-        .bearer(Method::GET, "/v2/team-a/app/tags/list", t)
-        .send()
-        .unwrap();
+        .send_bearer(Method::GET, "/v2/team-a/app/tags/list", t);
     assert_eq!(r.status(), 401, "the login token grants no pull");
 }
 
@@ -337,7 +326,7 @@ fn tampered_token_and_token_for_another_repository() {
         .token(Some((USER, PASS)), &["repository:team-a/a:pull,push"]);
     let bad = tamper_jwt(&token);
     assert_ne!(bad, token);
-    let r = s.proxy.bearer(Method::GET, "/v2/", &bad).send().unwrap();
+    let r = s.proxy.send_bearer(Method::GET, "/v2/", &bad);
     let (status, codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "tampered token on /v2/");
     let challenge = challenge.expect("challenge");
@@ -347,57 +336,37 @@ fn tampered_token_and_token_for_another_repository() {
     // also on a repository route
     let r = s
         .proxy
-        .bearer(Method::GET, "/v2/team-a/a/tags/list", &bad)
-        .send()
-        .unwrap();
+        .send_bearer(Method::GET, "/v2/team-a/a/tags/list", &bad);
     assert_eq!(r.status(), 401);
     assert!(
         header_of(&r, "www-authenticate").is_some_and(|c| c.contains("error=\"invalid_token\""))
     );
     // garbage
-    let r = s
-        .proxy
-        .bearer(Method::GET, "/v2/", "not.a.jwt")
-        .send()
-        .unwrap();
+    let r = s.proxy.send_bearer(Method::GET, "/v2/", "not.a.jwt");
     assert_eq!(r.status(), 401);
 
     // valid for A, used on B
     let r = s
         .proxy
-        .bearer(Method::GET, "/v2/team-a/b/tags/list", &token)
-        .send()
-        .unwrap();
+        .send_bearer(Method::GET, "/v2/team-a/b/tags/list", &token);
     let (status, _codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "token for team-a/a on team-a/b");
     let challenge = challenge.expect("challenge");
-    let (scheme, p) = challenge_params(&challenge);
-    assert_eq!(scheme, "Bearer", "{challenge}");
-    assert_eq!(
-        p.get("error").map(String::as_str),
-        Some("insufficient_scope"),
-        "{challenge}"
-    );
-    assert_eq!(
-        p.get("scope").map(String::as_str),
-        Some("repository:team-a/b:pull"),
-        "{challenge}"
-    );
-    assert_eq!(
-        p.get("realm").map(String::as_str),
-        Some(s.proxy.url("/token").as_str()),
-        "{challenge}"
-    );
-    assert_eq!(
-        p.get("service").map(String::as_str),
-        Some("container-registry")
+    let realm = s.proxy.url("/token");
+    assert_challenge(
+        &challenge,
+        "Bearer",
+        &[
+            ("error", "insufficient_scope"),
+            ("scope", "repository:team-a/b:pull"),
+            ("realm", &realm),
+            ("service", "container-registry"),
+        ],
     );
     // and with that token, team-a/a itself is fine (the registry's 404)
     let r = s
         .proxy
-        .bearer(Method::GET, "/v2/team-a/a/tags/list", &token)
-        .send()
-        .unwrap();
+        .send_bearer(Method::GET, "/v2/team-a/a/tags/list", &token);
     assert_eq!(r.status(), 404, "token for team-a/a on team-a/a");
 }
 
@@ -416,13 +385,9 @@ fn base_needs_credentials_and_anonymous_pull_of_public() {
     assert_eq!(status, 401, "GET /v2/ without credentials in token mode");
     assert_eq!(codes, ["UNAUTHORIZED"]);
     let challenge = challenge.expect("challenge");
-    let (scheme, p) = challenge_params(&challenge);
-    assert_eq!(scheme, "Bearer", "{challenge}");
-    assert_eq!(p.get("realm"), Some(&s.proxy.url("/token")), "{challenge}");
-    assert_eq!(
-        p.get("service").map(String::as_str),
-        Some("container-registry")
-    );
+    let realm = s.proxy.url("/token");
+    let params = [("realm", realm.as_str()), ("service", "container-registry")];
+    assert_challenge(&challenge, "Bearer", &params);
 
     // anonymous token for the public repository
     let (status, v) = s
@@ -445,7 +410,7 @@ fn base_needs_credentials_and_anonymous_pull_of_public() {
     assert_eq!(r.status(), 200, "pull with the anonymous token");
     assert_eq!(r.bytes().unwrap().to_vec(), manifest);
     // an anonymous token never logs in
-    let r = s.proxy.bearer(Method::GET, "/v2/", anon).send().unwrap();
+    let r = s.proxy.send_bearer(Method::GET, "/v2/", anon);
     assert_eq!(r.status(), 401, "GET /v2/ with an anonymous token");
 
     // without any token, the anonymous rule also serves the pull directly
@@ -473,19 +438,15 @@ fn base_needs_credentials_and_anonymous_pull_of_public() {
     assert_eq!(status, 401, "anonymous push");
     assert_eq!(codes, ["UNAUTHORIZED"]);
     let challenge = challenge.expect("challenge");
-    let (scheme, p) = challenge_params(&challenge);
-    assert_eq!(scheme, "Bearer");
-    assert_eq!(
-        p.get("scope").map(String::as_str),
-        Some("repository:public/tools:push"),
-        "{challenge}"
+    assert_challenge(
+        &challenge,
+        "Bearer",
+        &[("scope", "repository:public/tools:push")],
     );
     // with the anonymous token: insufficient scope
     let r = s
         .proxy
-        .bearer(Method::POST, "/v2/public/tools/blobs/uploads/", anon)
-        .send()
-        .unwrap();
+        .send_bearer(Method::POST, "/v2/public/tools/blobs/uploads/", anon);
     assert_eq!(r.status(), 401, "push with an anonymous token");
     // nothing else for anonymous callers
     push_image_direct(&s.reg, "team-a/hidden", "v1");
@@ -528,16 +489,12 @@ fn forbidden_repository_answers_the_same_whether_it_exists_or_not() {
             .is_none_or(|a| a.is_empty()));
         let a = norm(
             s.proxy
-                .bearer(Method::GET, "/v2/secret/exists/manifests/v1", &ta)
-                .send()
-                .unwrap(),
+                .send_bearer(Method::GET, "/v2/secret/exists/manifests/v1", &ta),
             "secret/exists",
         );
         let b = norm(
             s.proxy
-                .bearer(Method::GET, "/v2/secret/missing/manifests/v1", &tb)
-                .send()
-                .unwrap(),
+                .send_bearer(Method::GET, "/v2/secret/missing/manifests/v1", &tb),
             "secret/missing",
         );
         assert_eq!(a.0, 401, "{creds:?}: {a:?}");
@@ -590,9 +547,7 @@ fn personal_namespace_tokens() {
     push_image_with_token(&s.proxy, "users/alice/x", "v1", t);
     let r = s
         .proxy
-        .bearer(Method::POST, "/v2/users/bob/x/blobs/uploads/", t)
-        .send()
-        .unwrap();
+        .send_bearer(Method::POST, "/v2/users/bob/x/blobs/uploads/", t);
     assert_eq!(r.status(), 401, "alice's token on users/bob/x");
 }
 
@@ -605,10 +560,7 @@ fn push_image_with_token(proxy: &Proxy, repo: &str, tag: &str, token: &str) -> (
     let mut digests = Vec::new();
     for data in [config.as_bytes(), &layer[..]] {
         let digest = sha256_digest(data);
-        let r = proxy
-            .bearer(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), token)
-            .send()
-            .unwrap();
+        let r = proxy.send_bearer(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), token);
         assert_eq!(
             r.status(),
             202,
@@ -671,10 +623,7 @@ fn long_push_outlives_its_token_with_refresh() {
         .to_string();
     let exp = jwt_claims(&token)["exp"].as_u64().unwrap();
 
-    let r = proxy
-        .bearer(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), &token)
-        .send()
-        .unwrap();
+    let r = proxy.send_bearer(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), &token);
     assert_eq!(r.status(), 202, "POST upload");
     let mut location = absolute(proxy, &header_of(&r, "location").unwrap());
 
@@ -767,10 +716,7 @@ fn long_push_outlives_its_token_with_refresh() {
         "PUT ?digest= after the refresh: {:?}",
         r.text()
     );
-    let r = proxy
-        .bearer(Method::GET, &format!("/v2/{repo}/blobs/{digest}"), &token)
-        .send()
-        .unwrap();
+    let r = proxy.send_bearer(Method::GET, &format!("/v2/{repo}/blobs/{digest}"), &token);
     assert_eq!(r.status(), 200, "GET the blob");
     let body = r.bytes().unwrap();
     assert_eq!(sha256_digest(&body), digest, "pulled blob digest");

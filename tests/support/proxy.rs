@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::Method;
 use tempfile::TempDir;
 
@@ -443,6 +443,11 @@ impl Proxy {
             .bearer_auth(token)
     }
 
+    /// Sends a request with a Bearer token (no body).
+    pub fn send_bearer(&self, method: Method, path: &str, token: &str) -> Response {
+        self.bearer(method, path, token).send().unwrap()
+    }
+
     /// A request with the given Basic credentials.
     pub fn req_as(&self, method: Method, path: &str, user: &str, pass: &str) -> RequestBuilder {
         self.client
@@ -710,6 +715,19 @@ pub fn challenge_params(value: &str) -> (String, std::collections::BTreeMap<Stri
         rest = tail.trim().trim_start_matches(',').trim();
     }
     (scheme.to_string(), out)
+}
+
+/// Asserts a challenge's scheme and that it carries each `(name, value)`.
+pub fn assert_challenge(challenge: &str, scheme: &str, params: &[(&str, &str)]) {
+    let (got, p) = challenge_params(challenge);
+    assert_eq!(got, scheme, "scheme of {challenge}");
+    for (name, value) in params {
+        assert_eq!(
+            p.get(*name).map(String::as_str),
+            Some(*value),
+            "{name} in {challenge}"
+        );
+    }
 }
 
 /// (status, error codes, WWW-Authenticate) of a response, consuming it.
