@@ -102,47 +102,41 @@ fn check_accepts_the_shipped_example_keys() {
     );
 }
 
-#[test]
-fn check_names_a_misspelled_key() {
+/// `check` of the valid config with `from` replaced by `to` fails and
+/// names `key`.
+fn assert_check_names(from: &str, to: &str, key: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let config = valid_config(dir.path()).replace("listen = ", "lisen = ");
-    let o = check(dir.path(), &config);
-    assert!(!o.status.success(), "typo accepted: {}", out_text(&o));
+    let config = valid_config(dir.path());
+    assert!(config.contains(from), "{from:?} not in the valid config");
+    let o = check(dir.path(), &config.replace(from, to));
+    assert!(!o.status.success(), "{to:?} accepted: {}", out_text(&o));
     assert!(
-        all_output(&o).contains("server.lisen"),
-        "output does not name server.lisen: {}",
+        all_output(&o).contains(key),
+        "output does not name {key}: {}",
         out_text(&o)
     );
 }
 
 #[test]
+fn check_names_a_misspelled_key() {
+    assert_check_names("listen = ", "lisen = ", "server.lisen");
+}
+
+#[test]
 fn check_names_a_misspelled_key_in_a_nested_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = valid_config(dir.path()).replace("[auth.htpasswd]\npath", "[auth.htpasswd]\npaht");
-    let o = check(dir.path(), &config);
-    assert!(!o.status.success(), "typo accepted: {}", out_text(&o));
-    assert!(
-        all_output(&o).contains("auth.htpasswd.paht"),
-        "output does not name auth.htpasswd.paht: {}",
-        out_text(&o)
+    assert_check_names(
+        "[auth.htpasswd]\npath",
+        "[auth.htpasswd]\npaht",
+        "auth.htpasswd.paht",
     );
 }
 
 #[test]
 fn check_names_an_invalid_duration() {
-    let dir = tempfile::tempdir().unwrap();
-    let config =
-        valid_config(dir.path()).replace("watch_interval = \"200ms\"", "watch_interval = \"soon\"");
-    let o = check(dir.path(), &config);
-    assert!(
-        !o.status.success(),
-        "bad duration accepted: {}",
-        out_text(&o)
-    );
-    assert!(
-        all_output(&o).contains("server.watch_interval"),
-        "output does not name server.watch_interval: {}",
-        out_text(&o)
+    assert_check_names(
+        "watch_interval = \"200ms\"",
+        "watch_interval = \"soon\"",
+        "server.watch_interval",
     );
 }
 

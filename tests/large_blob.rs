@@ -72,31 +72,15 @@ fn one_gib_blob_push_and_pull_with_bounded_memory() {
         proxy.logs()
     );
     let headers = std::fs::read_to_string(&hdr).unwrap();
-    let patch_loc = headers
-        .lines()
-        .rev()
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| panic!("no Location after PATCH: {headers}"));
+    let patch_loc =
+        last_location(&headers).unwrap_or_else(|| panic!("no Location after PATCH: {headers}"));
     assert!(
         headers
             .to_ascii_lowercase()
             .contains(&format!("range: 0-{}", SIZE - 1)),
         "registry did not get all bytes: {headers}"
     );
-    let sep = if patch_loc.contains('?') { '&' } else { '?' };
-    let r = proxy
-        .client()
-        .put(format!(
-            "{}{sep}digest={digest}",
-            absolute(&proxy, &patch_loc)
-        ))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = proxy.put_digest(&patch_loc, &digest).send().unwrap();
     assert_eq!(r.status(), 201, "PUT ?digest= after 1 GiB: {:?}", r.text());
 
     let r = proxy

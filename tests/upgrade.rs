@@ -110,25 +110,8 @@ fn push_in_flight_survives_a_binary_upgrade() {
             .contains(&format!("range: 0-{}", SIZE - 1)),
         "registry did not get all bytes: {headers}"
     );
-    let patch_loc = headers
-        .lines()
-        .rev()
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap();
-    let sep = if patch_loc.contains('?') { '&' } else { '?' };
-    let r = old
-        .client()
-        .put(format!(
-            "{}{sep}digest={digest}",
-            absolute(&old, &patch_loc)
-        ))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let patch_loc = last_location(&headers).unwrap();
+    let r = old.put_digest(&patch_loc, &digest).send().unwrap();
     assert_eq!(
         r.status(),
         201,

@@ -443,6 +443,15 @@ impl Proxy {
             .bearer_auth(token)
     }
 
+    /// `PUT <location>?digest=…`, the end of an upload, as the default user
+    /// (`location` as the proxy answered it: relative or absolute).
+    pub fn put_digest(&self, location: &str, digest: &str) -> RequestBuilder {
+        let sep = if location.contains('?') { '&' } else { '?' };
+        self.client
+            .put(format!("{}{sep}digest={digest}", absolute(self, location)))
+            .basic_auth(USER, Some(PASS))
+    }
+
     /// Sends a request with a Bearer token (no body).
     pub fn send_bearer(&self, method: Method, path: &str, token: &str) -> Response {
         self.bearer(method, path, token).send().unwrap()
@@ -490,6 +499,15 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         kill_child(&mut self.child);
     }
+}
+
+/// The last `Location` in headers curl wrote with `-D`.
+pub fn last_location(headers: &str) -> Option<String> {
+    headers.lines().rev().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+            .map(|(_, v)| v.trim().to_string())
+    })
 }
 
 /// A response read by curl: the last header block and the body.
@@ -633,12 +651,8 @@ pub fn push_blob(proxy: &Proxy, repo: &str, data: &[u8]) -> String {
         proxy.logs()
     );
     let loc = header_of(&r, "location").expect("upload Location");
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let put = format!("{}{sep}digest={digest}", absolute(proxy, &loc));
     let r = proxy
-        .client()
-        .put(put)
-        .basic_auth(USER, Some(PASS))
+        .put_digest(&loc, &digest)
         .header("content-type", "application/octet-stream")
         .body(data.to_vec())
         .send()
