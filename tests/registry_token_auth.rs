@@ -45,31 +45,14 @@ fn registry_auth_yaml(proxy: &Proxy, key_dir: &std::path::Path) -> String {
 /// POST + PUT of a blob straight to the registry with a bearer token.
 /// Returns the status of the first refused step, or 201.
 fn direct_push_blob(reg: &Registry, repo: &str, token: &str, data: &[u8]) -> (u16, String) {
-    let c = reg.direct();
-    let r = c
-        .post(format!("{}/v2/{repo}/blobs/uploads/", reg.url()))
-        .bearer_auth(token)
-        .send()
-        .unwrap();
-    if r.status() != 202 {
-        let st = r.status().as_u16();
-        let c = header_of(&r, "www-authenticate").unwrap_or_default();
-        return (st, format!("{c} {}", r.text().unwrap_or_default()));
-    }
-    let loc = header_of(&r, "location").unwrap();
-    let loc = if loc.starts_with('/') {
-        format!("{}{loc}", reg.url())
-    } else {
-        loc
+    let v2 = V2 {
+        auth: Auth::Bearer(token.into()),
+        ..reg.v2()
     };
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let r = c
-        .put(format!("{loc}{sep}digest={}", sha256_digest(data)))
-        .bearer_auth(token)
-        .body(data.to_vec())
-        .send()
-        .unwrap();
-    (r.status().as_u16(), r.text().unwrap_or_default())
+    match v2.try_blob(repo, data) {
+        Ok(digest) => (201, digest),
+        Err(refused) => refused,
+    }
 }
 
 #[test]

@@ -557,45 +557,10 @@ fn push_image_with_token(proxy: &Proxy, repo: &str, tag: &str, token: &str) -> (
         r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"t":"{tag}"}}"#
     );
     let layer = pseudo_random(3000, 11);
-    let mut digests = Vec::new();
-    for data in [config.as_bytes(), &layer[..]] {
-        let digest = sha256_digest(data);
-        let r = proxy.send_bearer(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), token);
-        assert_eq!(
-            r.status(),
-            202,
-            "POST upload {repo}: {:?}\n{}",
-            r.text(),
-            proxy.logs()
-        );
-        let loc = absolute(proxy, &header_of(&r, "location").unwrap());
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        let r = proxy
-            .client()
-            .put(format!("{loc}{sep}digest={digest}"))
-            .bearer_auth(token)
-            .body(data.to_vec())
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 201, "PUT blob {repo}: {:?}", r.text());
-        digests.push(digest);
-    }
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digests[0], "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digests[1], "size": layer.len()}],
-    }))
-    .unwrap();
-    let r = proxy
-        .bearer(Method::PUT, &format!("/v2/{repo}/manifests/{tag}"), token)
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.clone())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201, "PUT manifest {repo}:{tag}: {:?}", r.text());
-    let d = sha256_digest(&manifest);
-    (manifest, d)
+    let logs = || proxy.logs();
+    proxy
+        .v2(Auth::Bearer(token.into()), &logs)
+        .image(repo, tag, config.as_bytes(), &layer)
 }
 
 // ---------------------------------------------------------------------------

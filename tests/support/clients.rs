@@ -109,18 +109,8 @@ impl Skopeo<'_> {
         tag: &str,
         dest: &str,
     ) -> String {
-        let cert_dir = proxy.cert_dir();
         let from = format!("oci:{}:{tag}", src.display());
-        let args = [
-            "copy",
-            "--dest-creds",
-            creds,
-            "--dest-cert-dir",
-            cert_dir.to_str().unwrap(),
-            &from,
-            dest,
-        ];
-        self.ok(&format!("skopeo copy {from} -> {dest}"), &args, None, proxy)
+        self.copy(proxy, "dest", creds, &from, dest)
     }
 
     /// `skopeo copy` of `from` (`docker://…`) as `creds` into `tag` of a new
@@ -133,17 +123,16 @@ impl Skopeo<'_> {
         out: &Path,
         tag: &str,
     ) -> String {
-        let cert_dir = proxy.cert_dir();
         let to = format!("oci:{}:{tag}", out.display());
-        let args = [
-            "copy",
-            "--src-creds",
-            creds,
-            "--src-cert-dir",
-            cert_dir.to_str().unwrap(),
-            from,
-            &to,
-        ];
+        self.copy(proxy, "src", creds, from, &to)
+    }
+
+    /// `skopeo copy --{side}-creds C --{side}-cert-dir D from to`, asserting it worked.
+    fn copy(&self, proxy: &Proxy, side: &str, creds: &str, from: &str, to: &str) -> String {
+        let cert_dir = proxy.cert_dir();
+        let (creds_flag, cert_flag) = (format!("--{side}-creds"), format!("--{side}-cert-dir"));
+        let cert_dir = cert_dir.to_str().unwrap();
+        let args = ["copy", &creds_flag, creds, &cert_flag, cert_dir, from, to];
         self.ok(&format!("skopeo copy {from} -> {to}"), &args, None, proxy)
     }
 }

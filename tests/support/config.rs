@@ -84,7 +84,7 @@ impl ProxyOptions {
     /// [`ProxyOptions::token`] with more lines in `[auth.token]`.
     pub fn token_with(users: &[(&str, &str)], key_dir: &Path, token_extra: &str) -> ProxyOptions {
         Self::basic(users)
-            .auth("mode = \"token\"")
+            .line_in("auth", "mode = \"token\"")
             .toml(&token_toml(key_dir, token_extra))
     }
 
@@ -104,21 +104,15 @@ impl ProxyOptions {
         self
     }
 
-    /// Adds a raw line to `[server]`.
-    pub fn server(mut self, line: &str) -> ProxyOptions {
-        push_line(&mut self.extra_server, line);
-        self
-    }
-
-    /// Adds a raw line to `[upstream]`.
-    pub fn upstream(mut self, line: &str) -> ProxyOptions {
-        push_line(&mut self.extra_upstream, line);
-        self
-    }
-
-    /// Adds a raw line to `[auth]`.
-    pub fn auth(mut self, line: &str) -> ProxyOptions {
-        push_line(&mut self.extra_auth, line);
+    /// Adds a raw line to the `[server]`, `[upstream]` or `[auth]` table.
+    pub fn line_in(mut self, table: &str, line: &str) -> ProxyOptions {
+        let lines = match table {
+            "server" => &mut self.extra_server,
+            "upstream" => &mut self.extra_upstream,
+            "auth" => &mut self.extra_auth,
+            _ => panic!("no raw lines for [{table}]"),
+        };
+        push_line(lines, line);
         self
     }
 

@@ -7,7 +7,7 @@
 //! proxy. Nonce rejection and authorization reuse stay at pebble's
 //! defaults, so the client's retries run for real.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -99,26 +99,15 @@ impl Pebble {
         p
     }
 
-    fn log_file(&self) -> File {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap()
-    }
-
     fn start_dns(&mut self) {
-        let log = self.log_file();
-        let child = Command::new("/usr/bin/pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{}", self.dns)])
-            .args(["-management", &format!("127.0.0.1:{}", self.dns_mgmt)])
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn pebble-challtestsrv");
+        let child = spawn_logged(
+            Command::new("/usr/bin/pebble-challtestsrv")
+                .args(["-dns01", &format!("127.0.0.1:{}", self.dns)])
+                .args(["-management", &format!("127.0.0.1:{}", self.dns_mgmt)])
+                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""]),
+            &self.log,
+        );
         self.challtestsrv = Some(child);
         let (port, log) = (self.dns_mgmt, self.log.clone());
         wait_until(
@@ -133,17 +122,14 @@ impl Pebble {
     /// has forgotten every account and order.
     pub fn start_again(&mut self) {
         assert!(self.pebble.is_none(), "pebble is running");
-        let log = self.log_file();
-        let child = Command::new("/usr/bin/pebble")
-            .arg("-config")
-            .arg(self.dir.path().join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn pebble");
+        let child = spawn_logged(
+            Command::new("/usr/bin/pebble")
+                .arg("-config")
+                .arg(self.dir.path().join("pebble.json"))
+                .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
+                .env("PEBBLE_VA_NOSLEEP", "1"),
+            &self.log,
+        );
         self.pebble = Some(child);
         let (port, mgmt) = (self.port, self.mgmt);
         wait_until(
@@ -396,21 +382,13 @@ level = "info,acme=debug"
     /// Waits until a new connection with SNI `name` gets a certificate
     /// that chains to `root_pem` (and so is valid for `name`).
     pub fn wait_for_acme_cert(&self, name: &str, root_pem: &str, limit: Duration) -> Vec<u8> {
-        let mut last;
-        let start = Instant::now();
-        loop {
-            match verified_chain(self.ports.tls, name, root_pem) {
-                Ok(chain) => return chain[0].to_vec(),
-                Err(e) => last = e,
-            }
-            if start.elapsed() > limit {
-                panic!(
-                    "no certificate from the ACME CA for {name} within {limit:?} (last: {last})\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_for(
+            &format!("a certificate from the ACME CA for {name}"),
+            limit,
+            Duration::from_millis(200),
+            || verified_chain(self.ports.tls, name, root_pem).map(|chain| chain[0].to_vec()),
+            || self.logs(),
+        )
     }
 
     /// An HTTPS client for the TLS port with `name` resolved to 127.0.0.1,
@@ -444,6 +422,13 @@ impl Drop for AcmeProxy {
 // looking at what the TLS port serves
 // ---------------------------------------------------------------------------
 
+type Signed = rustls::DigitallySignedStruct;
+type SignatureCheck = Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>;
+
+fn algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms
+}
+
 /// Accepts any certificate: for looking at what is served.
 #[derive(Debug)]
 struct AnyCert;
@@ -463,24 +448,20 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         &self,
         m: &[u8],
         c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(m, c, d, &algs)
+        d: &Signed,
+    ) -> SignatureCheck {
+        rustls::crypto::verify_tls12_signature(m, c, d, &algorithms())
     }
     fn verify_tls13_signature(
         &self,
         m: &[u8],
         c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(m, c, d, &algs)
+        d: &Signed,
+    ) -> SignatureCheck {
+        rustls::crypto::verify_tls13_signature(m, c, d, &algorithms())
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        algorithms().supported_schemes()
     }
 }
 

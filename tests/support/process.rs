@@ -1,7 +1,7 @@
 //! Processes and waiting: the portcullis binary, bounded waits for child
 //! processes and conditions, loopback ports, log tails, bash pipelines.
 
-use std::fs;
+use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -122,6 +122,42 @@ pub fn wait_until_every(
         }
         std::thread::sleep(every);
     }
+}
+
+/// Polls `f` every `every` until it gives a value, at most `limit`; panics
+/// with `what`, its last error and `diag` otherwise.
+pub fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+    diag: impl Fn() -> String,
+) -> T {
+    let start = Instant::now();
+    loop {
+        let last = match f() {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if start.elapsed() > limit {
+            panic!("{what}: not within {limit:?} (last: {last})\n{}", diag());
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Spawns `cmd` with stdin closed and stdout and stderr appended to `log`.
+pub fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()))
 }
 
 /// Last `n` lines of a file (empty if it does not exist).

@@ -202,28 +202,25 @@ impl Proxy {
         self.dir.path().join("htpasswd")
     }
 
-    pub fn cert_path(&self) -> PathBuf {
-        if self.opts.certbot_layout {
-            self.dir
+    /// `certbot` in live/ of the certbot layout, else `plain` in the dir.
+    fn tls_file(&self, certbot: &str, plain: &str) -> PathBuf {
+        match self.opts.certbot_layout {
+            true => self
+                .dir
                 .path()
                 .join("live")
                 .join(CERTBOT_NAME)
-                .join("fullchain.pem")
-        } else {
-            self.dir.path().join("cert.pem")
+                .join(certbot),
+            false => self.dir.path().join(plain),
         }
     }
 
+    pub fn cert_path(&self) -> PathBuf {
+        self.tls_file("fullchain.pem", "cert.pem")
+    }
+
     pub fn key_path(&self) -> PathBuf {
-        if self.opts.certbot_layout {
-            self.dir
-                .path()
-                .join("live")
-                .join(CERTBOT_NAME)
-                .join("privkey.pem")
-        } else {
-            self.dir.path().join("key.pem")
-        }
+        self.tls_file("privkey.pem", "key.pem")
     }
 
     /// Replaces key and cert by writing new files and renaming them over the old ones.
@@ -269,22 +266,17 @@ impl Proxy {
 
     /// Polls new connections until the served certificate is `der`.
     pub fn wait_for_cert(&self, der: &[u8], what: &str) {
-        let mut last;
-        let start = Instant::now();
-        loop {
-            match self.served_cert() {
-                Ok(d) if d == der => return,
-                Ok(_) => last = "old/other certificate served".into(),
-                Err(e) => last = e,
-            }
-            if start.elapsed() > WAIT {
-                panic!(
-                    "{what}: new certificate not served within {WAIT:?} (last: {last})\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for(
+            &format!("{what}: new certificate served"),
+            WAIT,
+            Duration::from_millis(100),
+            || match self.served_cert() {
+                Ok(d) if d == der => Ok(()),
+                Ok(_) => Err("old/other certificate served".into()),
+                Err(e) => Err(e),
+            },
+            || self.logs(),
+        )
     }
 
     /// Tail of the proxy's stdout and stderr.
@@ -450,6 +442,16 @@ impl Proxy {
         self.client
             .put(format!("{}{sep}digest={digest}", absolute(self, location)))
             .basic_auth(USER, Some(PASS))
+    }
+
+    /// The v2 API through the proxy with `auth`; `diag` adds to failures.
+    pub fn v2<'a>(&self, auth: Auth, diag: &'a dyn Fn() -> String) -> V2<'a> {
+        V2 {
+            client: self.client(),
+            base: self.base(),
+            auth,
+            diag: Some(diag),
+        }
     }
 
     /// Sends a request with a Bearer token (no body).
@@ -636,29 +638,12 @@ pub fn absolute(proxy: &Proxy, location: &str) -> String {
 // v2 API helpers through the proxy
 // ---------------------------------------------------------------------------
 
-/// Monolithic upload (POST, then PUT with the body and ?digest=). Returns the digest.
+/// Monolithic upload (POST, then PUT with the body and ?digest=) as the
+/// default user. Returns the digest.
 pub fn push_blob(proxy: &Proxy, repo: &str, data: &[u8]) -> String {
-    let digest = sha256_digest(data);
-    let r = proxy
-        .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
-        .send()
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        202,
-        "POST upload for {repo}: {:?}\n{}",
-        r.text(),
-        proxy.logs()
-    );
-    let loc = header_of(&r, "location").expect("upload Location");
-    let r = proxy
-        .put_digest(&loc, &digest)
-        .header("content-type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201, "PUT blob for {repo}: {:?}", r.text());
-    digest
+    proxy
+        .v2(Auth::Basic(USER.into(), PASS.into()), &|| proxy.logs())
+        .blob(repo, data)
 }
 
 /// Pushes a small image manifest (config + one layer) under `tag`; returns (manifest bytes, digest).
@@ -666,25 +651,11 @@ pub fn push_image(proxy: &Proxy, repo: &str, tag: &str) -> (Vec<u8>, String) {
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[]}},"tag":"{tag}"}}"#
     );
-    let cfg_digest = push_blob(proxy, repo, config.as_bytes());
     let layer = pseudo_random(4096, tag.len() as u64 + 7);
-    let layer_digest = push_blob(proxy, repo, &layer);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}],
-    }))
-    .unwrap();
-    let r = proxy
-        .req(Method::PUT, &format!("/v2/{repo}/manifests/{tag}"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.clone())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201, "PUT manifest {repo}:{tag}: {:?}", r.text());
-    let digest = sha256_digest(&manifest);
-    (manifest, digest)
+    let logs = || proxy.logs();
+    proxy
+        .v2(Auth::Basic(USER.into(), PASS.into()), &logs)
+        .image(repo, tag, config.as_bytes(), &layer)
 }
 
 /// The claims (middle part) of a JWT, decoded without verification.

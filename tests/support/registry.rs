@@ -1,15 +1,16 @@
 //! The docker-registry behind the proxy (and a fake upstream recording
 //! requests), plus v2 API helpers that talk to the registry directly.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::Client;
+use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::Method;
 use tempfile::TempDir;
 
 use super::*;
@@ -58,19 +59,12 @@ impl Registry {
     }
 
     fn spawn(&mut self) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(self.dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn /usr/bin/docker-registry");
+        let child = spawn_logged(
+            Command::new("/usr/bin/docker-registry")
+                .arg("serve")
+                .arg(self.dir.path().join("config.yml")),
+            &self.log,
+        );
         self.child = Some(child);
         let url = format!("{}/v2/", self.url());
         let client = Client::builder()
@@ -191,69 +185,137 @@ impl Drop for Registry {
     }
 }
 
+// ---------------------------------------------------------------------------
+// v2 API pushes, straight to a registry or through the proxy
+// ---------------------------------------------------------------------------
+
+/// The credentials a [`V2`] client sends.
+#[derive(Clone)]
+pub enum Auth {
+    None,
+    Basic(String, String),
+    Bearer(String),
+}
+
+/// A client of the registry v2 API at `base`: the registry itself
+/// ([`Registry::v2`]) or the proxy ([`Proxy::v2`]).
+pub struct V2<'a> {
+    pub client: Client,
+    pub base: String,
+    pub auth: Auth,
+    /// More to show when a push fails (the proxy's logs).
+    pub diag: Option<&'a dyn Fn() -> String>,
+}
+
+impl V2<'_> {
+    /// A request to `location` (a path or an absolute URL) with the credentials.
+    pub fn request(&self, method: Method, location: &str) -> RequestBuilder {
+        let url = if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            location.to_string()
+        };
+        let req = self.client.request(method, url);
+        match &self.auth {
+            Auth::None => req,
+            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+            Auth::Bearer(t) => req.bearer_auth(t),
+        }
+    }
+
+    fn diag(&self) -> String {
+        self.diag.map(|d| d()).unwrap_or_default()
+    }
+
+    /// Monolithic upload (POST, then PUT with the body and ?digest=): the
+    /// digest, or the status and answer of the step that was refused.
+    pub fn try_blob(&self, repo: &str, data: &[u8]) -> Result<String, (u16, String)> {
+        let digest = sha256_digest(data);
+        let r = self
+            .request(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .unwrap();
+        if r.status() != 202 {
+            let st = r.status().as_u16();
+            let c = header_of(&r, "www-authenticate").unwrap_or_default();
+            return Err((st, format!("POST: {c} {}", r.text().unwrap_or_default())));
+        }
+        let loc = header_of(&r, "location").expect("upload Location");
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = self
+            .request(Method::PUT, &format!("{loc}{sep}digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .unwrap();
+        match r.status().as_u16() {
+            201 => Ok(digest),
+            st => Err((st, format!("PUT: {}", r.text().unwrap_or_default()))),
+        }
+    }
+
+    /// [`V2::try_blob`], asserting it worked.
+    pub fn blob(&self, repo: &str, data: &[u8]) -> String {
+        self.try_blob(repo, data).unwrap_or_else(|(st, text)| {
+            panic!("blob upload to {repo}: {st} {text}\n{}", self.diag())
+        })
+    }
+
+    /// Pushes `config` and one `layer`, then their OCI manifest as `tag`;
+    /// returns (manifest bytes, manifest digest).
+    pub fn image(&self, repo: &str, tag: &str, config: &[u8], layer: &[u8]) -> (Vec<u8>, String) {
+        let cfg_digest = self.blob(repo, config);
+        let layer_digest = self.blob(repo, layer);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}],
+        }))
+        .unwrap();
+        let r = self
+            .request(Method::PUT, &format!("/v2/{repo}/manifests/{tag}"))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest.clone())
+            .send()
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            201,
+            "PUT manifest {repo}:{tag}: {:?}\n{}",
+            r.text(),
+            self.diag()
+        );
+        let digest = sha256_digest(&manifest);
+        (manifest, digest)
+    }
+}
+
+impl Registry {
+    /// The v2 API of the registry itself, without credentials.
+    pub fn v2(&self) -> V2<'static> {
+        V2 {
+            client: self.direct(),
+            base: self.url(),
+            auth: Auth::None,
+            diag: None,
+        }
+    }
+}
+
 /// Pushes a blob straight to the registry (POST, then PUT ?digest=).
 pub fn direct_blob(reg: &Registry, repo: &str, data: &[u8]) -> String {
-    let c = reg.direct();
-    let digest = sha256_digest(data);
-    let r = c
-        .post(format!("{}/v2/{repo}/blobs/uploads/", reg.url()))
-        .send()
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        202,
-        "direct POST upload to {repo}: {:?}",
-        r.text()
-    );
-    let loc = header_of(&r, "location").expect("upload Location");
-    let loc = if loc.starts_with('/') {
-        format!("{}{loc}", reg.url())
-    } else {
-        loc
-    };
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let r = c
-        .put(format!("{loc}{sep}digest={digest}"))
-        .header("content-type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201, "direct blob PUT to {repo}: {:?}", r.text());
-    digest
+    reg.v2().blob(repo, data)
 }
 
 /// Pushes a small image (config + one layer) straight to the registry,
 /// bypassing the proxy. Returns the manifest digest.
 pub fn push_image_direct(reg: &Registry, repo: &str, tag: &str) -> String {
-    let c = reg.direct();
-    let base = reg.url();
-    let put_blob = |data: &[u8]| -> String { direct_blob(reg, repo, data) };
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[]}},"repo":"{repo}","tag":"{tag}"}}"#
     );
-    let cfg_digest = put_blob(config.as_bytes());
     let layer = pseudo_random(2048, repo.len() as u64 * 131 + tag.len() as u64);
-    let layer_digest = put_blob(&layer);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}],
-    }))
-    .unwrap();
-    let r = c
-        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.clone())
-        .send()
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        201,
-        "direct manifest push {repo}:{tag}: {:?}",
-        r.text()
-    );
-    sha256_digest(&manifest)
+    reg.v2().image(repo, tag, config.as_bytes(), &layer).1
 }
 
 #[derive(Debug, Clone)]

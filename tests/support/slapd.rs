@@ -6,7 +6,7 @@
 //! every BIND and SRCH the tests cause. Stopping keeps the database, so
 //! `start_again` brings back the same directory on the same ports.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -183,21 +183,14 @@ impl Slapd {
     /// Starts slapd (again) on the same ports and database.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "slapd is already running");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("slapd log");
         let urls = format!("{}/ {}/", self.url(), self.ldaps_url());
-        let child = Command::new("/usr/sbin/slapd")
-            .arg("-f")
-            .arg(self.dir.path().join("slapd.conf"))
-            .args(["-h", &urls, "-d", "256"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn /usr/sbin/slapd");
+        let child = spawn_logged(
+            Command::new("/usr/sbin/slapd")
+                .arg("-f")
+                .arg(self.dir.path().join("slapd.conf"))
+                .args(["-h", &urls, "-d", "256"]),
+            &self.log_path(),
+        );
         self.child = Some(child);
         let (port, tls_port) = (self.port, self.tls_port);
         wait_until(
