@@ -23,8 +23,7 @@ fn users() -> Vec<(&'static str, &'static str)> {
 }
 
 fn start() -> (Registry, Proxy) {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::basic(&users()).rules(&rules()));
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::basic(&users()).rules(&rules()));
     (reg, proxy)
 }
 

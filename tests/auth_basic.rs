@@ -30,8 +30,7 @@ fn assert_unauthorized(what: &str, resp: reqwest::blocking::Response) {
 
 #[test]
 fn no_credentials_is_401_with_basic_challenge_and_json_body() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let c = proxy.client();
     assert_unauthorized(
         "GET /v2/ without credentials",
@@ -78,8 +77,7 @@ fn no_credentials_is_401_with_basic_challenge_and_json_body() {
 
 #[test]
 fn wrong_or_malformed_credentials_are_401() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let c = proxy.client();
     let url = proxy.url("/v2/badauth/repo/tags/list");
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -134,8 +132,7 @@ fn wrong_or_malformed_credentials_are_401() {
 
 #[test]
 fn right_credentials_are_200_and_reach_the_registry() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     // the password contains a ':' — only the first colon separates user and password
     assert!(PASS.contains(':'));
     let r = proxy.req(Method::GET, "/v2/").send().unwrap();
@@ -178,14 +175,11 @@ fn right_credentials_are_200_and_reach_the_registry() {
 #[test]
 fn several_users_each_with_their_own_password() {
     let reg = Registry::start();
-    let opts = ProxyOptions {
-        users: vec![
-            ("alice".into(), "pw-alice".into()),
-            ("bob".into(), "pw-bob".into()),
-            ("ci-bot".into(), "p@ss w0rd ünicode".into()),
-        ],
-        ..Default::default()
-    };
+    let opts = ProxyOptions::basic(&[
+        ("alice", "pw-alice"),
+        ("bob", "pw-bob"),
+        ("ci-bot", "p@ss w0rd ünicode"),
+    ]);
     let proxy = Proxy::start(&reg, opts);
     let c = proxy.client();
     let ok = |u: &str, p: &str| {

@@ -53,10 +53,7 @@ fn fill(reg: &Registry) {
     }
     // the registry itself lists all twelve, sorted
     let v: serde_json::Value = reg
-        .direct()
-        .get(format!("{}/v2/_catalog?n=100", reg.url()))
-        .send()
-        .unwrap()
+        .send_direct(Method::GET, "/v2/_catalog?n=100", None)
         .json()
         .unwrap();
     let all: Vec<&str> = v["repositories"]

@@ -3,6 +3,7 @@
 
 mod support;
 
+use reqwest::Method;
 use std::process::Output;
 use support::*;
 
@@ -12,8 +13,7 @@ fn ok(what: &str, o: Output, proxy: &Proxy) -> String {
 
 #[test]
 fn skopeo_copies_a_multi_layer_image_in_and_out() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let state = tempfile::tempdir().unwrap();
     let skopeo = Skopeo::in_dir(state.path());
     let src = state.path().join("src-oci");
@@ -84,8 +84,7 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
 
 #[test]
 fn skopeo_with_wrong_credentials_is_refused() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let state = tempfile::tempdir().unwrap();
     let skopeo = Skopeo::in_dir(state.path());
     let src = state.path().join("src-oci");
@@ -115,11 +114,7 @@ fn skopeo_with_wrong_credentials_is_refused() {
             || text.contains("authentication required"),
         "unexpected error: {text}"
     );
-    let direct = reg
-        .direct()
-        .get(format!("{}/v2/clients/denied/tags/list", reg.url()))
-        .send()
-        .unwrap();
+    let direct = reg.send_direct(Method::GET, "/v2/clients/denied/tags/list", None);
     assert_eq!(
         direct.status(),
         404,
@@ -129,8 +124,7 @@ fn skopeo_with_wrong_credentials_is_refused() {
 
 #[test]
 fn skopeo_login_then_inspect_with_the_auth_file() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (_reg, proxy) = registry_and_proxy(ProxyOptions::default());
     push_image(&proxy, "clients/login", "v1");
     let state = tempfile::tempdir().unwrap();
     let skopeo = Skopeo::in_dir(state.path());
@@ -177,8 +171,7 @@ fn skopeo_login_then_inspect_with_the_auth_file() {
 
 #[test]
 fn podman_login_push_and_pull() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let host = format!("127.0.0.1:{}", proxy.port());
     let cert_dir = proxy.cert_dir();
     let cd = cert_dir.to_str().unwrap();

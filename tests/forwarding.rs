@@ -8,8 +8,7 @@ use reqwest::{Method, Version};
 use support::*;
 
 fn setup() -> (Registry, Proxy) {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     (reg, proxy)
 }
 
@@ -182,11 +181,7 @@ fn monolithic_upload_then_head_blob() {
     let data = pseudo_random(200_000, 7);
     let digest = push_blob(&proxy, "mono/repo", &data);
     // registry stored exactly these bytes
-    let direct = reg
-        .direct()
-        .get(format!("{}/v2/mono/repo/blobs/{digest}", reg.url()))
-        .send()
-        .unwrap();
+    let direct = reg.send_direct(Method::GET, &format!("/v2/mono/repo/blobs/{digest}"), None);
     assert_eq!(direct.status(), 200);
     assert_eq!(direct.bytes().unwrap().as_ref(), &data[..]);
 

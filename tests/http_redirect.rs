@@ -9,10 +9,10 @@ use support::*;
 fn plain_http_listener_redirects_to_https_and_forwards_nothing() {
     let reg = Registry::start();
     let http_port = free_port();
-    let opts = ProxyOptions {
-        extra_server: format!("http_listen = \"127.0.0.1:{http_port}\""),
-        ..Default::default()
-    };
+    let opts = ProxyOptions::default().line_in(
+        "server",
+        &format!("http_listen = \"127.0.0.1:{http_port}\""),
+    );
     let proxy = Proxy::start(&reg, opts);
     let plain = reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

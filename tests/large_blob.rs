@@ -23,8 +23,7 @@ fn generator() -> String {
 
 #[test]
 fn one_gib_blob_push_and_pull_with_bounded_memory() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (_reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let digest = digest_of_stream(&generator());
 
     // sample the proxy's RSS while the transfers run

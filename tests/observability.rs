@@ -1366,13 +1366,7 @@ fn docs_log_examples_have_the_real_fields() {
         .expect("a JSON access log example");
 
     let reg = Registry::start();
-    let proxy = Proxy::start(
-        &reg,
-        ProxyOptions {
-            extra_toml: "format = \"json\"\n".into(),
-            ..Default::default()
-        },
-    );
+    let proxy = Proxy::start(&reg, ProxyOptions::default().toml("format = \"json\"\n"));
     assert_eq!(proxy.req(Method::GET, "/v2/").send().unwrap().status(), 200);
     let mut real = None;
     wait_until(

@@ -71,11 +71,7 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
     );
 
     // without a token the registry sends clients to the proxy's /token
-    let r = reg
-        .direct()
-        .get(format!("{}/v2/", reg.url()))
-        .send()
-        .unwrap();
+    let r = reg.send_direct(Method::GET, "/v2/", None);
     assert_eq!(r.status(), 401, "registry GET /v2/ without a token");
     let c = header_of(&r, "www-authenticate").expect("registry challenge");
     let realm = proxy.url("/token");
@@ -87,12 +83,7 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
 
     // alice's token from the proxy: the registry accepts it
     let token = proxy.token(Some((USER, PASS)), &["repository:trust/app:pull,push"]);
-    let r = reg
-        .direct()
-        .get(format!("{}/v2/", reg.url()))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let r = reg.send_direct(Method::GET, "/v2/", Some(&token));
     assert_eq!(
         r.status(),
         200,
@@ -138,12 +129,7 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
     assert_eq!(st, 401, "direct push with bob's pull-only token: {body}");
     // a token for another repository does not open this one
     let other = proxy.token(Some((USER, PASS)), &["repository:trust/other:pull"]);
-    let r = reg
-        .direct()
-        .get(format!("{}/v2/trust/app/tags/list", reg.url()))
-        .bearer_auth(&other)
-        .send()
-        .unwrap();
+    let r = reg.send_direct(Method::GET, "/v2/trust/app/tags/list", Some(&other));
     assert_eq!(r.status(), 401, "token for trust/other on trust/app");
     // a tampered token is refused
     let r = reg
@@ -162,12 +148,7 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
     );
     let foreign = stranger.token(Some((USER, PASS)), &["repository:trust/app:pull,push"]);
     assert_eq!(jwt_claims(&foreign)["iss"], jwt_claims(&token)["iss"]);
-    let r = reg
-        .direct()
-        .get(format!("{}/v2/", reg.url()))
-        .bearer_auth(&foreign)
-        .send()
-        .unwrap();
+    let r = reg.send_direct(Method::GET, "/v2/", Some(&foreign));
     assert_eq!(r.status(), 401, "registry accepted a token of another key");
     let (st, _) = direct_push_blob(&reg, "trust/app", &foreign, b"foreign");
     assert_eq!(st, 401, "push with a token of another key");

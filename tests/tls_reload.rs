@@ -8,8 +8,7 @@ use support::*;
 
 #[test]
 fn serves_the_configured_certificate() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (_reg, proxy) = registry_and_proxy(ProxyOptions::default());
     assert_eq!(
         proxy.served_cert().unwrap(),
         proxy.leaf.der,
@@ -28,8 +27,7 @@ fn serves_the_configured_certificate() {
 
 #[test]
 fn replaced_files_are_served_to_new_connections_without_restart() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (_reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let pid = proxy.pid();
     assert_eq!(proxy.served_cert().unwrap(), proxy.leaf.der);
 
@@ -111,8 +109,7 @@ fn certbot_symlink_renewal_is_picked_up() {
 
 #[test]
 fn broken_pairs_keep_the_old_certificate() {
-    let reg = Registry::start();
-    let mut proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (_reg, mut proxy) = registry_and_proxy(ProxyOptions::default());
     let good = proxy.leaf.clone();
 
     let check_old_kept = |proxy: &mut Proxy, what: &str| {

@@ -214,6 +214,38 @@ pub struct AcmeProxyOptions {
     pub state_dir: Option<PathBuf>,
 }
 
+impl AcmeProxyOptions {
+    /// These `[tls.acme]` lines, no file certificate, the default state dir.
+    pub fn acme(lines: &str) -> AcmeProxyOptions {
+        AcmeProxyOptions {
+            acme: lines.to_owned(),
+            file_cert: false,
+            state_dir: None,
+        }
+    }
+
+    /// Also a file certificate, served for other names.
+    pub fn with_file_cert(mut self) -> AcmeProxyOptions {
+        self.file_cert = true;
+        self
+    }
+
+    /// The ACME state in `dir` (shared by replicas).
+    pub fn state_dir(mut self, dir: PathBuf) -> AcmeProxyOptions {
+        self.state_dir = Some(dir);
+        self
+    }
+}
+
+/// A registry, and pebble (certificates valid `validity` seconds, or its
+/// default) with the ports an ACME proxy uses.
+pub fn acme_world(validity: Option<u64>) -> (Registry, AcmePorts, Pebble) {
+    let reg = Registry::start();
+    let ports = AcmePorts::new();
+    let pebble = Pebble::start(ports, validity);
+    (reg, ports, pebble)
+}
+
 pub struct AcmeProxy {
     pub dir: TempDir,
     pub ports: AcmePorts,

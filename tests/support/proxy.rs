@@ -13,6 +13,13 @@ use tempfile::TempDir;
 
 use super::*;
 
+/// A registry, and a proxy in front of it started with `opts`.
+pub fn registry_and_proxy(opts: ProxyOptions) -> (Registry, Proxy) {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg, opts);
+    (reg, proxy)
+}
+
 pub const CERTBOT_NAME: &str = "registry.test";
 
 pub struct Proxy {

@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::Method;
 use tempfile::TempDir;
 
@@ -155,6 +155,18 @@ impl Registry {
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap()
+    }
+
+    /// A request straight to the registry (`path` below its URL), with a
+    /// Bearer token if given.
+    pub fn send_direct(&self, method: Method, path: &str, bearer: Option<&str>) -> Response {
+        let mut req = self
+            .direct()
+            .request(method, format!("{}{path}", self.url()));
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        req.send().unwrap()
     }
 
     /// The manifest the registry itself holds as `repo:tag` (OCI or Docker
