@@ -43,7 +43,7 @@ fn refusal(
 #[test]
 fn base_endpoint_always_needs_credentials_even_with_anonymous_rules() {
     let (_reg, proxy) = start();
-    let r = proxy.anon(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_anon(Method::GET, "/v2/");
     let (status, codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "GET /v2/ without credentials");
     assert_eq!(codes, ["UNAUTHORIZED"]);
@@ -53,15 +53,9 @@ fn base_endpoint_always_needs_credentials_even_with_anonymous_rules() {
         "challenge: {challenge}"
     );
     // bob (who may only pull team-a) still logs in
-    let r = proxy
-        .req_as(Method::GET, "/v2/", BOB.0, BOB.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/", BOB.0, BOB.1);
     assert_eq!(r.status(), 200, "GET /v2/ as bob");
-    let r = proxy
-        .req_as(Method::GET, "/v2/", BOB.0, "wrong")
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/", BOB.0, "wrong");
     assert_eq!(r.status(), 401, "GET /v2/ as bob with a wrong password");
 }
 
@@ -70,18 +64,11 @@ fn read_only_user_pulls_but_cannot_push() {
     let (_reg, proxy) = start();
     let (manifest, digest) = push_image(&proxy, "team-a/app", "v1");
 
-    let r = proxy
-        .req_as(Method::GET, "/v2/team-a/app/manifests/v1", BOB.0, BOB.1)
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
+    let r = accept_oci(proxy.req_as(Method::GET, "/v2/team-a/app/manifests/v1", BOB.0, BOB.1));
     assert_eq!(r.status(), 200, "bob pulls team-a/app");
     assert_eq!(r.bytes().unwrap().to_vec(), manifest);
 
-    let r = proxy
-        .req_as(Method::POST, "/v2/team-a/app/blobs/uploads/", BOB.0, BOB.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::POST, "/v2/team-a/app/blobs/uploads/", BOB.0, BOB.1);
     let (status, codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 403, "bob starts an upload to team-a/app");
     assert_eq!(codes, ["DENIED"]);
@@ -113,11 +100,7 @@ fn read_only_user_pulls_but_cannot_push() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 403, "alice deletes a manifest (not granted)");
-    let r = proxy
-        .req(Method::GET, "/v2/team-a/app/manifests/v1")
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
+    let r = accept_oci(proxy.req(Method::GET, "/v2/team-a/app/manifests/v1"));
     assert_eq!(
         r.status(),
         200,
@@ -145,17 +128,11 @@ fn forbidden_repository_answers_the_same_whether_it_exists_or_not() {
     ] {
         for (user, pass) in [(USER, PASS), BOB] {
             let a = refusal(
-                proxy
-                    .req_as(Method::GET, &path_of("secret/exists"), user, pass)
-                    .send()
-                    .unwrap(),
+                proxy.send_as(Method::GET, &path_of("secret/exists"), user, pass),
                 "secret/exists",
             );
             let b = refusal(
-                proxy
-                    .req_as(Method::GET, &path_of("secret/missing"), user, pass)
-                    .send()
-                    .unwrap(),
+                proxy.send_as(Method::GET, &path_of("secret/missing"), user, pass),
                 "secret/missing",
             );
             assert_eq!(
@@ -167,14 +144,8 @@ fn forbidden_repository_answers_the_same_whether_it_exists_or_not() {
                 a, b,
                 "{user} {what}: existing vs missing forbidden repository differ"
             );
-            let ha = proxy
-                .req_as(Method::HEAD, &path_of("secret/exists"), user, pass)
-                .send()
-                .unwrap();
-            let hb = proxy
-                .req_as(Method::HEAD, &path_of("secret/missing"), user, pass)
-                .send()
-                .unwrap();
+            let ha = proxy.send_as(Method::HEAD, &path_of("secret/exists"), user, pass);
+            let hb = proxy.send_as(Method::HEAD, &path_of("secret/missing"), user, pass);
             assert_eq!(ha.status(), 403, "{user} HEAD {what}");
             assert_eq!(
                 ha.status(),
@@ -184,17 +155,11 @@ fn forbidden_repository_answers_the_same_whether_it_exists_or_not() {
         }
         // anonymous: 401 with a challenge, identical for both
         let a = refusal(
-            proxy
-                .anon(Method::GET, &path_of("secret/exists"))
-                .send()
-                .unwrap(),
+            proxy.send_anon(Method::GET, &path_of("secret/exists")),
             "secret/exists",
         );
         let b = refusal(
-            proxy
-                .anon(Method::GET, &path_of("secret/missing"))
-                .send()
-                .unwrap(),
+            proxy.send_anon(Method::GET, &path_of("secret/missing")),
             "secret/missing",
         );
         assert_eq!(a.0, 401, "anonymous GET {what}: {a:?}");
@@ -218,17 +183,10 @@ fn anonymous_pull_of_public_but_push_asks_for_login() {
     let (reg, proxy) = start();
     let (manifest, _) = push_image(&proxy, "public/tools", "v1");
 
-    let r = proxy
-        .anon(Method::GET, "/v2/public/tools/manifests/v1")
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
+    let r = accept_oci(proxy.anon(Method::GET, "/v2/public/tools/manifests/v1"));
     assert_eq!(r.status(), 200, "anonymous pull of public/tools");
     assert_eq!(r.bytes().unwrap().to_vec(), manifest);
-    let r = proxy
-        .anon(Method::GET, "/v2/public/tools/tags/list")
-        .send()
-        .unwrap();
+    let r = proxy.send_anon(Method::GET, "/v2/public/tools/tags/list");
     assert_eq!(r.status(), 200, "anonymous tags/list of public/tools");
 
     for (method, path) in [
@@ -254,16 +212,10 @@ fn anonymous_pull_of_public_but_push_asks_for_login() {
     }
     // anonymous may not see anything else
     push_image_direct(&reg, "team-a/private", "v1");
-    let r = proxy
-        .anon(Method::GET, "/v2/team-a/private/manifests/v1")
-        .send()
-        .unwrap();
+    let r = proxy.send_anon(Method::GET, "/v2/team-a/private/manifests/v1");
     assert_eq!(r.status(), 401, "anonymous pull of team-a/private");
     // bob (no rule for public) falls through to the anonymous rule: pull only
-    let r = proxy
-        .req_as(Method::GET, "/v2/public/tools/tags/list", BOB.0, BOB.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/public/tools/tags/list", BOB.0, BOB.1);
     assert_eq!(
         r.status(),
         200,
@@ -286,40 +238,22 @@ fn personal_namespaces_follow_the_user() {
     let (reg, proxy) = start();
     // alice is the harness's default user (push_image uses her credentials)
     push_image(&proxy, "users/alice/x", "v1");
-    let r = proxy
-        .req(Method::POST, "/v2/users/bob/x/blobs/uploads/")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::POST, "/v2/users/bob/x/blobs/uploads/");
     let (status, codes, _) = status_codes_challenge(r);
     assert_eq!(status, 403, "alice pushes to users/bob/x");
     assert_eq!(codes, ["DENIED"]);
-    let r = proxy
-        .req(Method::GET, "/v2/users/bob/x/tags/list")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/users/bob/x/tags/list");
     assert_eq!(r.status(), 403, "alice lists users/bob/x");
     // bob's own namespace works for bob, alice's is closed to him
-    let r = proxy
-        .req_as(Method::POST, "/v2/users/bob/x/blobs/uploads/", BOB.0, BOB.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::POST, "/v2/users/bob/x/blobs/uploads/", BOB.0, BOB.1);
     assert_eq!(r.status(), 202, "bob pushes to users/bob/x");
-    let r = proxy
-        .req_as(Method::GET, "/v2/users/alice/x/tags/list", BOB.0, BOB.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/users/alice/x/tags/list", BOB.0, BOB.1);
     assert_eq!(r.status(), 403, "bob lists users/alice/x");
     // a `${user}` pattern never matches anonymous callers
-    let r = proxy
-        .anon(Method::GET, "/v2/users/alice/x/tags/list")
-        .send()
-        .unwrap();
+    let r = proxy.send_anon(Method::GET, "/v2/users/alice/x/tags/list");
     assert_eq!(r.status(), 401, "anonymous lists users/alice/x");
     // alice may delete in her namespace
-    let r = proxy
-        .req(Method::DELETE, "/v2/users/alice/x/manifests/v1")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::DELETE, "/v2/users/alice/x/manifests/v1");
     // distribution refuses deleting by tag (only by digest): any non-403 answer
     // means the rule let it through to the registry
     assert_ne!(r.status(), 403, "alice deletes in users/alice/x");
@@ -392,9 +326,7 @@ fn rewrite_rules(proxy: &Proxy, rules: &str) {
 
 fn bob_push_status(proxy: &Proxy) -> u16 {
     proxy
-        .req_as(Method::POST, "/v2/team-a/app/blobs/uploads/", BOB.0, BOB.1)
-        .send()
-        .unwrap()
+        .send_as(Method::POST, "/v2/team-a/app/blobs/uploads/", BOB.0, BOB.1)
         .status()
         .as_u16()
 }
@@ -492,7 +424,7 @@ fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
         || proxy.log_text().matches("SIGHUP: reloading").count() > before,
         || proxy.logs(),
     );
-    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/");
     assert_eq!(r.status(), 200, "the proxy serves after SIGHUP");
     assert_eq!(bob_push_status(&proxy), 403);
 }
@@ -534,6 +466,6 @@ fn empty_basic_credentials_are_anonymous() {
         "anonymous push with empty Basic credentials"
     );
     // and the real user from the same address is not throttled
-    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/");
     assert_eq!(r.status(), 200, "alice after 12 empty-credential requests");
 }

@@ -58,11 +58,7 @@ domains = ["registry.test", "docker.registry.test"]"#,
 
     // requests go through over the new certificate
     let c = proxy.client("registry.test", &root);
-    let r = c
-        .get(proxy.url("registry.test", "/v2/"))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&c, &proxy.url("registry.test", "/v2/"));
     assert_eq!(r.status(), 200);
 
     let log = proxy.log_text();
@@ -141,11 +137,7 @@ domains = ["registry.test"]"#,
 
     // HTTP/2 and HTTP/1.1 requests over the ACME certificate
     let c = proxy.client("registry.test", &root);
-    let r = c
-        .get(proxy.url("registry.test", "/v2/"))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&c, &proxy.url("registry.test", "/v2/"));
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     let mut conn = verified_conn(ports.tls, "registry.test", &root).unwrap();

@@ -135,18 +135,14 @@ fn right_credentials_are_200_and_reach_the_registry() {
     let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     // the password contains a ':' — only the first colon separates user and password
     assert!(PASS.contains(':'));
-    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/");
     assert_eq!(r.status(), 200, "{}", proxy.logs());
 
     // repeated requests (credential cache) keep working, over both protocols
     for http1 in [true, false] {
         let c = proxy.new_client(http1);
         for _ in 0..3 {
-            let r = c
-                .get(proxy.url("/v2/goodauth/repo/tags/list"))
-                .basic_auth(USER, Some(PASS))
-                .send()
-                .unwrap();
+            let r = get_as_user(&c, &proxy.url("/v2/goodauth/repo/tags/list"));
             // the registry's own answer for an unknown repository
             assert_eq!(r.status(), 404);
             assert_eq!(

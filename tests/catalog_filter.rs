@@ -137,22 +137,19 @@ fn basic_mode_catalog_is_filtered_and_paged() {
     assert_eq!(bob, bob_sees(), "bob's catalog");
 
     // without the catalog action: 403
-    let r = proxy
-        .req_as(Method::GET, "/v2/_catalog", CAROL.0, CAROL.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/_catalog", CAROL.0, CAROL.1);
     let (status, codes, _) = status_codes_challenge(r);
     assert_eq!(status, 403, "carol has no catalog action");
     assert_eq!(codes, ["DENIED"]);
     // without credentials: 401
-    let r = proxy.anon(Method::GET, "/v2/_catalog").send().unwrap();
+    let r = proxy.send_anon(Method::GET, "/v2/_catalog");
     let (status, codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "anonymous catalog");
     assert_eq!(codes, ["UNAUTHORIZED"]);
     assert!(challenge.is_some_and(|c| c.starts_with("Basic ")));
 
     // one big page, and a page starting in the middle
-    let r = proxy.req(Method::GET, "/v2/_catalog").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/_catalog");
     assert_eq!(r.status(), 200);
     assert!(
         header_of(&r, "link").is_none(),
@@ -160,10 +157,7 @@ fn basic_mode_catalog_is_filtered_and_paged() {
     );
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["repositories"], serde_json::json!(alice_sees()));
-    let r = proxy
-        .req(Method::GET, "/v2/_catalog?n=2&last=team-a%2Fapp")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/_catalog?n=2&last=team-a%2Fapp");
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(

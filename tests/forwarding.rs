@@ -15,7 +15,7 @@ fn setup() -> (Registry, Proxy) {
 #[test]
 fn base_endpoint_with_credentials_is_200_with_registry_headers() {
     let (_reg, proxy) = setup();
-    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/");
     assert_eq!(r.status(), 200, "{}", proxy.logs());
     assert_common_headers("GET /v2/", |h| header_of(&r, h));
     assert_eq!(r.text().unwrap().trim(), "{}");
@@ -32,15 +32,12 @@ fn every_kind_of_response_carries_the_common_headers() {
     assert_common_headers("401 GET /v2/ without credentials", |h| header_of(&r, h));
 
     // the proxy's own 404 outside /v2/
-    let r = proxy.req(Method::GET, "/not-the-api").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/not-the-api");
     assert_eq!(r.status(), 404);
     assert_common_headers("404 GET /not-the-api", |h| header_of(&r, h));
 
     // the registry's 404 passed through
-    let r = proxy
-        .req(Method::GET, "/v2/some/repo/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/some/repo/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000");
     assert_eq!(r.status(), 404);
     assert_common_headers("upstream 404 blob unknown", |h| header_of(&r, h));
     assert_eq!(
@@ -49,15 +46,12 @@ fn every_kind_of_response_carries_the_common_headers() {
     );
 
     // the registry's 202
-    let r = proxy
-        .req(Method::POST, "/v2/some/repo/blobs/uploads/")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::POST, "/v2/some/repo/blobs/uploads/");
     assert_eq!(r.status(), 202);
     assert_common_headers("202 POST upload", |h| header_of(&r, h));
 
     // HEAD
-    let r = proxy.req(Method::HEAD, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::HEAD, "/v2/");
     assert_eq!(r.status(), 200);
     assert_common_headers("HEAD /v2/", |h| header_of(&r, h));
 
@@ -139,11 +133,7 @@ fn chunked_upload(
     let blob_loc = header_of(&r, "location").expect("Location of the blob");
     assert_points_at_proxy("PUT Location", &blob_loc, proxy, reg.port());
 
-    let r = client
-        .get(absolute(proxy, &blob_loc))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&client, &absolute(proxy, &blob_loc));
     assert_eq!(r.version(), want);
     assert_eq!(r.status(), 200);
     let got = r.bytes().unwrap();
@@ -185,10 +175,7 @@ fn monolithic_upload_then_head_blob() {
     assert_eq!(direct.status(), 200);
     assert_eq!(direct.bytes().unwrap().as_ref(), &data[..]);
 
-    let r = proxy
-        .req(Method::HEAD, &format!("/v2/mono/repo/blobs/{digest}"))
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::HEAD, &format!("/v2/mono/repo/blobs/{digest}"));
     assert_eq!(r.status(), 200);
     assert_eq!(header_of(&r, "content-length").as_deref(), Some("200000"));
     assert_eq!(
@@ -218,10 +205,7 @@ fn cross_repository_blob_mount() {
     let loc = header_of(&r, "location").expect("Location of mounted blob");
     assert_points_at_proxy("mount Location", &loc, &proxy, reg.port());
 
-    let r = proxy
-        .req(Method::HEAD, &format!("/v2/mount/b/blobs/{digest}"))
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::HEAD, &format!("/v2/mount/b/blobs/{digest}"));
     assert_eq!(r.status(), 200);
     assert_eq!(header_of(&r, "content-length").as_deref(), Some("50000"));
 }
@@ -291,10 +275,7 @@ fn manifest_put_get_head_delete() {
         Some(manifest.len().to_string())
     );
 
-    let r = proxy
-        .req(Method::DELETE, &format!("/v2/man/repo/manifests/{digest}"))
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::DELETE, &format!("/v2/man/repo/manifests/{digest}"));
     assert_eq!(r.status(), 202, "DELETE manifest: {:?}", r.text());
     let r = proxy
         .req(Method::GET, &format!("/v2/man/repo/manifests/{digest}"))
@@ -355,18 +336,12 @@ fn catalog_and_tags_list_paginate_with_link_pointing_at_proxy() {
     assert_eq!(seen, vec!["pag/a", "pag/b", "pag/c"]);
 
     // the same with `last`
-    let r = proxy
-        .req(Method::GET, "/v2/_catalog?n=5&last=pag/a")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/_catalog?n=5&last=pag/a");
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["repositories"], serde_json::json!(["pag/b", "pag/c"]));
 
     // tags list
-    let r = proxy
-        .req(Method::GET, "/v2/pag/a/tags/list")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/pag/a/tags/list");
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["name"], "pag/a");
@@ -379,10 +354,7 @@ fn catalog_and_tags_list_paginate_with_link_pointing_at_proxy() {
     tags.sort();
     assert_eq!(tags, vec!["t1", "t2", "t3"]);
 
-    let r = proxy
-        .req(Method::GET, "/v2/pag/a/tags/list?n=2")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/pag/a/tags/list?n=2");
     assert_eq!(r.status(), 200);
     if let Some(n) = link_next(&r) {
         assert_points_at_proxy("tags Link", &n, &proxy, reg.port());
@@ -451,10 +423,7 @@ fn absolute_upstream_location_and_link_are_rewritten_to_the_proxy() {
     let up = EchoUpstream::start();
     let proxy = Proxy::start_upstream(&up.url(), ProxyOptions::default());
 
-    let r = proxy
-        .req(Method::POST, "/v2/rw/repo/blobs/uploads/")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::POST, "/v2/rw/repo/blobs/uploads/");
     assert_eq!(r.status(), 202, "{}", proxy.logs());
     let loc = header_of(&r, "location").expect("Location");
     assert_points_at_proxy("rewritten upload Location", &loc, &proxy, up.port());
@@ -463,10 +432,7 @@ fn absolute_upstream_location_and_link_are_rewritten_to_the_proxy() {
         "Location path/query kept: {loc}"
     );
 
-    let r = proxy
-        .req(Method::GET, "/v2/rw/repo/tags/list?n=1")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/rw/repo/tags/list?n=1");
     assert_eq!(r.status(), 200);
     let link = header_of(&r, "link").expect("Link");
     assert!(
@@ -515,11 +481,8 @@ fn concurrent_uploads_and_downloads_share_connections() {
                         .unwrap();
                     assert_eq!(r.status(), 201, "{repo}: {:?}", r.text());
                     for _ in 0..3 {
-                        let r = client
-                            .get(proxy.url(&format!("/v2/{repo}/blobs/{digest}")))
-                            .basic_auth(USER, Some(PASS))
-                            .send()
-                            .unwrap();
+                        let r =
+                            get_as_user(&client, &proxy.url(&format!("/v2/{repo}/blobs/{digest}")));
                         assert_eq!(r.status(), 200);
                         assert_eq!(
                             sha256_digest(&r.bytes().unwrap()),

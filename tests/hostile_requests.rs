@@ -101,10 +101,7 @@ fn a_mount_in_a_form_body_is_refused() {
         assert_not_mounted(&proxy, &secret, what);
     }
     // a form body is refused on the other upload steps too
-    let r = proxy
-        .req_as(Method::POST, "/v2/bob/m2/blobs/uploads/", BOB.0, BOB.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::POST, "/v2/bob/m2/blobs/uploads/", BOB.0, BOB.1);
     assert_eq!(r.status(), 202);
     let loc = absolute(&proxy, &header_of(&r, "location").unwrap());
     let r = proxy

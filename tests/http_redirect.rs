@@ -27,11 +27,7 @@ fn plain_http_listener_redirects_to_https_and_forwards_nothing() {
         || proxy.logs(),
     );
 
-    let r = plain
-        .get(format!("{base}/v2/redir/repo/tags/list?n=1"))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&plain, &format!("{base}/v2/redir/repo/tags/list?n=1"));
     assert_eq!(r.status(), 301, "GET over plain HTTP");
     assert_eq!(
         header_of(&r, "location").as_deref(),

@@ -49,10 +49,7 @@ fn one_gib_blob_push_and_pull_with_bounded_memory() {
     };
 
     // push: POST, one streamed PATCH (HTTP/1.1, chunked request body), PUT ?digest=
-    let r = proxy
-        .req(Method::POST, "/v2/big/layer/blobs/uploads/")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::POST, "/v2/big/layer/blobs/uploads/");
     assert_eq!(r.status(), 202, "{}", proxy.logs());
     let loc = absolute(&proxy, &header_of(&r, "location").unwrap());
     let dir = tempfile::tempdir().unwrap();
@@ -82,10 +79,7 @@ fn one_gib_blob_push_and_pull_with_bounded_memory() {
     let r = proxy.put_digest(&patch_loc, &digest).send().unwrap();
     assert_eq!(r.status(), 201, "PUT ?digest= after 1 GiB: {:?}", r.text());
 
-    let r = proxy
-        .req(Method::HEAD, &format!("/v2/big/layer/blobs/{digest}"))
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::HEAD, &format!("/v2/big/layer/blobs/{digest}"));
     assert_eq!(r.status(), 200);
     assert_eq!(header_of(&r, "content-length"), Some(SIZE.to_string()));
 

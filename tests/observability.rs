@@ -259,10 +259,7 @@ fn prometheus_counts_exactly_a_skopeo_push_and_pull_and_one_failed_login() {
     let repo = "observe/skopeo-counted";
     let tag = "obs-tag-1";
     let pushed = skopeo_push_and_pull(state.path(), &proxy, repo, tag);
-    let r = proxy
-        .req_as(Method::GET, "/v2/", USER, "not-the-password")
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/", USER, "not-the-password");
     assert_eq!(r.status(), 401, "wrong password accepted");
 
     let nblobs = pushed.blobs.len() as f64;
@@ -615,7 +612,7 @@ fn readyz_and_upstream_up_follow_the_registry() {
         "/healthz (alive) does not depend on the upstream"
     );
     // a request forwarded meanwhile is a 5xx and a connect error
-    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/");
     assert!(
         r.status().is_server_error(),
         "GET /v2/ upstream down: {}",
@@ -652,7 +649,7 @@ fn readyz_and_upstream_up_follow_the_registry() {
         Some(1.0),
         "portcullis_upstream_up with the registry back"
     );
-    assert_eq!(proxy.req(Method::GET, "/v2/").send().unwrap().status(), 200);
+    assert_eq!(proxy.send_req(Method::GET, "/v2/").status(), 200);
 }
 
 // ---------------------------------------------------------------------------
@@ -896,10 +893,7 @@ fn access_log_has_one_json_line_per_request_without_query_or_credentials() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = proxy
-        .req_as(Method::GET, "/v2/", USER, "wrong-password-marker")
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/", USER, "wrong-password-marker");
     assert_eq!(r.status(), 401);
 
     let access = || -> Vec<serde_json::Value> {
@@ -1291,10 +1285,7 @@ fn docs_describe_every_metric_with_its_type() {
     wait_admin_up(admin, &proxy);
     // a little traffic, so labelled metrics have children
     let _ = push_image(&proxy, "observe/typed", "t1");
-    let _ = proxy
-        .req_as(Method::GET, "/v2/", USER, "wrong")
-        .send()
-        .unwrap();
+    let _ = proxy.send_as(Method::GET, "/v2/", USER, "wrong");
     let text = scrape(admin, &proxy);
     let declared = declared_types(&text);
     assert!(declared.len() >= 12, "{declared:?}");
@@ -1367,7 +1358,7 @@ fn docs_log_examples_have_the_real_fields() {
 
     let reg = Registry::start();
     let proxy = Proxy::start(&reg, ProxyOptions::default().toml("format = \"json\"\n"));
-    assert_eq!(proxy.req(Method::GET, "/v2/").send().unwrap().status(), 200);
+    assert_eq!(proxy.send_req(Method::GET, "/v2/").status(), 200);
     let mut real = None;
     wait_until(
         "a JSON access line",

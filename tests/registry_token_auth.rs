@@ -214,10 +214,7 @@ fn proxy_presents_its_own_tokens_to_a_token_checking_registry() {
 
     // 2. the catalog: the proxy pages through the registry's catalog itself,
     // so it needs a token for that too
-    let r = proxy
-        .req_as(Method::GET, "/v2/_catalog", ADMIN.0, ADMIN.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/_catalog", ADMIN.0, ADMIN.1);
     assert_eq!(
         r.status(),
         200,
@@ -285,11 +282,7 @@ fn proxy_presents_its_own_tokens_to_a_token_checking_registry() {
     assert_eq!(sha256_digest(&r.bytes().unwrap()), digest);
     // a whole image with Basic credentials (accepted in token mode)
     let (manifest, _d) = push_image(&proxy, "trust/basic", "v1");
-    let r = proxy
-        .req_as(Method::GET, "/v2/trust/basic/manifests/v1", BOB.0, BOB.1)
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
+    let r = accept_oci(proxy.req_as(Method::GET, "/v2/trust/basic/manifests/v1", BOB.0, BOB.1));
     assert_eq!(
         r.status(),
         200,

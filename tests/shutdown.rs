@@ -108,7 +108,7 @@ fn idle_proxy_exits_promptly_on_sigterm() {
         &reg,
         ProxyOptions::default().line_in("server", "grace_period = \"120s\""),
     );
-    let r = proxy.req(reqwest::Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(reqwest::Method::GET, "/v2/");
     assert_eq!(r.status(), 200);
     sigterm(proxy.pid());
     // without waiting out the grace period

@@ -81,11 +81,7 @@ fn basic_wrong_passwords_are_throttled_per_address() {
     assert_eq!(codes, ["TOOMANYREQUESTS"]);
 
     // the right password from the throttled address is refused too
-    let r = attacker
-        .get(&url)
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&attacker, &url);
     assert_eq!(r.status(), 429, "alice from the attacking address");
     // and bob from there (the address is blocked for every user)
     let r = attacker
@@ -153,11 +149,7 @@ fn token_endpoint_wrong_passwords_are_throttled_per_address() {
     });
     assert!(retry.is_some(), "429 from /token without Retry-After");
     assert_eq!(codes, ["TOOMANYREQUESTS"]);
-    let r = attacker
-        .get(&token_url)
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&attacker, &token_url);
     assert_eq!(
         r.status(),
         429,
@@ -166,11 +158,7 @@ fn token_endpoint_wrong_passwords_are_throttled_per_address() {
 
     // from 127.0.0.2 alice gets a token, and Basic on /v2/ works too
     let home = proxy.client_from(ip("127.0.0.2"));
-    let r = home
-        .get(&token_url)
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&home, &token_url);
     assert_eq!(
         r.status(),
         200,

@@ -33,15 +33,7 @@ fn replaced_files_are_served_to_new_connections_without_restart() {
 
     // an open HTTP/2 connection from before the renewal
     let old_client = proxy.new_client(false);
-    assert_eq!(
-        old_client
-            .get(proxy.url("/v2/"))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_as_user(&old_client, &proxy.url("/v2/")).status(), 200);
 
     let second = proxy.ca.leaf("portcullis-test-renewed-1");
     proxy.replace_cert_atomic(&second.cert_pem, &second.key_pem);
@@ -55,15 +47,7 @@ fn replaced_files_are_served_to_new_connections_without_restart() {
 
     assert_eq!(proxy.pid(), pid, "proxy restarted");
     // requests keep working on the pre-existing connection and on new ones
-    assert_eq!(
-        old_client
-            .get(proxy.url("/v2/"))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_as_user(&old_client, &proxy.url("/v2/")).status(), 200);
     assert_eq!(
         proxy
             .new_client(true)

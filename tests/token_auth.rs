@@ -380,7 +380,7 @@ fn base_needs_credentials_and_anonymous_pull_of_public() {
     let (manifest, _digest) = push_image_with_token(&s.proxy, "public/tools", "v1", &token);
 
     // GET /v2/ without credentials: 401 with a Bearer challenge
-    let r = s.proxy.anon(Method::GET, "/v2/").send().unwrap();
+    let r = s.proxy.send_anon(Method::GET, "/v2/");
     let (status, codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "GET /v2/ without credentials in token mode");
     assert_eq!(codes, ["UNAUTHORIZED"]);
@@ -401,12 +401,10 @@ fn base_needs_credentials_and_anonymous_pull_of_public() {
         "anonymous token: pull only"
     );
     assert_eq!(jwt_claims(anon)["sub"], "", "anonymous token's subject");
-    let r = s
-        .proxy
-        .bearer(Method::GET, "/v2/public/tools/manifests/v1", anon)
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
+    let r = accept_oci(
+        s.proxy
+            .bearer(Method::GET, "/v2/public/tools/manifests/v1", anon),
+    );
     assert_eq!(r.status(), 200, "pull with the anonymous token");
     assert_eq!(r.bytes().unwrap().to_vec(), manifest);
     // an anonymous token never logs in
@@ -415,12 +413,7 @@ fn base_needs_credentials_and_anonymous_pull_of_public() {
 
     // without any token, the anonymous rule also serves the pull directly
     // (docs: only requests that no anonymous rule allows get a 401)
-    let r = s
-        .proxy
-        .anon(Method::GET, "/v2/public/tools/manifests/v1")
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
+    let r = accept_oci(s.proxy.anon(Method::GET, "/v2/public/tools/manifests/v1"));
     assert_eq!(
         r.status(),
         200,
@@ -431,9 +424,7 @@ fn base_needs_credentials_and_anonymous_pull_of_public() {
     // push without credentials asks for login with the push scope
     let r = s
         .proxy
-        .anon(Method::POST, "/v2/public/tools/blobs/uploads/")
-        .send()
-        .unwrap();
+        .send_anon(Method::POST, "/v2/public/tools/blobs/uploads/");
     let (status, codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "anonymous push");
     assert_eq!(codes, ["UNAUTHORIZED"]);
@@ -459,9 +450,7 @@ fn base_needs_credentials_and_anonymous_pull_of_public() {
         .is_none_or(|a| a.is_empty()));
     let r = s
         .proxy
-        .anon(Method::GET, "/v2/team-a/hidden/manifests/v1")
-        .send()
-        .unwrap();
+        .send_anon(Method::GET, "/v2/team-a/hidden/manifests/v1");
     assert_eq!(r.status(), 401, "anonymous pull of team-a/hidden");
 }
 
@@ -503,16 +492,12 @@ fn forbidden_repository_answers_the_same_whether_it_exists_or_not() {
         if let Some((u, p)) = creds {
             let a = norm(
                 s.proxy
-                    .req_as(Method::GET, "/v2/secret/exists/manifests/v1", u, p)
-                    .send()
-                    .unwrap(),
+                    .send_as(Method::GET, "/v2/secret/exists/manifests/v1", u, p),
                 "secret/exists",
             );
             let b = norm(
                 s.proxy
-                    .req_as(Method::GET, "/v2/secret/missing/manifests/v1", u, p)
-                    .send()
-                    .unwrap(),
+                    .send_as(Method::GET, "/v2/secret/missing/manifests/v1", u, p),
                 "secret/missing",
             );
             assert!(a.0 == 401 || a.0 == 403, "{a:?}");

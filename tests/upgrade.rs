@@ -38,10 +38,7 @@ fn push_in_flight_survives_a_binary_upgrade() {
     );
     let digest = digest_of_stream(&stream_generator(SIZE));
 
-    let r = old
-        .req(Method::POST, "/v2/upgrade/layer/blobs/uploads/")
-        .send()
-        .unwrap();
+    let r = old.send_req(Method::POST, "/v2/upgrade/layer/blobs/uploads/");
     assert_eq!(r.status(), 202, "{}", old.logs());
     let loc = absolute(&old, &header_of(&r, "location").unwrap());
 
@@ -130,10 +127,7 @@ fn push_in_flight_survives_a_binary_upgrade() {
     }
     assert!(exited, "old process still running: {}", old.logs());
     // and the blob is there, through the new process
-    let r = old
-        .req(Method::HEAD, &format!("/v2/upgrade/layer/blobs/{digest}"))
-        .send()
-        .unwrap();
+    let r = old.send_req(Method::HEAD, &format!("/v2/upgrade/layer/blobs/{digest}"));
     assert_eq!(r.status(), 200);
     let _ = new.kill();
     let _ = new.wait();

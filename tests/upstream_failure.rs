@@ -30,7 +30,7 @@ fn stopped_upstream_is_a_gateway_error_and_recovers_after_restart() {
 
     // warm keep-alive connections to the upstream, then kill it
     for _ in 0..3 {
-        assert_eq!(proxy.req(Method::GET, "/v2/").send().unwrap().status(), 200);
+        assert_eq!(proxy.send_req(Method::GET, "/v2/").status(), 200);
     }
     reg.stop();
 
@@ -84,10 +84,7 @@ fn stopped_upstream_is_a_gateway_error_and_recovers_after_restart() {
         },
         || format!("last status {}\n{}", last.get(), proxy.logs()),
     );
-    let r = proxy
-        .req(Method::GET, &format!("/v2/fail/repo/blobs/{digest}"))
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, &format!("/v2/fail/repo/blobs/{digest}"));
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().unwrap().as_ref(), b"survives a registry restart");
     // uploads work again too
@@ -99,11 +96,8 @@ fn stopped_upstream_is_a_gateway_error_and_recovers_after_restart() {
 fn upstream_that_never_existed_is_a_gateway_error() {
     let port = free_port(); // nothing listens here
     let proxy = Proxy::start_upstream(&format!("http://127.0.0.1:{port}"), ProxyOptions::default());
-    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/");
     assert_gateway_error("GET /v2/ with no upstream", r);
-    let r = proxy
-        .req(Method::GET, "/v2/x/manifests/latest")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/x/manifests/latest");
     assert_gateway_error("GET manifest with no upstream", r);
 }

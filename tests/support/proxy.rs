@@ -461,6 +461,21 @@ impl Proxy {
         }
     }
 
+    /// Sends a request (no body) with the default user's credentials.
+    pub fn send_req(&self, method: Method, path: &str) -> Response {
+        self.req(method, path).send().unwrap()
+    }
+
+    /// Sends a request (no body) with the given Basic credentials.
+    pub fn send_as(&self, method: Method, path: &str, user: &str, pass: &str) -> Response {
+        self.req_as(method, path, user, pass).send().unwrap()
+    }
+
+    /// Sends a request (no body) without credentials.
+    pub fn send_anon(&self, method: Method, path: &str) -> Response {
+        self.anon(method, path).send().unwrap()
+    }
+
     /// Sends a request with a Bearer token (no body).
     pub fn send_bearer(&self, method: Method, path: &str, token: &str) -> Response {
         self.bearer(method, path, token).send().unwrap()
@@ -707,6 +722,18 @@ pub fn challenge_params(value: &str) -> (String, std::collections::BTreeMap<Stri
         rest = tail.trim().trim_start_matches(',').trim();
     }
     (scheme.to_string(), out)
+}
+
+/// Sends `req` accepting an OCI image manifest.
+pub fn accept_oci(req: RequestBuilder) -> Response {
+    req.header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap()
+}
+
+/// Sends a GET of `url` with the default user's credentials on `client`.
+pub fn get_as_user(client: &Client, url: &str) -> Response {
+    client.get(url).basic_auth(USER, Some(PASS)).send().unwrap()
 }
 
 /// Asserts a challenge's scheme and that it carries each `(name, value)`.
