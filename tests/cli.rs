@@ -269,25 +269,29 @@ fn mode(file: &Path) -> u32 {
     fs::metadata(file).unwrap().permissions().mode() & 0o777
 }
 
+/// `portcullis user add --file FILE --cost 5 --password-stdin USER` with
+/// `stdin` as the password input.
+fn user_add(file: &str, user: &str, stdin: &str) -> std::process::Output {
+    let args = [
+        "user",
+        "add",
+        "--file",
+        file,
+        "--cost",
+        "5",
+        "--password-stdin",
+        user,
+    ];
+    portcullis(&args, Some(stdin))
+}
+
 #[test]
 fn user_add_list_remove() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("htpasswd");
     let f = file.to_str().unwrap();
 
-    let o = portcullis(
-        &[
-            "user",
-            "add",
-            "--file",
-            f,
-            "--cost",
-            "5",
-            "--password-stdin",
-            "alice",
-        ],
-        Some("alice-pw\n"),
-    );
+    let o = user_add(f, "alice", "alice-pw\n");
     assert!(o.status.success(), "user add: {}", out_text(&o));
     assert_eq!(mode(&file), 0o600, "new htpasswd file mode");
     assert!(
@@ -305,19 +309,7 @@ fn user_add_list_remove() {
         "bcrypt entry expected: {content}"
     );
 
-    let o = portcullis(
-        &[
-            "user",
-            "add",
-            "--file",
-            f,
-            "--cost",
-            "5",
-            "--password-stdin",
-            "bob",
-        ],
-        Some("bob-pw"),
-    );
+    let o = user_add(f, "bob", "bob-pw");
     assert!(o.status.success(), "user add bob: {}", out_text(&o));
     assert!(
         verify(&file, "alice", "alice-pw") && verify(&file, "bob", "bob-pw"),
@@ -326,19 +318,7 @@ fn user_add_list_remove() {
     assert_eq!(mode(&file), 0o600);
 
     // same user again replaces the password (or is refused, but never duplicates)
-    let o = portcullis(
-        &[
-            "user",
-            "add",
-            "--file",
-            f,
-            "--cost",
-            "5",
-            "--password-stdin",
-            "bob",
-        ],
-        Some("bob-pw-2"),
-    );
+    let o = user_add(f, "bob", "bob-pw-2");
     let content = fs::read_to_string(&file).unwrap();
     assert_eq!(
         content.lines().filter(|l| l.starts_with("bob:")).count(),
@@ -401,19 +381,7 @@ fn user_add_keeps_entries_written_by_apache_htpasswd() {
     let file = dir.path().join("htpasswd");
     htpasswd_add(&file, "carol", "carol-pw");
     fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
-    let o = portcullis(
-        &[
-            "user",
-            "add",
-            "--file",
-            file.to_str().unwrap(),
-            "--cost",
-            "5",
-            "--password-stdin",
-            "dan",
-        ],
-        Some("dan-pw\n"),
-    );
+    let o = user_add(file.to_str().unwrap(), "dan", "dan-pw\n");
     assert!(o.status.success(), "{}", out_text(&o));
     assert!(verify(&file, "carol", "carol-pw"), "existing entry damaged");
     assert!(verify(&file, "dan", "dan-pw"));

@@ -56,12 +56,7 @@ fn every_kind_of_response_carries_the_common_headers() {
     assert_common_headers("HEAD /v2/", |h| header_of(&r, h));
 
     // over HTTP/1.1 too
-    let r = proxy
-        .new_client(true)
-        .get(proxy.url("/v2/"))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&proxy.new_client(true), &proxy.url("/v2/"));
     assert_eq!(r.version(), Version::HTTP_11);
     assert_common_headers("GET /v2/ over HTTP/1.1", |h| header_of(&r, h));
 }
@@ -247,11 +242,10 @@ fn manifest_put_get_head_delete() {
     let accept = "application/vnd.oci.image.manifest.v1+json";
 
     for reference in ["v1", digest.as_str()] {
-        let r = proxy
-            .req(Method::GET, &format!("/v2/man/repo/manifests/{reference}"))
-            .header("accept", accept)
-            .send()
-            .unwrap();
+        let r = accepting(
+            proxy.req(Method::GET, &format!("/v2/man/repo/manifests/{reference}")),
+            accept,
+        );
         assert_eq!(r.status(), 200, "GET manifest {reference}");
         assert_eq!(
             header_of(&r, "docker-content-digest").as_deref(),
@@ -264,11 +258,7 @@ fn manifest_put_get_head_delete() {
             "manifest bytes for {reference}"
         );
     }
-    let r = proxy
-        .req(Method::HEAD, "/v2/man/repo/manifests/v1")
-        .header("accept", accept)
-        .send()
-        .unwrap();
+    let r = accepting(proxy.req(Method::HEAD, "/v2/man/repo/manifests/v1"), accept);
     assert_eq!(r.status(), 200);
     assert_eq!(
         header_of(&r, "content-length"),
@@ -277,11 +267,10 @@ fn manifest_put_get_head_delete() {
 
     let r = proxy.send_req(Method::DELETE, &format!("/v2/man/repo/manifests/{digest}"));
     assert_eq!(r.status(), 202, "DELETE manifest: {:?}", r.text());
-    let r = proxy
-        .req(Method::GET, &format!("/v2/man/repo/manifests/{digest}"))
-        .header("accept", accept)
-        .send()
-        .unwrap();
+    let r = accepting(
+        proxy.req(Method::GET, &format!("/v2/man/repo/manifests/{digest}")),
+        accept,
+    );
     assert_eq!(r.status(), 404, "manifest gone after DELETE");
     assert_eq!(
         error_codes(&r.bytes().unwrap()).unwrap(),
@@ -345,12 +334,7 @@ fn catalog_and_tags_list_paginate_with_link_pointing_at_proxy() {
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["name"], "pag/a");
-    let mut tags: Vec<String> = v["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap().to_string())
-        .collect();
+    let mut tags: Vec<String> = strings(&v["tags"]);
     tags.sort();
     assert_eq!(tags, vec!["t1", "t2", "t3"]);
 

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use support::slapd::*;
 use support::*;
 
-const ALICE: (&str, &str) = ("alice", "alice-pw");
-const ALICE_DN: &str = "uid=alice,ou=people,dc=example,dc=org";
 const CI_PUSHERS_DN: &str = "cn=ci-pushers,ou=groups,dc=example,dc=org";
 
 /// First match decides: ci-pushers push to `team/*`; ci-pushers and devs
@@ -37,16 +35,6 @@ fn options(slapd: &Slapd, cache_ttl: Option<&str>) -> ProxyOptions {
         .timeouts("3s", "2s")
         .cache_ttl(cache_ttl);
     ProxyOptions::basic(&[ROBOT]).ldap(&ldap).rules(&rules())
-}
-
-fn status(proxy: &Proxy, method: Method, path: &str, (user, pass): (&str, &str)) -> u16 {
-    proxy
-        .client()
-        .request(method, proxy.url(path))
-        .basic_auth(user, Some(pass))
-        .send()
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
 }
 
 fn ok(what: &str, o: Output, proxy: &Proxy) -> String {
@@ -194,14 +182,14 @@ fn group_change_in_the_directory_takes_effect_after_the_cache_ttl() {
     // the time each push attempt was sent, and its status
     let push = || {
         let sent = Instant::now();
-        (sent, status(&proxy, Method::POST, upload, ALICE))
+        (sent, proxy.status_as(Method::POST, upload, ALICE))
     };
 
     // alice is in devs only: she may pull team/app, not push
     let (cached_at, s) = push();
     assert_eq!(s, 403, "{}", proxy.logs());
     assert_eq!(
-        status(&proxy, Method::GET, "/v2/team/app/tags/list", ALICE),
+        proxy.status_as(Method::GET, "/v2/team/app/tags/list", ALICE),
         404
     );
 
@@ -252,8 +240,8 @@ fn group_change_in_the_directory_takes_effect_after_the_cache_ttl() {
     );
     // still a devs member: pulls keep working; the robot is unaffected
     assert_eq!(
-        status(&proxy, Method::GET, "/v2/team/app/tags/list", ALICE),
+        proxy.status_as(Method::GET, "/v2/team/app/tags/list", ALICE),
         404
     );
-    assert_eq!(status(&proxy, Method::POST, upload, ROBOT), 202);
+    assert_eq!(proxy.status_as(Method::POST, upload, ROBOT), 202);
 }

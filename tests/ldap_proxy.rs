@@ -20,16 +20,6 @@ fn options(slapd: &Slapd) -> ProxyOptions {
         ])
 }
 
-fn status(proxy: &Proxy, method: Method, path: &str, user: &str, pass: &str) -> u16 {
-    proxy
-        .client()
-        .request(method, proxy.url(path))
-        .basic_auth(user, Some(pass))
-        .send()
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
 #[test]
 fn directory_groups_drive_access_and_outage_fails_closed() {
     let reg = Registry::start();
@@ -38,12 +28,10 @@ fn directory_groups_drive_access_and_outage_fails_closed() {
 
     // bob is in ci-pushers: may push to team/*
     assert_eq!(
-        status(
-            &proxy,
+        proxy.status_as(
             Method::POST,
             "/v2/team/app/blobs/uploads/",
-            "bob",
-            "bob-pw"
+            ("bob", "bob-pw")
         ),
         202,
         "{}",
@@ -51,33 +39,19 @@ fn directory_groups_drive_access_and_outage_fails_closed() {
     );
     // alice is in devs: may pull, not push
     assert_eq!(
-        status(
-            &proxy,
-            Method::GET,
-            "/v2/team/app/tags/list",
-            "alice",
-            "alice-pw"
-        ),
+        proxy.status_as(Method::GET, "/v2/team/app/tags/list", ALICE),
         404
     );
     assert_eq!(
-        status(
-            &proxy,
-            Method::POST,
-            "/v2/team/app/blobs/uploads/",
-            "alice",
-            "alice-pw"
-        ),
+        proxy.status_as(Method::POST, "/v2/team/app/blobs/uploads/", ALICE),
         403
     );
     // the htpasswd robot in the same chain
     assert_eq!(
-        status(
-            &proxy,
+        proxy.status_as(
             Method::POST,
             "/v2/other/x/blobs/uploads/",
-            "robot",
-            "robot-pw"
+            ("robot", "robot-pw")
         ),
         202
     );
@@ -89,17 +63,17 @@ fn directory_groups_drive_access_and_outage_fails_closed() {
         ("*", "x"),
         ("*)(uid=*", "alice-pw"),
     ] {
-        assert_eq!(status(&proxy, Method::GET, "/v2/", u, p), 401, "{u:?}");
+        assert_eq!(proxy.status_as(Method::GET, "/v2/", (u, p)), 401, "{u:?}");
     }
 
     // directory down: a login that needs it is refused (fail closed) with
     // 503, never allowed
     slapd.stop();
-    let s = status(&proxy, Method::GET, "/v2/", "carol", "carol-pw");
+    let s = proxy.status_as(Method::GET, "/v2/", ("carol", "carol-pw"));
     assert_eq!(s, 503, "{}", proxy.logs());
     // the robot does not need the directory
     assert_eq!(
-        status(&proxy, Method::GET, "/v2/", "robot", "robot-pw"),
+        proxy.status_as(Method::GET, "/v2/", ("robot", "robot-pw")),
         200
     );
     // back: logins work again without a restart
@@ -107,7 +81,7 @@ fn directory_groups_drive_access_and_outage_fails_closed() {
     wait_until(
         "LDAP logins work again",
         Duration::from_secs(20),
-        || status(&proxy, Method::GET, "/v2/", "carol", "carol-pw") == 200,
+        || proxy.status_as(Method::GET, "/v2/", ("carol", "carol-pw")) == 200,
         || proxy.logs(),
     );
 }
@@ -128,9 +102,9 @@ fn every_spelling_of_a_directory_name_is_the_same_identity() {
     );
     let proxy = Proxy::start(&reg, opts);
     let push = "/v2/team/app/blobs/uploads/";
-    assert_eq!(status(&proxy, Method::POST, push, "bob", "bob-pw"), 403);
+    assert_eq!(proxy.status_as(Method::POST, push, ("bob", "bob-pw")), 403);
     for spelling in ["BOB", "Bob", "bob ", " bob", "ｂｏｂ"] {
-        let got = status(&proxy, Method::POST, push, spelling, "bob-pw");
+        let got = proxy.status_as(Method::POST, push, (spelling, "bob-pw"));
         assert!(
             got == 403 || got == 401,
             "{spelling:?} got {got}: a spelling escaped the ban\n{}",
@@ -162,13 +136,7 @@ fn every_spelling_of_a_directory_name_is_the_same_identity() {
     assert!(text.contains("identity: bob\n"), "{text}");
     // another ci-pusher is unaffected
     assert_eq!(
-        status(
-            &proxy,
-            Method::GET,
-            "/v2/team/app/tags/list",
-            "alice",
-            "alice-pw"
-        ),
+        proxy.status_as(Method::GET, "/v2/team/app/tags/list", ALICE),
         404
     );
 }

@@ -791,11 +791,10 @@ fn audit_log_records_the_skopeo_push_and_pull_and_reopens_on_sighup() {
         || audit.exists(),
         || proxy.logs(),
     );
-    let r = proxy
-        .req(Method::GET, &format!("/v2/{repo}/manifests/{tag}"))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .unwrap();
+    let r = accepting(
+        proxy.req(Method::GET, &format!("/v2/{repo}/manifests/{tag}")),
+        OCI_MANIFEST,
+    );
     assert_eq!(r.status(), 200);
     wait_until(
         "a line in the new audit file",
@@ -832,11 +831,10 @@ fn audit_log_rotates_itself_at_audit_max_bytes() {
     let (_, digest) = push_image(&proxy, "observe/rotated", "r1");
     let mut longest = 0;
     for _ in 0..8 {
-        let r = proxy
-            .req(Method::GET, "/v2/observe/rotated/manifests/r1")
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .unwrap();
+        let r = accepting(
+            proxy.req(Method::GET, "/v2/observe/rotated/manifests/r1"),
+            OCI_MANIFEST,
+        );
         assert_eq!(r.status(), 200);
     }
     let rotated = logs.path().join("audit.log.1");

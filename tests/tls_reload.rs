@@ -49,13 +49,7 @@ fn replaced_files_are_served_to_new_connections_without_restart() {
     // requests keep working on the pre-existing connection and on new ones
     assert_eq!(get_as_user(&old_client, &proxy.url("/v2/")).status(), 200);
     assert_eq!(
-        proxy
-            .new_client(true)
-            .get(proxy.url("/v2/"))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap()
-            .status(),
+        get_as_user(&proxy.new_client(true), &proxy.url("/v2/")).status(),
         200
     );
 }
@@ -81,12 +75,7 @@ fn certbot_symlink_renewal_is_picked_up() {
             &renewed.der,
             &format!("certbot renewal to fullchain{n}.pem"),
         );
-        let r = proxy
-            .new_client(false)
-            .get(proxy.url("/v2/"))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap();
+        let r = get_as_user(&proxy.new_client(false), &proxy.url("/v2/"));
         assert_eq!(r.status(), 200);
     }
 }
@@ -107,12 +96,7 @@ fn broken_pairs_keep_the_old_certificate() {
             served, good.der,
             "{what}: the old certificate must still be served"
         );
-        let r = proxy
-            .new_client(true)
-            .get(proxy.url("/v2/"))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap();
+        let r = get_as_user(&proxy.new_client(true), &proxy.url("/v2/"));
         assert_eq!(r.status(), 200, "{what}");
     };
 

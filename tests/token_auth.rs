@@ -41,12 +41,7 @@ fn access_of(token: &str) -> BTreeMap<String, Vec<String>> {
     let claims = jwt_claims(token);
     let mut out = BTreeMap::new();
     for a in claims["access"].as_array().expect("access array") {
-        let mut actions: Vec<String> = a["actions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap().to_string())
-            .collect();
+        let mut actions: Vec<String> = strings(&a["actions"]);
         actions.sort();
         out.insert(
             format!(

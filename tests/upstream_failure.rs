@@ -11,14 +11,7 @@ fn assert_gateway_error(what: &str, r: reqwest::blocking::Response) {
         (502..=504).contains(&s),
         "{what}: expected 502/503/504, got {s}"
     );
-    assert_common_headers(what, |h| header_of(&r, h));
-    let ct = header_of(&r, "content-type").unwrap_or_default();
-    assert!(
-        ct.starts_with("application/json"),
-        "{what}: Content-Type {ct:?}"
-    );
-    let body = r.bytes().unwrap();
-    error_codes(&body).unwrap_or_else(|e| panic!("{what}: {e}"));
+    json_error_codes(what, r);
 }
 
 #[test]

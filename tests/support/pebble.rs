@@ -53,10 +53,7 @@ impl Pebble {
     /// `validity`: lifetime of issued certificates in seconds (pebble's
     /// default is five years).
     pub fn start(ports: AcmePorts, validity: Option<u64>) -> Pebble {
-        let dir = tempfile::Builder::new()
-            .prefix("portcullis-pebble-")
-            .tempdir()
-            .unwrap();
+        let dir = temp_dir("portcullis-pebble-");
         let ca = Ca::new("pebble listener test CA");
         let leaf = ca.leaf("pebble");
         fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
@@ -538,13 +535,13 @@ pub fn served_chain(port: u16, name: &str) -> Result<Vec<CertificateDer<'static>
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCert))
         .with_no_client_auth();
-    let s = connect(port, name, config)?;
-    Ok(s.conn
-        .peer_certificates()
-        .ok_or("no certificates")?
-        .iter()
-        .map(|c| c.clone().into_owned())
-        .collect())
+    peer_chain(&connect(port, name, config)?)
+}
+
+/// The certificates the server of `conn` presented.
+fn peer_chain(conn: &Conn) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = conn.conn.peer_certificates().ok_or("no certificates")?;
+    Ok(certs.iter().map(|c| c.clone().into_owned()).collect())
 }
 
 /// A connection whose certificate verified against `root_pem` for `name`.
@@ -562,13 +559,7 @@ pub fn verified_chain(
     name: &str,
     root_pem: &str,
 ) -> Result<Vec<CertificateDer<'static>>, String> {
-    let s = verified_conn(port, name, root_pem)?;
-    Ok(s.conn
-        .peer_certificates()
-        .ok_or("no certificates")?
-        .iter()
-        .map(|c| c.clone().into_owned())
-        .collect())
+    peer_chain(&verified_conn(port, name, root_pem)?)
 }
 
 /// One `GET path` on an open connection (keep-alive); the status code.

@@ -160,6 +160,11 @@ pub fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()))
 }
 
+/// A fresh temp dir named `prefix…`.
+pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
+}
+
 /// Last `n` lines of a file (empty if it does not exist).
 pub fn tail(path: &Path, n: usize) -> String {
     let text = fs::read(path)

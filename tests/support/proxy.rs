@@ -43,10 +43,7 @@ impl Proxy {
 
     pub fn start_upstream(upstream: &str, mut opts: ProxyOptions) -> Proxy {
         opts.upstream_url = Some(upstream.to_string());
-        let dir = tempfile::Builder::new()
-            .prefix("portcullis-proxy-")
-            .tempdir()
-            .unwrap();
+        let dir = temp_dir("portcullis-proxy-");
         let ca = Ca::new("portcullis test CA");
         let leaf = ca.leaf("portcullis-test-initial");
         fs::create_dir_all(dir.path().join("certs.d")).unwrap();
@@ -466,6 +463,13 @@ impl Proxy {
         self.req(method, path).send().unwrap()
     }
 
+    /// The status of a request (no body) with these Basic credentials; 0
+    /// when no answer came.
+    pub fn status_as(&self, method: Method, path: &str, (user, pass): (&str, &str)) -> u16 {
+        let req = self.req_as(method, path, user, pass);
+        req.send().map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+
     /// Sends a request (no body) with the given Basic credentials.
     pub fn send_as(&self, method: Method, path: &str, user: &str, pass: &str) -> Response {
         self.req_as(method, path, user, pass).send().unwrap()
@@ -726,9 +730,34 @@ pub fn challenge_params(value: &str) -> (String, std::collections::BTreeMap<Stri
 
 /// Sends `req` accepting an OCI image manifest.
 pub fn accept_oci(req: RequestBuilder) -> Response {
-    req.header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap()
+    accepting(req, "application/vnd.oci.image.manifest.v1+json")
+}
+
+/// Sends `req` with `Accept: media_types`.
+pub fn accepting(req: RequestBuilder, media_types: &str) -> Response {
+    req.header("accept", media_types).send().unwrap()
+}
+
+/// The strings of a JSON array (panics on anything else).
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    let items = v.as_array().unwrap_or_else(|| panic!("not an array: {v}"));
+    items
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Asserts a proxy error answer: the common headers, a JSON body;
+/// returns its registry error codes.
+pub fn json_error_codes(what: &str, r: Response) -> Vec<String> {
+    assert_common_headers(what, |h| header_of(&r, h));
+    let ct = header_of(&r, "content-type").unwrap_or_default();
+    assert!(
+        ct.starts_with("application/json"),
+        "{what}: Content-Type {ct:?}"
+    );
+    let body = r.bytes().unwrap();
+    error_codes(&body).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// Sends a GET of `url` with the default user's credentials on `client`.

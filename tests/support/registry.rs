@@ -157,6 +157,15 @@ impl Registry {
             .unwrap()
     }
 
+    /// Asserts the registry logged no request URI containing `part`.
+    pub fn assert_never_asked_for(&self, part: &str, what: &str) {
+        let uris = self.logged_uris();
+        assert!(
+            !uris.iter().any(|u| u.contains(part)),
+            "{what} reached the registry: {uris:?}"
+        );
+    }
+
     /// A request straight to the registry (`path` below its URL), with a
     /// Bearer token if given.
     pub fn send_direct(&self, method: Method, path: &str, bearer: Option<&str>) -> Response {
@@ -235,6 +244,15 @@ impl V2<'_> {
         }
     }
 
+    /// `PUT` of `body` as `content_type`.
+    pub fn put(&self, location: &str, content_type: &str, body: &[u8]) -> Response {
+        self.request(Method::PUT, location)
+            .header("content-type", content_type)
+            .body(body.to_vec())
+            .send()
+            .unwrap()
+    }
+
     fn diag(&self) -> String {
         self.diag.map(|d| d()).unwrap_or_default()
     }
@@ -254,12 +272,8 @@ impl V2<'_> {
         }
         let loc = header_of(&r, "location").expect("upload Location");
         let sep = if loc.contains('?') { '&' } else { '?' };
-        let r = self
-            .request(Method::PUT, &format!("{loc}{sep}digest={digest}"))
-            .header("content-type", "application/octet-stream")
-            .body(data.to_vec())
-            .send()
-            .unwrap();
+        let put = format!("{loc}{sep}digest={digest}");
+        let r = self.put(&put, "application/octet-stream", data);
         match r.status().as_u16() {
             201 => Ok(digest),
             st => Err((st, format!("PUT: {}", r.text().unwrap_or_default()))),
@@ -285,12 +299,12 @@ impl V2<'_> {
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}],
         }))
         .unwrap();
-        let r = self
-            .request(Method::PUT, &format!("/v2/{repo}/manifests/{tag}"))
-            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-            .body(manifest.clone())
-            .send()
-            .unwrap();
+        let path = format!("/v2/{repo}/manifests/{tag}");
+        let r = self.put(
+            &path,
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        );
         assert_eq!(
             r.status(),
             201,

@@ -19,6 +19,9 @@ pub const ADMIN_DN: &str = "cn=admin,dc=example,dc=org";
 pub const ADMIN_PW: &str = "admin-secret";
 pub const SERVICE_DN: &str = "cn=portcullis,ou=services,dc=example,dc=org";
 pub const SERVICE_PW: &str = "service-pw";
+/// A directory user (group devs) of the fixture.
+pub const ALICE: (&str, &str) = ("alice", "alice-pw");
+pub const ALICE_DN: &str = "uid=alice,ou=people,dc=example,dc=org";
 
 #[derive(Debug, Clone, Default)]
 pub struct SlapdOptions {
