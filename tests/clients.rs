@@ -4,12 +4,7 @@
 mod support;
 
 use reqwest::Method;
-use std::process::Output;
 use support::*;
-
-fn ok(what: &str, o: Output, proxy: &Proxy) -> String {
-    client_ok(what, o, proxy)
-}
 
 #[test]
 fn skopeo_copies_a_multi_layer_image_in_and_out() {
@@ -41,7 +36,7 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
         ],
         None,
     );
-    let raw = ok("skopeo inspect --raw", o, &proxy);
+    let raw = client_ok("skopeo inspect --raw", o, &proxy);
     assert_eq!(
         sha256_digest(raw.trim_end().as_bytes()),
         image.manifest_digest,
@@ -79,7 +74,7 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
         ],
         None,
     );
-    ok("skopeo copy --dest-tls-verify=false", o, &proxy);
+    client_ok("skopeo copy --dest-tls-verify=false", o, &proxy);
 }
 
 #[test]
@@ -189,7 +184,7 @@ fn podman_login_push_and_pull() {
         &["copy", &format!("oci:{}:v1", src.display()), &store],
         None,
     );
-    ok("skopeo copy oci: -> containers-storage:", o, &proxy);
+    client_ok("skopeo copy oci: -> containers-storage:", o, &proxy);
     let o = pusher.run(
         &[
             "image",
@@ -200,7 +195,7 @@ fn podman_login_push_and_pull() {
         ],
         None,
     );
-    let out = ok("podman image inspect (local)", o, &proxy);
+    let out = client_ok("podman image inspect (local)", o, &proxy);
     assert_eq!(out.trim(), config_hex, "image id in podman storage");
 
     pusher.login_wrong_then_right(
@@ -214,9 +209,9 @@ fn podman_login_push_and_pull() {
 
     let target = format!("{host}/clients/podman:v2");
     let o = pusher.run(&["tag", &config_hex, &target], None);
-    ok("podman tag", o, &proxy);
+    client_ok("podman tag", o, &proxy);
     let o = pusher.run(&["push", "--cert-dir", cd, &target], None);
-    ok("podman push", o, &proxy);
+    client_ok("podman push", o, &proxy);
 
     // the registry holds an image with the same config (image id)
     let m = reg.stored_manifest("clients/podman", "v2");
@@ -230,17 +225,17 @@ fn podman_login_push_and_pull() {
     // a second, empty podman pulls it back, over --tls-verify=false
     let puller = PodmanCli::new();
     let o = puller.login(&["--tls-verify=false"], USER, Password::Stdin(PASS), &host);
-    ok("podman login (puller)", o, &proxy);
+    client_ok("podman login (puller)", o, &proxy);
     let o = puller.run(&["pull", "--tls-verify=false", &target], None);
-    let out = ok("podman pull", o, &proxy);
+    let out = client_ok("podman pull", o, &proxy);
     assert!(out.contains(&config_hex), "pulled image id: {out}");
     let o = puller.run(&["image", "inspect", "--format", "{{.Id}}", &target], None);
-    let out = ok("podman image inspect", o, &proxy);
+    let out = client_ok("podman image inspect", o, &proxy);
     assert_eq!(out.trim(), config_hex);
 
     // logout: the next pull without credentials is refused
     let o = puller.run(&["logout", &host], None);
-    ok("podman logout", o, &proxy);
+    client_ok("podman logout", o, &proxy);
     let o = puller.run(&["pull", "--tls-verify=false", &target], None);
     assert!(
         !o.status.success(),

@@ -221,21 +221,19 @@ fn a_connection_header_naming_forwarding_headers_gets_an_answer() {
 fn ipv4_clients_of_a_dual_stack_listener_match_ipv4_rules() {
     let reg = Registry::start();
     push_image_direct(&reg, "internal/base", "v1");
-    let rules = r#"
-[[access]]
-users = ["bob"]
-networks = ["127.0.0.2/32"]
-actions = []
-comment = "nothing from the quarantined host"
-
-[[access]]
-users = ["bob"]
-repositories = ["internal/**"]
-networks = ["127.0.0.0/8"]
-actions = ["pull"]
-"#;
-    let mut opts = basic_options(&[BOB], rules);
-    opts.listen_host = "[::]".to_string();
+    let rules = [
+        Rule::users(&["bob"])
+            .from(&["127.0.0.2/32"])
+            .may(&[])
+            .comment("nothing from the quarantined host"),
+        Rule::users(&["bob"])
+            .on(&["internal/**"])
+            .from(&["127.0.0.0/8"])
+            .pull(),
+    ];
+    let opts = ProxyOptions::basic(&[BOB])
+        .rules(&rules)
+        .listen_host("[::]");
     let proxy = Proxy::start(&reg, opts);
     let get = |from: &str| {
         proxy

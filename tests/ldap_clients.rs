@@ -7,7 +7,6 @@
 mod support;
 
 use reqwest::Method;
-use std::process::Output;
 use std::time::{Duration, Instant};
 use support::slapd::*;
 use support::*;
@@ -35,10 +34,6 @@ fn options(slapd: &Slapd, cache_ttl: Option<&str>) -> ProxyOptions {
         .timeouts("3s", "2s")
         .cache_ttl(cache_ttl);
     ProxyOptions::basic(&[ROBOT]).ldap(&ldap).rules(&rules())
-}
-
-fn ok(what: &str, o: Output, proxy: &Proxy) -> String {
-    client_ok(what, o, proxy)
 }
 
 /// Tags of `repo` as the robot sees them through the proxy (None: 404).
@@ -110,7 +105,7 @@ fn skopeo_and_podman_with_directory_accounts() {
             None,
         )
     };
-    ok(
+    client_ok(
         "skopeo copy as bob to team/app",
         copy_to("team/app"),
         &proxy,
@@ -140,16 +135,16 @@ fn skopeo_and_podman_with_directory_accounts() {
     );
     let pulled = format!("{host}/team/app:v1");
     let o = podman.run(&["pull", "--cert-dir", &cert_dir, &pulled], None);
-    let out = ok("podman pull as alice", o, &proxy);
+    let out = client_ok("podman pull as alice", o, &proxy);
     let config_hex = image.config_digest.trim_start_matches("sha256:");
     assert!(out.contains(config_hex), "pulled image id: {out}");
     let o = podman.run(&["image", "inspect", "--format", "{{.Id}}", &pulled], None);
-    let out = ok("podman image inspect", o, &proxy);
+    let out = client_ok("podman image inspect", o, &proxy);
     assert_eq!(out.trim(), config_hex, "image id of the pulled image");
 
     // and alice's push is denied, even of an image the registry has
     let target = format!("{host}/team/alice:v1");
-    ok(
+    client_ok(
         "podman tag",
         podman.run(&["tag", &pulled, &target], None),
         &proxy,

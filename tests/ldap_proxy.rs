@@ -9,15 +9,21 @@ use std::time::Duration;
 use support::slapd::*;
 use support::*;
 
+/// Groups drive access: ci-pushers push `team/*`, devs pull it, the
+/// robot may do anything.
+fn rules() -> Vec<Rule> {
+    vec![
+        Rule::groups(&["ci-pushers"]).on(&["team/*"]).pull_push(),
+        Rule::groups(&["devs"]).on(&["team/*"]).pull(),
+        Rule::users(&["robot"]).all(),
+    ]
+}
+
 /// The htpasswd file holds the CI robot; people come from LDAP.
 fn options(slapd: &Slapd) -> ProxyOptions {
     ProxyOptions::basic(&[ROBOT])
         .ldap(&slapd.ldap_config())
-        .rules(&[
-            Rule::groups(&["ci-pushers"]).on(&["team/*"]).pull_push(),
-            Rule::groups(&["devs"]).on(&["team/*"]).pull(),
-            Rule::users(&["robot"]).all(),
-        ])
+        .rules(&rules())
 }
 
 #[test]
@@ -93,13 +99,12 @@ fn directory_groups_drive_access_and_outage_fails_closed() {
 fn every_spelling_of_a_directory_name_is_the_same_identity() {
     let reg = Registry::start();
     let slapd = Slapd::start();
-    let mut opts = options(&slapd);
     // bob is banned before the group rule that would let ci-pushers push
-    opts.extra_toml = opts.extra_toml.replacen(
-        "[[access]]",
-        "[[access]]\nusers = [\"bob\"]\nactions = []\ncomment = \"bob is banned\"\n\n[[access]]",
-        1,
-    );
+    let mut banned = vec![Rule::users(&["bob"]).may(&[]).comment("bob is banned")];
+    banned.extend(rules());
+    let opts = ProxyOptions::basic(&[ROBOT])
+        .ldap(&slapd.ldap_config())
+        .rules(&banned);
     let proxy = Proxy::start(&reg, opts);
     let push = "/v2/team/app/blobs/uploads/";
     assert_eq!(proxy.status_as(Method::POST, push, ("bob", "bob-pw")), 403);
@@ -152,9 +157,9 @@ fn a_directory_password_change_ends_refresh_tokens() {
         ..Default::default()
     });
     let keys = tempfile::tempdir().unwrap();
-    let mut opts = options(&slapd);
-    opts.extra_auth = "mode = \"token\"".into();
-    opts.extra_toml = format!("{}\n{}", token_toml(keys.path(), ""), opts.extra_toml);
+    let opts = ProxyOptions::token(&[ROBOT], keys.path())
+        .ldap(&slapd.ldap_config())
+        .rules(&rules());
     let proxy = Proxy::start(&reg, opts);
     let scope = ["repository:team/app:pull"];
     let (status, v) = proxy.get_token(Some(("alice", "alice-pw")), &scope, true);

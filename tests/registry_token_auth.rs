@@ -162,8 +162,8 @@ fn proxy_presents_its_own_tokens_to_a_token_checking_registry() {
     let keys = tempfile::tempdir().unwrap();
     let reg_port = free_port();
     let up = format!("http://127.0.0.1:{reg_port}");
-    let mut opts = ProxyOptions::token(&[(USER, PASS), BOB, ADMIN], keys.path()).rules(&rules());
-    opts.extra_upstream = "token_auth = true".into();
+    let opts = ProxyOptions::token(&[(USER, PASS), BOB, ADMIN], keys.path()).rules(&rules());
+    let opts = opts.line_in("upstream", "token_auth = true");
     let proxy = Proxy::start_upstream(&up, opts);
     let reg = Registry::start_with(
         Some(reg_port),

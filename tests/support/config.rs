@@ -368,18 +368,3 @@ pub fn token_toml(key_dir: &Path, extra: &str) -> String {
         key_dir.display()
     )
 }
-
-/// Options for a token-mode proxy: `users`, `[[access]]` rules and more TOML.
-pub fn token_options(
-    users: &[(&str, &str)],
-    key_dir: &Path,
-    token_extra: &str,
-    rules: &str,
-) -> ProxyOptions {
-    ProxyOptions::token_with(users, key_dir, token_extra).toml(rules)
-}
-
-/// Options for a Basic-mode proxy: `users` and `[[access]]` rules.
-pub fn basic_options(users: &[(&str, &str)], rules: &str) -> ProxyOptions {
-    ProxyOptions::basic(users).toml(rules)
-}
