@@ -7,7 +7,6 @@
 mod support;
 
 use reqwest::Method;
-use std::process::Command;
 use std::time::Duration;
 use support::*;
 
@@ -81,24 +80,18 @@ fn read_only_user_pulls_but_cannot_push() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 403, "bob PUTs a manifest");
-    let r = proxy
-        .req_as(
-            Method::DELETE,
-            &format!("/v2/team-a/app/manifests/{digest}"),
-            BOB.0,
-            BOB.1,
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_as(
+        Method::DELETE,
+        &format!("/v2/team-a/app/manifests/{digest}"),
+        BOB.0,
+        BOB.1,
+    );
     assert_eq!(r.status(), 403, "bob deletes a manifest");
     // alice may push but not delete
-    let r = proxy
-        .req(
-            Method::DELETE,
-            &format!("/v2/team-a/app/manifests/{digest}"),
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_req(
+        Method::DELETE,
+        &format!("/v2/team-a/app/manifests/{digest}"),
+    );
     assert_eq!(r.status(), 403, "alice deletes a manifest (not granted)");
     let r = accept_oci(proxy.req(Method::GET, "/v2/team-a/app/manifests/v1"));
     assert_eq!(
@@ -217,15 +210,12 @@ fn anonymous_pull_of_public_but_push_asks_for_login() {
         200,
         "bob pulls public/tools through the anonymous rule"
     );
-    let r = proxy
-        .req_as(
-            Method::POST,
-            "/v2/public/tools/blobs/uploads/",
-            BOB.0,
-            BOB.1,
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_as(
+        Method::POST,
+        "/v2/public/tools/blobs/uploads/",
+        BOB.0,
+        BOB.1,
+    );
     assert_eq!(r.status(), 403, "bob pushes to public/tools");
 }
 
@@ -384,11 +374,7 @@ fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
     // 3. SIGHUP reloads (the rules go back to bob = read-only)
     let reloads_before = proxy.log_text().matches("config reloaded").count();
     rewrite_rules(&proxy, &rules);
-    let st = Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill -HUP");
+    proxy.sighup();
     wait_until_every(
         "bob is read-only again after SIGHUP",
         WAIT,
@@ -409,11 +395,7 @@ fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
     );
     // a SIGHUP with nothing changed reloads too, and does not stop the proxy
     let before = proxy.log_text().matches("SIGHUP: reloading").count();
-    let st = Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    proxy.sighup();
     wait_until(
         "second SIGHUP is logged",
         WAIT,

@@ -185,13 +185,10 @@ fn cross_repository_blob_mount() {
     let (reg, proxy) = setup();
     let data = pseudo_random(50_000, 9);
     let digest = push_blob(&proxy, "mount/a", &data);
-    let r = proxy
-        .req(
-            Method::POST,
-            &format!("/v2/mount/b/blobs/uploads/?mount={digest}&from=mount/a"),
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_req(
+        Method::POST,
+        &format!("/v2/mount/b/blobs/uploads/?mount={digest}&from=mount/a"),
+    );
     assert_eq!(r.status(), 201, "mount: {:?}", r.text());
     assert_eq!(
         header_of(&r, "docker-content-digest").as_deref(),
@@ -305,12 +302,7 @@ fn catalog_and_tags_list_paginate_with_link_pointing_at_proxy() {
     while let Some(target) = next.take() {
         pages += 1;
         assert!(pages < 10, "catalog pagination does not end");
-        let r = proxy
-            .client()
-            .get(absolute(&proxy, &target))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap();
+        let r = get_as_user(&proxy.client(), &absolute(&proxy, &target));
         assert_eq!(r.status(), 200, "GET {target}");
         next = link_next(&r);
         if let Some(n) = &next {

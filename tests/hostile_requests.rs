@@ -27,15 +27,12 @@ fn start() -> (Registry, Proxy, String) {
 
 /// Bob may not read team/secret's blob through bob/m2, however he asks.
 fn assert_not_mounted(proxy: &Proxy, digest: &str, what: &str) {
-    let r = proxy
-        .req_as(
-            Method::GET,
-            &format!("/v2/bob/m2/blobs/{digest}"),
-            BOB.0,
-            BOB.1,
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_as(
+        Method::GET,
+        &format!("/v2/bob/m2/blobs/{digest}"),
+        BOB.0,
+        BOB.1,
+    );
     assert_eq!(
         r.status(),
         404,
@@ -47,15 +44,12 @@ fn assert_not_mounted(proxy: &Proxy, digest: &str, what: &str) {
 fn a_mount_in_a_form_body_is_refused() {
     let (_reg, proxy, secret) = start();
     // the direct way is refused, as it always was
-    let r = proxy
-        .req_as(
-            Method::POST,
-            &format!("/v2/bob/m2/blobs/uploads/?mount={secret}&from=team/secret"),
-            BOB.0,
-            BOB.1,
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_as(
+        Method::POST,
+        &format!("/v2/bob/m2/blobs/uploads/?mount={secret}&from=team/secret"),
+        BOB.0,
+        BOB.1,
+    );
     assert_eq!(r.status(), 403);
 
     let form = format!("mount={secret}&from=team%2Fsecret");
@@ -124,15 +118,12 @@ fn duplicate_query_keys_reach_the_registry_as_the_proxy_read_them() {
     // become the registry's source
     let mine = push_blob(&proxy, "bob/a", b"bob's own layer");
     assert_ne!(mine, secret);
-    let r = proxy
-        .req_as(
-            Method::POST,
-            &format!("/v2/bob/m2/blobs/uploads/?mount={secret}&from=bob%2Fa&from=team%2Fsecret"),
-            BOB.0,
-            BOB.1,
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_as(
+        Method::POST,
+        &format!("/v2/bob/m2/blobs/uploads/?mount={secret}&from=bob%2Fa&from=team%2Fsecret"),
+        BOB.0,
+        BOB.1,
+    );
     // not in bob/a: the registry starts an upload instead of mounting
     assert_eq!(r.status(), 202, "{}", proxy.logs());
     assert_not_mounted(&proxy, &secret, "duplicate from");

@@ -51,12 +51,7 @@ fn plain_http_listener_redirects_to_https_and_forwards_nothing() {
     );
 
     // following the redirect with the right client works
-    let r = proxy
-        .client()
-        .get(proxy.url("/v2/redir/repo/tags/list?n=1"))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&proxy.client(), &proxy.url("/v2/redir/repo/tags/list?n=1"));
     assert_eq!(r.status(), 404, "registry's NAME_UNKNOWN over https");
 
     let plain_seen: Vec<String> = reg

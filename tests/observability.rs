@@ -11,7 +11,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use reqwest::blocking::Client;
@@ -780,11 +779,7 @@ fn audit_log_records_the_skopeo_push_and_pull_and_reopens_on_sighup() {
     let before = lines.len();
     let rotated = logs.path().join("audit.log.1");
     std::fs::rename(&audit, &rotated).unwrap();
-    let st = Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill -HUP");
+    proxy.sighup();
     wait_until(
         "the audit file reopened at its path after SIGHUP",
         WAIT,
@@ -883,13 +878,10 @@ fn audit_log_rotates_itself_at_audit_max_bytes() {
 fn access_log_has_one_json_line_per_request_without_query_or_credentials() {
     let (_reg, _admin, proxy) = observed(|admin| observe_toml(admin, "format = \"json\"", ""));
     push_image(&proxy, "observe/logged", "l1");
-    let r = proxy
-        .req(
-            Method::GET,
-            "/v2/observe/logged/tags/list?n=5&last=query-marker",
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_req(
+        Method::GET,
+        "/v2/observe/logged/tags/list?n=5&last=query-marker",
+    );
     assert_eq!(r.status(), 200);
     let r = proxy.send_as(Method::GET, "/v2/", USER, "wrong-password-marker");
     assert_eq!(r.status(), 401);

@@ -99,31 +99,21 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
         "direct push with alice's token: {body}\n{}",
         tail(&reg.dir.path().join("registry.log"), 20)
     );
-    let r = reg
-        .direct()
-        .get(format!(
-            "{}/v2/trust/app/blobs/{}",
-            reg.url(),
-            sha256_digest(data)
-        ))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let r = reg.send_direct(
+        Method::GET,
+        &format!("/v2/trust/app/blobs/{}", sha256_digest(data)),
+        Some(&token),
+    );
     assert_eq!(r.status(), 200, "direct pull with alice's token");
     assert_eq!(r.bytes().unwrap().as_ref(), data);
 
     // the registry enforces the token's access: bob's token only pulls
     let bob = proxy.token(Some(BOB), &["repository:trust/app:pull,push"]);
-    let r = reg
-        .direct()
-        .get(format!(
-            "{}/v2/trust/app/blobs/{}",
-            reg.url(),
-            sha256_digest(data)
-        ))
-        .bearer_auth(&bob)
-        .send()
-        .unwrap();
+    let r = reg.send_direct(
+        Method::GET,
+        &format!("/v2/trust/app/blobs/{}", sha256_digest(data)),
+        Some(&bob),
+    );
     assert_eq!(r.status(), 200, "direct pull with bob's token");
     let (st, body) = direct_push_blob(&reg, "trust/app", &bob, b"bob was here");
     assert_eq!(st, 401, "direct push with bob's pull-only token: {body}");
@@ -197,15 +187,12 @@ fn proxy_presents_its_own_tokens_to_a_token_checking_registry() {
         reg_log()
     );
     assert_eq!(sha256_digest(&r.bytes().unwrap()), seeded_digest);
-    let r = proxy
-        .req_as(
-            Method::HEAD,
-            &format!("/v2/trust/seeded/blobs/{seeded_digest}"),
-            BOB.0,
-            BOB.1,
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_as(
+        Method::HEAD,
+        &format!("/v2/trust/seeded/blobs/{seeded_digest}"),
+        BOB.0,
+        BOB.1,
+    );
     assert_eq!(
         r.status(),
         200,

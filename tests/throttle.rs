@@ -84,11 +84,7 @@ fn basic_wrong_passwords_are_throttled_per_address() {
     let r = get_as_user(&attacker, &url);
     assert_eq!(r.status(), 429, "alice from the attacking address");
     // and bob from there (the address is blocked for every user)
-    let r = attacker
-        .get(&url)
-        .basic_auth(BOB.0, Some(BOB.1))
-        .send()
-        .unwrap();
+    let r = get_as(&attacker, &url, BOB);
     assert_eq!(r.status(), 429, "bob from the attacking address");
 
     // alice from another address still logs in, and works
@@ -108,11 +104,7 @@ fn basic_wrong_passwords_are_throttled_per_address() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 401, "one wrong password from 127.0.0.2");
-    let r = home
-        .get(&url)
-        .basic_auth(BOB.0, Some(BOB.1))
-        .send()
-        .unwrap();
+    let r = get_as(&home, &url, BOB);
     assert_eq!(r.status(), 200, "bob from 127.0.0.2");
 }
 
@@ -174,11 +166,7 @@ fn token_endpoint_wrong_passwords_are_throttled_per_address() {
         .unwrap();
     assert_eq!(r.status(), 200, "alice's token on /v2/");
     // Basic attempts on /v2/ from the attacking address are throttled as well
-    let r = attacker
-        .get(proxy.url("/v2/"))
-        .basic_auth(BOB.0, Some(BOB.1))
-        .send()
-        .unwrap();
+    let r = get_as(&attacker, &proxy.url("/v2/"), BOB);
     assert_eq!(
         r.status(),
         429,

@@ -537,9 +537,8 @@ fn push_image_with_token(proxy: &Proxy, repo: &str, tag: &str, token: &str) -> (
         r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"t":"{tag}"}}"#
     );
     let layer = pseudo_random(3000, 11);
-    let logs = || proxy.logs();
     proxy
-        .v2(Auth::Bearer(token.into()), &logs)
+        .v2(Auth::Bearer(token.into()))
         .image(repo, tag, config.as_bytes(), &layer)
 }
 

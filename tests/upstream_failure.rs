@@ -32,17 +32,12 @@ fn stopped_upstream_is_a_gateway_error_and_recovers_after_restart() {
         // (and says so); a fresh connection per request keeps the client's
         // pool from racing that close
         let client = || h2_client.clone().unwrap_or_else(|| proxy.new_client(true));
-        let r = client()
-            .get(proxy.url("/v2/"))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap();
+        let r = get_as_user(&client(), &proxy.url("/v2/"));
         assert_gateway_error(&format!("{name} GET /v2/ upstream down"), r);
-        let r = client()
-            .get(proxy.url(&format!("/v2/fail/repo/blobs/{digest}")))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap();
+        let r = get_as_user(
+            &client(),
+            &proxy.url(&format!("/v2/fail/repo/blobs/{digest}")),
+        );
         assert_gateway_error(&format!("{name} GET blob upstream down"), r);
         let r = client()
             .post(proxy.url("/v2/fail/repo/blobs/uploads/"))

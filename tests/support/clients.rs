@@ -96,9 +96,7 @@ impl<'a> Skopeo<'a> {
     pub fn in_dir(state: &'a Path) -> Skopeo<'a> {
         Skopeo { state }
     }
-}
 
-impl Skopeo<'_> {
     /// `skopeo copy` of `tag` of the OCI layout `src` to `dest`
     /// (`docker://…`) as `creds`, trusting the proxy's CA.
     pub fn push_layout(

@@ -312,6 +312,15 @@ impl Proxy {
         self.status_kib("VmHWM:")
     }
 
+    /// Sends the proxy SIGHUP (reload), asserting `kill` worked.
+    pub fn sighup(&self) {
+        let st = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -HUP");
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
@@ -448,13 +457,13 @@ impl Proxy {
             .basic_auth(USER, Some(PASS))
     }
 
-    /// The v2 API through the proxy with `auth`; `diag` adds to failures.
-    pub fn v2<'a>(&self, auth: Auth, diag: &'a dyn Fn() -> String) -> V2<'a> {
+    /// The v2 API through the proxy with `auth`.
+    pub fn v2(&self, auth: Auth) -> V2<'_> {
         V2 {
             client: self.client(),
             base: self.base(),
             auth,
-            diag: Some(diag),
+            logs_of: Some(self),
         }
     }
 
@@ -668,7 +677,7 @@ pub fn absolute(proxy: &Proxy, location: &str) -> String {
 /// default user. Returns the digest.
 pub fn push_blob(proxy: &Proxy, repo: &str, data: &[u8]) -> String {
     proxy
-        .v2(Auth::Basic(USER.into(), PASS.into()), &|| proxy.logs())
+        .v2(Auth::Basic(USER.into(), PASS.into()))
         .blob(repo, data)
 }
 
@@ -678,9 +687,8 @@ pub fn push_image(proxy: &Proxy, repo: &str, tag: &str) -> (Vec<u8>, String) {
         r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[]}},"tag":"{tag}"}}"#
     );
     let layer = pseudo_random(4096, tag.len() as u64 + 7);
-    let logs = || proxy.logs();
     proxy
-        .v2(Auth::Basic(USER.into(), PASS.into()), &logs)
+        .v2(Auth::Basic(USER.into(), PASS.into()))
         .image(repo, tag, config.as_bytes(), &layer)
 }
 
@@ -762,7 +770,12 @@ pub fn json_error_codes(what: &str, r: Response) -> Vec<String> {
 
 /// Sends a GET of `url` with the default user's credentials on `client`.
 pub fn get_as_user(client: &Client, url: &str) -> Response {
-    client.get(url).basic_auth(USER, Some(PASS)).send().unwrap()
+    get_as(client, url, (USER, PASS))
+}
+
+/// Sends a GET of `url` with these Basic credentials on `client`.
+pub fn get_as(client: &Client, url: &str, (user, pass): (&str, &str)) -> Response {
+    client.get(url).basic_auth(user, Some(pass)).send().unwrap()
 }
 
 /// Asserts a challenge's scheme and that it carries each `(name, value)`.

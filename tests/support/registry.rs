@@ -166,6 +166,16 @@ impl Registry {
         );
     }
 
+    /// The v2 API of the registry itself, without credentials.
+    pub fn v2(&self) -> V2<'static> {
+        V2 {
+            client: self.direct(),
+            base: self.url(),
+            auth: Auth::None,
+            logs_of: None,
+        }
+    }
+
     /// A request straight to the registry (`path` below its URL), with a
     /// Bearer token if given.
     pub fn send_direct(&self, method: Method, path: &str, bearer: Option<&str>) -> Response {
@@ -224,8 +234,8 @@ pub struct V2<'a> {
     pub client: Client,
     pub base: String,
     pub auth: Auth,
-    /// More to show when a push fails (the proxy's logs).
-    pub diag: Option<&'a dyn Fn() -> String>,
+    /// The proxy whose logs to show when a push fails.
+    pub logs_of: Option<&'a Proxy>,
 }
 
 impl V2<'_> {
@@ -254,7 +264,7 @@ impl V2<'_> {
     }
 
     fn diag(&self) -> String {
-        self.diag.map(|d| d()).unwrap_or_default()
+        self.logs_of.map(Proxy::logs).unwrap_or_default()
     }
 
     /// Monolithic upload (POST, then PUT with the body and ?digest=): the
@@ -314,18 +324,6 @@ impl V2<'_> {
         );
         let digest = sha256_digest(&manifest);
         (manifest, digest)
-    }
-}
-
-impl Registry {
-    /// The v2 API of the registry itself, without credentials.
-    pub fn v2(&self) -> V2<'static> {
-        V2 {
-            client: self.direct(),
-            base: self.url(),
-            auth: Auth::None,
-            diag: None,
-        }
     }
 }
 
