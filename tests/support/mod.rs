@@ -7,6 +7,7 @@
 
 pub mod clients;
 pub mod config;
+pub mod echo_upstream;
 pub mod fixtures;
 pub mod pebble;
 pub mod process;
@@ -19,6 +20,8 @@ pub mod slapd;
 pub use clients::*;
 #[allow(unused_imports)]
 pub use config::*;
+#[allow(unused_imports)]
+pub use echo_upstream::*;
 #[allow(unused_imports)]
 pub use fixtures::*;
 #[allow(unused_imports)]
