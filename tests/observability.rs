@@ -32,8 +32,8 @@ fn root() -> &'static Path {
 /// and a fast health check.
 fn observe_toml(admin: u16, log_lines: &str, metrics_lines: &str) -> String {
     format!(
-        "{log_lines}\n\n[metrics]\nlisten = \"127.0.0.1:{admin}\"\n{metrics_lines}\n\n\
-         [health]\ninterval = \"200ms\"\nthreshold = 2\n"
+        "{log_lines}\n\n[metrics]\nlisten = \"127.0.0.1:{admin}\"\n{metrics_lines}\n\n{}",
+        health_toml("200ms", 2)
     )
 }
 

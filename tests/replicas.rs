@@ -7,9 +7,6 @@ mod support;
 use std::time::Duration;
 use support::*;
 
-/// Health checks every 200 ms, one failure marks a replica down.
-const HEALTH: &str = "[health]\ninterval = \"200ms\"\nthreshold = 1\n";
-
 fn skopeo_copy(state: &std::path::Path, proxy: &Proxy, from: &str, to: &str, push: bool) {
     let creds = format!("{USER}:{PASS}");
     let cert_dir = proxy.cert_dir();
@@ -76,7 +73,7 @@ fn push_and_pull_survive_a_replica_restart() {
         &a,
         ProxyOptions::default()
             .line_in("upstream", &format!("replicas = [\"{}\"]", b.url()))
-            .toml(HEALTH),
+            .health("200ms", 1),
     );
     let state = tempfile::tempdir().unwrap();
     let src = state.path().join("src-oci");
@@ -141,7 +138,7 @@ fn push_and_pull_survive_a_replica_restart() {
 fn replica_list_is_reloaded_without_a_restart() {
     let mut a = Registry::start();
     let b = Registry::start();
-    let proxy = Proxy::start(&a, ProxyOptions::default().toml(HEALTH));
+    let proxy = Proxy::start(&a, ProxyOptions::default().health("200ms", 1));
     let ping = || {
         proxy
             .req(reqwest::Method::GET, "/v2/")

@@ -98,6 +98,12 @@ impl ProxyOptions {
         self.toml(&ldap.toml())
     }
 
+    /// Appends a `[health]` table: upstream checks every `interval`, down
+    /// after `threshold` failures in a row.
+    pub fn health(self, interval: &str, threshold: u32) -> ProxyOptions {
+        self.toml(&health_toml(interval, threshold))
+    }
+
     /// Appends raw TOML (tables of a test's own) to the config.
     pub fn toml(mut self, raw: &str) -> ProxyOptions {
         push_line(&mut self.extra_toml, raw);
@@ -359,6 +365,14 @@ impl Ldap {
         }
         t
     }
+}
+
+/// A `[health]` table (see [`ProxyOptions::health`]).
+pub fn health_toml(interval: &str, threshold: u32) -> String {
+    format!(
+        "[health]\ninterval = {}\nthreshold = {threshold}\n",
+        quoted(interval)
+    )
 }
 
 /// `[auth.token]` with the generated key kept in `key_dir`, plus `extra` lines.
