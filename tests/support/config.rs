@@ -122,13 +122,6 @@ impl ProxyOptions {
         self
     }
 
-    /// More htpasswd users (after those already set).
-    pub fn users(mut self, users: &[(&str, &str)]) -> ProxyOptions {
-        self.users
-            .extend(users.iter().map(|(u, p)| (u.to_string(), p.to_string())));
-        self
-    }
-
     /// The TLS listener's host (`[::]` for dual stack).
     pub fn listen_host(mut self, host: &str) -> ProxyOptions {
         self.listen_host = host.to_string();
