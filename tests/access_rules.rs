@@ -7,50 +7,22 @@
 mod support;
 
 use reqwest::Method;
-use std::process::Command;
 use std::time::Duration;
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-readonly-pw");
-const ADMIN: (&str, &str) = ("admin", "admin-pw");
-
-const RULES: &str = r#"
-[[access]]
-users = ["admin"]
-actions = ["*"]
-comment = "admins"
-
-[[access]]
-users = ["alice"]
-repositories = ["team-a/**", "public/**"]
-actions = ["pull", "push"]
-comment = "alice works on team-a"
-
-[[access]]
-users = ["bob"]
-repositories = ["team-a/**"]
-actions = ["pull"]
-comment = "bob reads team-a"
-
-[[access]]
-repositories = ["users/${user}/**"]
-actions = ["pull", "push", "delete"]
-comment = "personal namespaces"
-
-[[access]]
-anonymous = true
-repositories = ["public/**"]
-actions = ["pull"]
-comment = "public images for everyone"
-"#;
+/// Admins first, then the team-a set (personal namespaces with delete).
+fn rules() -> Vec<Rule> {
+    let mut rules = vec![Rule::users(&["admin"]).all().comment("admins")];
+    rules.extend(team_a_rules(&["pull", "push", "delete"]));
+    rules
+}
 
 fn users() -> Vec<(&'static str, &'static str)> {
     vec![(USER, PASS), BOB, ADMIN]
 }
 
 fn start() -> (Registry, Proxy) {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, basic_options(&users(), RULES));
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::basic(&users()).rules(&rules()));
     (reg, proxy)
 }
 
@@ -70,7 +42,7 @@ fn refusal(
 #[test]
 fn base_endpoint_always_needs_credentials_even_with_anonymous_rules() {
     let (_reg, proxy) = start();
-    let r = proxy.anon(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_anon(Method::GET, "/v2/");
     let (status, codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "GET /v2/ without credentials");
     assert_eq!(codes, ["UNAUTHORIZED"]);
@@ -80,15 +52,9 @@ fn base_endpoint_always_needs_credentials_even_with_anonymous_rules() {
         "challenge: {challenge}"
     );
     // bob (who may only pull team-a) still logs in
-    let r = proxy
-        .req_as(Method::GET, "/v2/", BOB.0, BOB.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/", BOB.0, BOB.1);
     assert_eq!(r.status(), 200, "GET /v2/ as bob");
-    let r = proxy
-        .req_as(Method::GET, "/v2/", BOB.0, "wrong")
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/", BOB.0, "wrong");
     assert_eq!(r.status(), 401, "GET /v2/ as bob with a wrong password");
 }
 
@@ -97,18 +63,11 @@ fn read_only_user_pulls_but_cannot_push() {
     let (_reg, proxy) = start();
     let (manifest, digest) = push_image(&proxy, "team-a/app", "v1");
 
-    let r = proxy
-        .req_as(Method::GET, "/v2/team-a/app/manifests/v1", BOB.0, BOB.1)
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
+    let r = accept_oci(proxy.req_as(Method::GET, "/v2/team-a/app/manifests/v1", BOB.0, BOB.1));
     assert_eq!(r.status(), 200, "bob pulls team-a/app");
     assert_eq!(r.bytes().unwrap().to_vec(), manifest);
 
-    let r = proxy
-        .req_as(Method::POST, "/v2/team-a/app/blobs/uploads/", BOB.0, BOB.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::POST, "/v2/team-a/app/blobs/uploads/", BOB.0, BOB.1);
     let (status, codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 403, "bob starts an upload to team-a/app");
     assert_eq!(codes, ["DENIED"]);
@@ -121,30 +80,20 @@ fn read_only_user_pulls_but_cannot_push() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 403, "bob PUTs a manifest");
-    let r = proxy
-        .req_as(
-            Method::DELETE,
-            &format!("/v2/team-a/app/manifests/{digest}"),
-            BOB.0,
-            BOB.1,
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_as(
+        Method::DELETE,
+        &format!("/v2/team-a/app/manifests/{digest}"),
+        BOB.0,
+        BOB.1,
+    );
     assert_eq!(r.status(), 403, "bob deletes a manifest");
     // alice may push but not delete
-    let r = proxy
-        .req(
-            Method::DELETE,
-            &format!("/v2/team-a/app/manifests/{digest}"),
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_req(
+        Method::DELETE,
+        &format!("/v2/team-a/app/manifests/{digest}"),
+    );
     assert_eq!(r.status(), 403, "alice deletes a manifest (not granted)");
-    let r = proxy
-        .req(Method::GET, "/v2/team-a/app/manifests/v1")
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
+    let r = accept_oci(proxy.req(Method::GET, "/v2/team-a/app/manifests/v1"));
     assert_eq!(
         r.status(),
         200,
@@ -172,17 +121,11 @@ fn forbidden_repository_answers_the_same_whether_it_exists_or_not() {
     ] {
         for (user, pass) in [(USER, PASS), BOB] {
             let a = refusal(
-                proxy
-                    .req_as(Method::GET, &path_of("secret/exists"), user, pass)
-                    .send()
-                    .unwrap(),
+                proxy.send_as(Method::GET, &path_of("secret/exists"), user, pass),
                 "secret/exists",
             );
             let b = refusal(
-                proxy
-                    .req_as(Method::GET, &path_of("secret/missing"), user, pass)
-                    .send()
-                    .unwrap(),
+                proxy.send_as(Method::GET, &path_of("secret/missing"), user, pass),
                 "secret/missing",
             );
             assert_eq!(
@@ -194,14 +137,8 @@ fn forbidden_repository_answers_the_same_whether_it_exists_or_not() {
                 a, b,
                 "{user} {what}: existing vs missing forbidden repository differ"
             );
-            let ha = proxy
-                .req_as(Method::HEAD, &path_of("secret/exists"), user, pass)
-                .send()
-                .unwrap();
-            let hb = proxy
-                .req_as(Method::HEAD, &path_of("secret/missing"), user, pass)
-                .send()
-                .unwrap();
+            let ha = proxy.send_as(Method::HEAD, &path_of("secret/exists"), user, pass);
+            let hb = proxy.send_as(Method::HEAD, &path_of("secret/missing"), user, pass);
             assert_eq!(ha.status(), 403, "{user} HEAD {what}");
             assert_eq!(
                 ha.status(),
@@ -211,17 +148,11 @@ fn forbidden_repository_answers_the_same_whether_it_exists_or_not() {
         }
         // anonymous: 401 with a challenge, identical for both
         let a = refusal(
-            proxy
-                .anon(Method::GET, &path_of("secret/exists"))
-                .send()
-                .unwrap(),
+            proxy.send_anon(Method::GET, &path_of("secret/exists")),
             "secret/exists",
         );
         let b = refusal(
-            proxy
-                .anon(Method::GET, &path_of("secret/missing"))
-                .send()
-                .unwrap(),
+            proxy.send_anon(Method::GET, &path_of("secret/missing")),
             "secret/missing",
         );
         assert_eq!(a.0, 401, "anonymous GET {what}: {a:?}");
@@ -233,11 +164,7 @@ fn forbidden_repository_answers_the_same_whether_it_exists_or_not() {
         assert_eq!(a, b, "anonymous {what}: existing vs missing differ");
     }
     // the registry did see neither request
-    let uris = reg.logged_uris();
-    assert!(
-        !uris.iter().any(|u| u.contains("secret/missing")),
-        "a refused request reached the registry: {uris:?}"
-    );
+    reg.assert_never_asked_for("secret/missing", "a refused request");
 }
 
 #[test]
@@ -245,17 +172,10 @@ fn anonymous_pull_of_public_but_push_asks_for_login() {
     let (reg, proxy) = start();
     let (manifest, _) = push_image(&proxy, "public/tools", "v1");
 
-    let r = proxy
-        .anon(Method::GET, "/v2/public/tools/manifests/v1")
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
+    let r = accept_oci(proxy.anon(Method::GET, "/v2/public/tools/manifests/v1"));
     assert_eq!(r.status(), 200, "anonymous pull of public/tools");
     assert_eq!(r.bytes().unwrap().to_vec(), manifest);
-    let r = proxy
-        .anon(Method::GET, "/v2/public/tools/tags/list")
-        .send()
-        .unwrap();
+    let r = proxy.send_anon(Method::GET, "/v2/public/tools/tags/list");
     assert_eq!(r.status(), 200, "anonymous tags/list of public/tools");
 
     for (method, path) in [
@@ -281,30 +201,21 @@ fn anonymous_pull_of_public_but_push_asks_for_login() {
     }
     // anonymous may not see anything else
     push_image_direct(&reg, "team-a/private", "v1");
-    let r = proxy
-        .anon(Method::GET, "/v2/team-a/private/manifests/v1")
-        .send()
-        .unwrap();
+    let r = proxy.send_anon(Method::GET, "/v2/team-a/private/manifests/v1");
     assert_eq!(r.status(), 401, "anonymous pull of team-a/private");
     // bob (no rule for public) falls through to the anonymous rule: pull only
-    let r = proxy
-        .req_as(Method::GET, "/v2/public/tools/tags/list", BOB.0, BOB.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/public/tools/tags/list", BOB.0, BOB.1);
     assert_eq!(
         r.status(),
         200,
         "bob pulls public/tools through the anonymous rule"
     );
-    let r = proxy
-        .req_as(
-            Method::POST,
-            "/v2/public/tools/blobs/uploads/",
-            BOB.0,
-            BOB.1,
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_as(
+        Method::POST,
+        "/v2/public/tools/blobs/uploads/",
+        BOB.0,
+        BOB.1,
+    );
     assert_eq!(r.status(), 403, "bob pushes to public/tools");
 }
 
@@ -313,40 +224,22 @@ fn personal_namespaces_follow_the_user() {
     let (reg, proxy) = start();
     // alice is the harness's default user (push_image uses her credentials)
     push_image(&proxy, "users/alice/x", "v1");
-    let r = proxy
-        .req(Method::POST, "/v2/users/bob/x/blobs/uploads/")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::POST, "/v2/users/bob/x/blobs/uploads/");
     let (status, codes, _) = status_codes_challenge(r);
     assert_eq!(status, 403, "alice pushes to users/bob/x");
     assert_eq!(codes, ["DENIED"]);
-    let r = proxy
-        .req(Method::GET, "/v2/users/bob/x/tags/list")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/users/bob/x/tags/list");
     assert_eq!(r.status(), 403, "alice lists users/bob/x");
     // bob's own namespace works for bob, alice's is closed to him
-    let r = proxy
-        .req_as(Method::POST, "/v2/users/bob/x/blobs/uploads/", BOB.0, BOB.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::POST, "/v2/users/bob/x/blobs/uploads/", BOB.0, BOB.1);
     assert_eq!(r.status(), 202, "bob pushes to users/bob/x");
-    let r = proxy
-        .req_as(Method::GET, "/v2/users/alice/x/tags/list", BOB.0, BOB.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/users/alice/x/tags/list", BOB.0, BOB.1);
     assert_eq!(r.status(), 403, "bob lists users/alice/x");
     // a `${user}` pattern never matches anonymous callers
-    let r = proxy
-        .anon(Method::GET, "/v2/users/alice/x/tags/list")
-        .send()
-        .unwrap();
+    let r = proxy.send_anon(Method::GET, "/v2/users/alice/x/tags/list");
     assert_eq!(r.status(), 401, "anonymous lists users/alice/x");
     // alice may delete in her namespace
-    let r = proxy
-        .req(Method::DELETE, "/v2/users/alice/x/manifests/v1")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::DELETE, "/v2/users/alice/x/manifests/v1");
     // distribution refuses deleting by tag (only by digest): any non-403 answer
     // means the rule let it through to the registry
     assert_ne!(r.status(), 403, "alice deletes in users/alice/x");
@@ -368,108 +261,42 @@ fn check_explain_names_the_deciding_rule() {
     let cfg = proxy.config_path();
     let cfg = cfg.to_str().unwrap();
 
-    let o = portcullis(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--explain",
+    // (user, repository, action), exit code, what the explanation says
+    let cases: &[(&str, &str, &str, i32, &[&str])] = &[
+        (
             "alice",
             "team-a/app",
             "push",
-        ],
-        None,
-    );
-    let text = out_text(&o);
-    assert_eq!(o.status.code(), Some(0), "allowed → exit 0: {text}");
-    assert!(text.contains("rule 2 matches"), "deciding rule: {text}");
-    assert!(
-        text.contains("alice works on team-a"),
-        "rule comment: {text}"
-    );
-    assert!(text.contains("allowed"), "{text}");
-    assert!(
-        text.contains("rule 1 skipped"),
-        "rules tried before: {text}"
-    );
-
-    let o = portcullis(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--explain",
+            0,
+            &[
+                "rule 2 matches",
+                "alice works on team-a",
+                "allowed",
+                "rule 1 skipped",
+            ],
+        ),
+        (
             "bob",
             "team-a/app",
             "push",
-        ],
-        None,
-    );
-    let text = out_text(&o);
-    assert_eq!(o.status.code(), Some(1), "denied → exit 1: {text}");
-    assert!(
-        text.contains("rule 3 matches") && text.contains("denied"),
-        "{text}"
-    );
-
-    let o = portcullis(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--explain",
-            "bob",
-            "secret/x",
-            "pull",
-        ],
-        None,
-    );
-    let text = out_text(&o);
-    assert_eq!(o.status.code(), Some(1), "no rule → exit 1: {text}");
-    assert!(text.contains("default deny"), "{text}");
-
-    let o = portcullis(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--explain",
-            "-",
-            "public/tools",
-            "pull",
-        ],
-        None,
-    );
-    let text = out_text(&o);
-    assert_eq!(o.status.code(), Some(0), "anonymous public pull: {text}");
-    assert!(text.contains("rule 5 matches"), "{text}");
-
-    let o = portcullis(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--explain",
-            "alice",
-            "users/alice/y",
-            "delete",
-        ],
-        None,
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
-    let o = portcullis(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--explain",
-            "alice",
-            "users/bob/y",
-            "pull",
-        ],
-        None,
-    );
-    assert_eq!(o.status.code(), Some(1), "{}", out_text(&o));
+            1,
+            &["rule 3 matches", "denied"],
+        ),
+        ("bob", "secret/x", "pull", 1, &["default deny"]),
+        ("-", "public/tools", "pull", 0, &["rule 5 matches"]),
+        ("alice", "users/alice/y", "delete", 0, &[]),
+        ("alice", "users/bob/y", "pull", 1, &[]),
+    ];
+    for &(user, repo, action, code, says) in cases {
+        let args = ["check", "--config", cfg, "--explain", user, repo, action];
+        let o = portcullis(&args, None);
+        let text = out_text(&o);
+        let case = format!("{user} {action} {repo}");
+        assert_eq!(o.status.code(), Some(code), "{case}: exit code: {text}");
+        for said in says {
+            assert!(text.contains(said), "{case}: no {said:?} in: {text}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -485,9 +312,7 @@ fn rewrite_rules(proxy: &Proxy, rules: &str) {
 
 fn bob_push_status(proxy: &Proxy) -> u16 {
     proxy
-        .req_as(Method::POST, "/v2/team-a/app/blobs/uploads/", BOB.0, BOB.1)
-        .send()
-        .unwrap()
+        .send_as(Method::POST, "/v2/team-a/app/blobs/uploads/", BOB.0, BOB.1)
         .status()
         .as_u16()
 }
@@ -498,11 +323,12 @@ fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
     assert_eq!(bob_push_status(&proxy), 403, "bob may not push at first");
 
     // 1. the file changes: bob may push team-a now
-    let bob_rw = RULES.replace(
+    let rules = rules_toml(&rules());
+    let bob_rw = rules.replace(
         "users = [\"bob\"]\nrepositories = [\"team-a/**\"]\nactions = [\"pull\"]",
         "users = [\"bob\"]\nrepositories = [\"team-a/**\"]\nactions = [\"pull\", \"push\"]",
     );
-    assert_ne!(bob_rw, RULES);
+    assert_ne!(bob_rw, rules);
     rewrite_rules(&proxy, &bob_rw);
     wait_until_every(
         "bob's new push rule applies",
@@ -513,8 +339,8 @@ fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
     );
 
     // 2. an invalid config (unknown action) keeps the rules in force
-    let invalid = RULES.replace("actions = [\"pull\"]", "actions = [\"pul\"]");
-    assert_ne!(invalid, RULES);
+    let invalid = rules.replace("actions = [\"pull\"]", "actions = [\"pul\"]");
+    assert_ne!(invalid, rules);
     rewrite_rules(&proxy, &invalid);
     wait_until_every(
         "the invalid config is noticed",
@@ -547,12 +373,8 @@ fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
 
     // 3. SIGHUP reloads (the rules go back to bob = read-only)
     let reloads_before = proxy.log_text().matches("config reloaded").count();
-    rewrite_rules(&proxy, RULES);
-    let st = Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill -HUP");
+    rewrite_rules(&proxy, &rules);
+    proxy.sighup();
     wait_until_every(
         "bob is read-only again after SIGHUP",
         WAIT,
@@ -573,18 +395,14 @@ fn rules_reload_on_change_keep_old_on_invalid_and_on_sighup() {
     );
     // a SIGHUP with nothing changed reloads too, and does not stop the proxy
     let before = proxy.log_text().matches("SIGHUP: reloading").count();
-    let st = Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    proxy.sighup();
     wait_until(
         "second SIGHUP is logged",
         WAIT,
         || proxy.log_text().matches("SIGHUP: reloading").count() > before,
         || proxy.logs(),
     );
-    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/");
     assert_eq!(r.status(), 200, "the proxy serves after SIGHUP");
     assert_eq!(bob_push_status(&proxy), 403);
 }
@@ -626,6 +444,6 @@ fn empty_basic_credentials_are_anonymous() {
         "anonymous push with empty Basic credentials"
     );
     // and the real user from the same address is not throttled
-    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/");
     assert_eq!(r.status(), 200, "alice after 12 empty-credential requests");
 }

@@ -13,11 +13,7 @@ use support::*;
 const ISSUE: Duration = Duration::from_secs(60);
 
 fn opts(acme: &str) -> AcmeProxyOptions {
-    AcmeProxyOptions {
-        acme: acme.to_owned(),
-        file_cert: false,
-        state_dir: None,
-    }
+    AcmeProxyOptions::acme(acme)
 }
 
 fn mode(p: &std::path::Path) -> u32 {
@@ -38,9 +34,7 @@ fn insecure(name: &str, port: u16) -> reqwest::blocking::Client {
 
 #[test]
 fn http01_certificate_covers_every_name_and_chains_to_the_ca_root() {
-    let reg = Registry::start();
-    let ports = AcmePorts::new();
-    let pebble = Pebble::start(ports, None);
+    let (reg, ports, pebble) = acme_world(None);
     let proxy = AcmeProxy::start(
         &reg,
         &pebble,
@@ -64,11 +58,7 @@ domains = ["registry.test", "docker.registry.test"]"#,
 
     // requests go through over the new certificate
     let c = proxy.client("registry.test", &root);
-    let r = c
-        .get(proxy.url("registry.test", "/v2/"))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&c, &proxy.url("registry.test", "/v2/"));
     assert_eq!(r.status(), 200);
 
     let log = proxy.log_text();
@@ -114,20 +104,16 @@ domains = ["registry.test", "docker.registry.test"]"#,
 
 #[test]
 fn tls_alpn01_beside_a_file_certificate() {
-    let reg = Registry::start();
-    let ports = AcmePorts::new();
-    let pebble = Pebble::start(ports, None);
+    let (reg, ports, pebble) = acme_world(None);
     let proxy = AcmeProxy::start(
         &reg,
         &pebble,
         ports,
-        AcmeProxyOptions {
-            file_cert: true,
-            ..opts(
-                r#"challenge = "tls-alpn-01"
+        opts(
+            r#"challenge = "tls-alpn-01"
 domains = ["registry.test"]"#,
-            )
-        },
+        )
+        .with_file_cert(),
     );
     let root = pebble.root_pem();
     let der = proxy.wait_for_acme_cert("registry.test", &root, ISSUE);
@@ -151,11 +137,7 @@ domains = ["registry.test"]"#,
 
     // HTTP/2 and HTTP/1.1 requests over the ACME certificate
     let c = proxy.client("registry.test", &root);
-    let r = c
-        .get(proxy.url("registry.test", "/v2/"))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&c, &proxy.url("registry.test", "/v2/"));
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     let mut conn = verified_conn(ports.tls, "registry.test", &root).unwrap();
@@ -164,9 +146,7 @@ domains = ["registry.test"]"#,
 
 #[test]
 fn restart_reuses_the_stored_account_and_certificate() {
-    let reg = Registry::start();
-    let ports = AcmePorts::new();
-    let pebble = Pebble::start(ports, None);
+    let (reg, ports, pebble) = acme_world(None);
     let mut proxy = AcmeProxy::start(&reg, &pebble, ports, opts("domains = [\"registry.test\"]"));
     let root = pebble.root_pem();
     let first = proxy.wait_for_acme_cert("registry.test", &root, ISSUE);
@@ -218,9 +198,7 @@ fn restart_reuses_the_stored_account_and_certificate() {
 
 #[test]
 fn failed_order_keeps_the_fallback_and_the_proxy_answering() {
-    let reg = Registry::start();
-    let ports = AcmePorts::new();
-    let pebble = Pebble::start(ports, None);
+    let (reg, ports, pebble) = acme_world(None);
     pebble.servfail("broken.test");
     let proxy = AcmeProxy::start(
         &reg,

@@ -23,19 +23,8 @@ fn serial(der: &[u8]) -> String {
 
 #[test]
 fn renewal_swaps_the_certificate_without_restart() {
-    let reg = Registry::start();
-    let ports = AcmePorts::new();
-    let pebble = Pebble::start(ports, Some(20));
-    let proxy = AcmeProxy::start(
-        &reg,
-        &pebble,
-        ports,
-        AcmeProxyOptions {
-            acme: SHORT.into(),
-            file_cert: false,
-            state_dir: None,
-        },
-    );
+    let (reg, ports, pebble) = acme_world(Some(20));
+    let proxy = AcmeProxy::start(&reg, &pebble, ports, AcmeProxyOptions::acme(SHORT));
     let pid = proxy.pid();
     let root = pebble.root_pem();
     let first = proxy.wait_for_acme_cert("registry.test", &root, ISSUE);
@@ -79,19 +68,8 @@ fn renewal_swaps_the_certificate_without_restart() {
 
 #[test]
 fn ca_outage_keeps_the_old_certificate_and_recovers() {
-    let reg = Registry::start();
-    let ports = AcmePorts::new();
-    let mut pebble = Pebble::start(ports, Some(20));
-    let mut proxy = AcmeProxy::start(
-        &reg,
-        &pebble,
-        ports,
-        AcmeProxyOptions {
-            acme: SHORT.into(),
-            file_cert: false,
-            state_dir: None,
-        },
-    );
+    let (reg, ports, mut pebble) = acme_world(Some(20));
+    let mut proxy = AcmeProxy::start(&reg, &pebble, ports, AcmeProxyOptions::acme(SHORT));
     let root = pebble.root_pem();
     let first = proxy.wait_for_acme_cert("registry.test", &root, ISSUE);
     pebble.stop();
@@ -145,9 +123,7 @@ fn ca_outage_keeps_the_old_certificate_and_recovers() {
 
 #[test]
 fn a_follower_installs_what_the_renewing_replica_stores() {
-    let reg = Registry::start();
-    let ports = AcmePorts::new();
-    let pebble = Pebble::start(ports, None);
+    let (reg, ports, pebble) = acme_world(None);
     let shared = tempfile::tempdir().unwrap();
     let state = shared.path().join("acme");
     let follower_ports = AcmePorts::new();
@@ -155,21 +131,14 @@ fn a_follower_installs_what_the_renewing_replica_stores() {
         &reg,
         &pebble,
         follower_ports,
-        AcmeProxyOptions {
-            acme: "domains = [\"registry.test\"]\nrole = \"follow\"".into(),
-            file_cert: false,
-            state_dir: Some(state.clone()),
-        },
+        AcmeProxyOptions::acme("domains = [\"registry.test\"]\nrole = \"follow\"")
+            .state_dir(state.clone()),
     );
     let renewer = AcmeProxy::start(
         &reg,
         &pebble,
         ports,
-        AcmeProxyOptions {
-            acme: "domains = [\"registry.test\"]".into(),
-            file_cert: false,
-            state_dir: Some(state),
-        },
+        AcmeProxyOptions::acme("domains = [\"registry.test\"]").state_dir(state),
     );
     let root = pebble.root_pem();
     let issued = renewer.wait_for_acme_cert("registry.test", &root, ISSUE);

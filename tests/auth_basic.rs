@@ -14,15 +14,8 @@ fn assert_unauthorized(what: &str, resp: reqwest::blocking::Response) {
         Some(format!("Basic realm=\"{REALM}\"").as_str()),
         "{what}: WWW-Authenticate"
     );
-    assert_common_headers(what, |h| header_of(&resp, h));
-    let ct = header_of(&resp, "content-type").unwrap_or_default();
-    assert!(
-        ct.starts_with("application/json"),
-        "{what}: Content-Type {ct:?}"
-    );
-    let body = resp.bytes().unwrap();
     assert_eq!(
-        error_codes(&body).unwrap_or_else(|e| panic!("{what}: {e}")),
+        json_error_codes(what, resp),
         vec!["UNAUTHORIZED"],
         "{what}: error codes"
     );
@@ -30,8 +23,7 @@ fn assert_unauthorized(what: &str, resp: reqwest::blocking::Response) {
 
 #[test]
 fn no_credentials_is_401_with_basic_challenge_and_json_body() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let c = proxy.client();
     assert_unauthorized(
         "GET /v2/ without credentials",
@@ -69,17 +61,12 @@ fn no_credentials_is_401_with_basic_challenge_and_json_body() {
     );
 
     // none of those reached the registry
-    let uris = reg.logged_uris();
-    assert!(
-        !uris.iter().any(|u| u.contains("noauth")),
-        "unauthenticated requests were forwarded: {uris:?}"
-    );
+    reg.assert_never_asked_for("noauth", "an unauthenticated request");
 }
 
 #[test]
 fn wrong_or_malformed_credentials_are_401() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let c = proxy.client();
     let url = proxy.url("/v2/badauth/repo/tags/list");
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -125,31 +112,22 @@ fn wrong_or_malformed_credentials_are_401() {
             c.get(&url).header("authorization", value).send().unwrap(),
         );
     }
-    let uris = reg.logged_uris();
-    assert!(
-        !uris.iter().any(|u| u.contains("badauth")),
-        "requests with bad credentials were forwarded: {uris:?}"
-    );
+    reg.assert_never_asked_for("badauth", "a request with bad credentials");
 }
 
 #[test]
 fn right_credentials_are_200_and_reach_the_registry() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     // the password contains a ':' — only the first colon separates user and password
     assert!(PASS.contains(':'));
-    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/");
     assert_eq!(r.status(), 200, "{}", proxy.logs());
 
     // repeated requests (credential cache) keep working, over both protocols
     for http1 in [true, false] {
         let c = proxy.new_client(http1);
         for _ in 0..3 {
-            let r = c
-                .get(proxy.url("/v2/goodauth/repo/tags/list"))
-                .basic_auth(USER, Some(PASS))
-                .send()
-                .unwrap();
+            let r = get_as_user(&c, &proxy.url("/v2/goodauth/repo/tags/list"));
             // the registry's own answer for an unknown repository
             assert_eq!(r.status(), 404);
             assert_eq!(
@@ -178,14 +156,11 @@ fn right_credentials_are_200_and_reach_the_registry() {
 #[test]
 fn several_users_each_with_their_own_password() {
     let reg = Registry::start();
-    let opts = ProxyOptions {
-        users: vec![
-            ("alice".into(), "pw-alice".into()),
-            ("bob".into(), "pw-bob".into()),
-            ("ci-bot".into(), "p@ss w0rd ünicode".into()),
-        ],
-        ..Default::default()
-    };
+    let opts = ProxyOptions::basic(&[
+        ("alice", "pw-alice"),
+        ("bob", "pw-bob"),
+        ("ci-bot", "p@ss w0rd ünicode"),
+    ]);
     let proxy = Proxy::start(&reg, opts);
     let c = proxy.client();
     let ok = |u: &str, p: &str| {

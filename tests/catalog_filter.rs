@@ -6,30 +6,15 @@ mod support;
 use reqwest::Method;
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-pw");
-const CAROL: (&str, &str) = ("carol", "carol-pw");
-
-const RULES: &str = r#"
-[[access]]
-users = ["alice"]
-repositories = ["team-a/*"]
-actions = ["pull"]
-
-[[access]]
-users = ["bob"]
-repositories = ["team-b/*", "public/*"]
-actions = ["pull"]
-
-[[access]]
-users = ["carol"]
-repositories = ["team-a/*"]
-actions = ["pull"]
-
-# the catalog is registry-wide: granted by a rule without repositories
-[[access]]
-users = ["alice", "bob"]
-actions = ["catalog"]
-"#;
+fn rules() -> [Rule; 4] {
+    [
+        Rule::users(&["alice"]).on(&["team-a/*"]).pull(),
+        Rule::users(&["bob"]).on(&["team-b/*", "public/*"]).pull(),
+        Rule::users(&["carol"]).on(&["team-a/*"]).pull(),
+        // the catalog is registry-wide: granted by a rule without repositories
+        Rule::users(&["alice", "bob"]).may(&["catalog"]),
+    ]
+}
 
 const REPOS: [&str; 12] = [
     "public/base",
@@ -68,10 +53,7 @@ fn fill(reg: &Registry) {
     }
     // the registry itself lists all twelve, sorted
     let v: serde_json::Value = reg
-        .direct()
-        .get(format!("{}/v2/_catalog?n=100", reg.url()))
-        .send()
-        .unwrap()
+        .send_direct(Method::GET, "/v2/_catalog?n=100", None)
         .json()
         .unwrap();
     let all: Vec<&str> = v["repositories"]
@@ -144,7 +126,10 @@ fn walk(
 fn basic_mode_catalog_is_filtered_and_paged() {
     let reg = Registry::start();
     fill(&reg);
-    let proxy = Proxy::start(&reg, basic_options(&[(USER, PASS), BOB, CAROL], RULES));
+    let proxy = Proxy::start(
+        &reg,
+        ProxyOptions::basic(&[(USER, PASS), BOB, CAROL]).rules(&rules()),
+    );
 
     let alice = walk(&proxy, &reg, &|b| b.basic_auth(USER, Some(PASS)));
     assert_eq!(alice, alice_sees(), "alice's catalog");
@@ -152,22 +137,19 @@ fn basic_mode_catalog_is_filtered_and_paged() {
     assert_eq!(bob, bob_sees(), "bob's catalog");
 
     // without the catalog action: 403
-    let r = proxy
-        .req_as(Method::GET, "/v2/_catalog", CAROL.0, CAROL.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/_catalog", CAROL.0, CAROL.1);
     let (status, codes, _) = status_codes_challenge(r);
     assert_eq!(status, 403, "carol has no catalog action");
     assert_eq!(codes, ["DENIED"]);
     // without credentials: 401
-    let r = proxy.anon(Method::GET, "/v2/_catalog").send().unwrap();
+    let r = proxy.send_anon(Method::GET, "/v2/_catalog");
     let (status, codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "anonymous catalog");
     assert_eq!(codes, ["UNAUTHORIZED"]);
     assert!(challenge.is_some_and(|c| c.starts_with("Basic ")));
 
     // one big page, and a page starting in the middle
-    let r = proxy.req(Method::GET, "/v2/_catalog").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/_catalog");
     assert_eq!(r.status(), 200);
     assert!(
         header_of(&r, "link").is_none(),
@@ -175,10 +157,7 @@ fn basic_mode_catalog_is_filtered_and_paged() {
     );
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["repositories"], serde_json::json!(alice_sees()));
-    let r = proxy
-        .req(Method::GET, "/v2/_catalog?n=2&last=team-a%2Fapp")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/_catalog?n=2&last=team-a%2Fapp");
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(
@@ -194,7 +173,7 @@ fn token_mode_catalog_needs_the_catalog_scope() {
     let keys = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(
         &reg,
-        token_options(&[(USER, PASS), BOB, CAROL], keys.path(), "", RULES),
+        ProxyOptions::token(&[(USER, PASS), BOB, CAROL], keys.path()).rules(&rules()),
     );
 
     let mut tokens = Vec::new();
@@ -222,28 +201,21 @@ fn token_mode_catalog_needs_the_catalog_scope() {
     let bob = walk(&proxy, &reg, &|b| b.bearer_auth(&tokens[1]));
     assert_eq!(bob, bob_sees(), "bob's catalog (token)");
 
-    let r = proxy
-        .bearer(Method::GET, "/v2/_catalog", &tokens[2])
-        .send()
-        .unwrap();
+    let r = proxy.send_bearer(Method::GET, "/v2/_catalog", &tokens[2]);
     let (status, _, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "carol's token without catalog");
     let challenge = challenge.expect("challenge");
-    let (_, p) = challenge_params(&challenge);
-    assert_eq!(
-        p.get("error").map(String::as_str),
-        Some("insufficient_scope")
-    );
-    assert_eq!(
-        p.get("scope").map(String::as_str),
-        Some("registry:catalog:*")
+    assert_challenge(
+        &challenge,
+        "Bearer",
+        &[
+            ("error", "insufficient_scope"),
+            ("scope", "registry:catalog:*"),
+        ],
     );
 
     // a repository token does not open the catalog
     let t = proxy.token(Some((USER, PASS)), &["repository:team-a/app:pull"]);
-    let r = proxy
-        .bearer(Method::GET, "/v2/_catalog", &t)
-        .send()
-        .unwrap();
+    let r = proxy.send_bearer(Method::GET, "/v2/_catalog", &t);
     assert_eq!(r.status(), 401, "repository token on the catalog");
 }

@@ -102,47 +102,41 @@ fn check_accepts_the_shipped_example_keys() {
     );
 }
 
-#[test]
-fn check_names_a_misspelled_key() {
+/// `check` of the valid config with `from` replaced by `to` fails and
+/// names `key`.
+fn assert_check_names(from: &str, to: &str, key: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let config = valid_config(dir.path()).replace("listen = ", "lisen = ");
-    let o = check(dir.path(), &config);
-    assert!(!o.status.success(), "typo accepted: {}", out_text(&o));
+    let config = valid_config(dir.path());
+    assert!(config.contains(from), "{from:?} not in the valid config");
+    let o = check(dir.path(), &config.replace(from, to));
+    assert!(!o.status.success(), "{to:?} accepted: {}", out_text(&o));
     assert!(
-        all_output(&o).contains("server.lisen"),
-        "output does not name server.lisen: {}",
+        all_output(&o).contains(key),
+        "output does not name {key}: {}",
         out_text(&o)
     );
 }
 
 #[test]
+fn check_names_a_misspelled_key() {
+    assert_check_names("listen = ", "lisen = ", "server.lisen");
+}
+
+#[test]
 fn check_names_a_misspelled_key_in_a_nested_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = valid_config(dir.path()).replace("[auth.htpasswd]\npath", "[auth.htpasswd]\npaht");
-    let o = check(dir.path(), &config);
-    assert!(!o.status.success(), "typo accepted: {}", out_text(&o));
-    assert!(
-        all_output(&o).contains("auth.htpasswd.paht"),
-        "output does not name auth.htpasswd.paht: {}",
-        out_text(&o)
+    assert_check_names(
+        "[auth.htpasswd]\npath",
+        "[auth.htpasswd]\npaht",
+        "auth.htpasswd.paht",
     );
 }
 
 #[test]
 fn check_names_an_invalid_duration() {
-    let dir = tempfile::tempdir().unwrap();
-    let config =
-        valid_config(dir.path()).replace("watch_interval = \"200ms\"", "watch_interval = \"soon\"");
-    let o = check(dir.path(), &config);
-    assert!(
-        !o.status.success(),
-        "bad duration accepted: {}",
-        out_text(&o)
-    );
-    assert!(
-        all_output(&o).contains("server.watch_interval"),
-        "output does not name server.watch_interval: {}",
-        out_text(&o)
+    assert_check_names(
+        "watch_interval = \"200ms\"",
+        "watch_interval = \"soon\"",
+        "server.watch_interval",
     );
 }
 
@@ -275,25 +269,29 @@ fn mode(file: &Path) -> u32 {
     fs::metadata(file).unwrap().permissions().mode() & 0o777
 }
 
+/// `portcullis user add --file FILE --cost 5 --password-stdin USER` with
+/// `stdin` as the password input.
+fn user_add(file: &str, user: &str, stdin: &str) -> std::process::Output {
+    let args = [
+        "user",
+        "add",
+        "--file",
+        file,
+        "--cost",
+        "5",
+        "--password-stdin",
+        user,
+    ];
+    portcullis(&args, Some(stdin))
+}
+
 #[test]
 fn user_add_list_remove() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("htpasswd");
     let f = file.to_str().unwrap();
 
-    let o = portcullis(
-        &[
-            "user",
-            "add",
-            "--file",
-            f,
-            "--cost",
-            "5",
-            "--password-stdin",
-            "alice",
-        ],
-        Some("alice-pw\n"),
-    );
+    let o = user_add(f, "alice", "alice-pw\n");
     assert!(o.status.success(), "user add: {}", out_text(&o));
     assert_eq!(mode(&file), 0o600, "new htpasswd file mode");
     assert!(
@@ -311,19 +309,7 @@ fn user_add_list_remove() {
         "bcrypt entry expected: {content}"
     );
 
-    let o = portcullis(
-        &[
-            "user",
-            "add",
-            "--file",
-            f,
-            "--cost",
-            "5",
-            "--password-stdin",
-            "bob",
-        ],
-        Some("bob-pw"),
-    );
+    let o = user_add(f, "bob", "bob-pw");
     assert!(o.status.success(), "user add bob: {}", out_text(&o));
     assert!(
         verify(&file, "alice", "alice-pw") && verify(&file, "bob", "bob-pw"),
@@ -332,19 +318,7 @@ fn user_add_list_remove() {
     assert_eq!(mode(&file), 0o600);
 
     // same user again replaces the password (or is refused, but never duplicates)
-    let o = portcullis(
-        &[
-            "user",
-            "add",
-            "--file",
-            f,
-            "--cost",
-            "5",
-            "--password-stdin",
-            "bob",
-        ],
-        Some("bob-pw-2"),
-    );
+    let o = user_add(f, "bob", "bob-pw-2");
     let content = fs::read_to_string(&file).unwrap();
     assert_eq!(
         content.lines().filter(|l| l.starts_with("bob:")).count(),
@@ -407,19 +381,7 @@ fn user_add_keeps_entries_written_by_apache_htpasswd() {
     let file = dir.path().join("htpasswd");
     htpasswd_add(&file, "carol", "carol-pw");
     fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
-    let o = portcullis(
-        &[
-            "user",
-            "add",
-            "--file",
-            file.to_str().unwrap(),
-            "--cost",
-            "5",
-            "--password-stdin",
-            "dan",
-        ],
-        Some("dan-pw\n"),
-    );
+    let o = user_add(file.to_str().unwrap(), "dan", "dan-pw\n");
     assert!(o.status.success(), "{}", out_text(&o));
     assert!(verify(&file, "carol", "carol-pw"), "existing entry damaged");
     assert!(verify(&file, "dan", "dan-pw"));

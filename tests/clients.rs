@@ -3,79 +3,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use reqwest::Method;
 use support::*;
-use tempfile::TempDir;
-
-/// Runs a client command with state confined to `state` (auth file, tmp dirs).
-/// The harness's client runner: per-test auth file, HOME and TMPDIR.
-fn run(state: &Path, program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    tool_run(state, program, args, stdin)
-}
-
-fn ok(what: &str, o: Output, proxy: &Proxy) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}\n{}",
-        out_text(&o),
-        proxy.logs()
-    );
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-struct Podman {
-    state: TempDir,
-    root: PathBuf,
-    runroot: PathBuf,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        let state = tempfile::Builder::new()
-            .prefix("portcullis-podman-")
-            .tempdir()
-            .unwrap();
-        let root = state.path().join("root");
-        let runroot = state.path().join("runroot");
-        Podman {
-            state,
-            root,
-            runroot,
-        }
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let ptmp = self.state.path().join("libpod-tmp");
-        let mut all: Vec<String> = vec![
-            "--root".into(),
-            self.root.display().to_string(),
-            "--runroot".into(),
-            self.runroot.display().to_string(),
-            "--tmpdir".into(),
-            ptmp.display().to_string(),
-            "--storage-driver".into(),
-            "vfs".into(),
-            "--events-backend".into(),
-            "none".into(),
-            "--cgroup-manager".into(),
-            "cgroupfs".into(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        run(self.state.path(), "podman", &refs, stdin)
-    }
-}
 
 #[test]
 fn skopeo_copies_a_multi_layer_image_in_and_out() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let state = tempfile::tempdir().unwrap();
+    let skopeo = Skopeo::in_dir(state.path());
     let src = state.path().join("src-oci");
     let image = make_oci_layout(&src, "v1", 3, 1);
     let creds = format!("{USER}:{PASS}");
@@ -83,29 +18,13 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
     let host = format!("127.0.0.1:{}", proxy.port());
     let dest = format!("docker://{host}/clients/skopeo:v1");
 
-    let o = run(
-        state.path(),
-        "skopeo",
-        &[
-            "copy",
-            "--dest-creds",
-            &creds,
-            "--dest-cert-dir",
-            cert_dir.to_str().unwrap(),
-            &format!("oci:{}:v1", src.display()),
-            &dest,
-        ],
-        None,
-    );
-    ok("skopeo copy oci -> proxy", o, &proxy);
+    skopeo.push_layout(&proxy, &creds, &src, "v1", &dest);
 
     // what the registry itself now holds
     image.assert_stored(&reg, "clients/skopeo", "v1");
 
     // inspect through the proxy
-    let o = run(
-        state.path(),
-        "skopeo",
+    let o = skopeo.run(
         &[
             "inspect",
             "--raw",
@@ -117,7 +36,7 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
         ],
         None,
     );
-    let raw = ok("skopeo inspect --raw", o, &proxy);
+    let raw = client_ok("skopeo inspect --raw", o, &proxy);
     assert_eq!(
         sha256_digest(raw.trim_end().as_bytes()),
         image.manifest_digest,
@@ -126,21 +45,7 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
 
     // and out again, into a new layout
     let out = state.path().join("out-oci");
-    let o = run(
-        state.path(),
-        "skopeo",
-        &[
-            "copy",
-            "--src-creds",
-            &creds,
-            "--src-cert-dir",
-            cert_dir.to_str().unwrap(),
-            &dest,
-            &format!("oci:{}:v1", out.display()),
-        ],
-        None,
-    );
-    ok("skopeo copy proxy -> oci", o, &proxy);
+    skopeo.pull_layout(&proxy, &creds, &dest, &out, "v1");
     assert_eq!(
         oci_layer_digests(&out),
         image.layer_digests,
@@ -158,9 +63,7 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
     }
 
     // with --tls-verify=false instead of a cert dir
-    let o = run(
-        state.path(),
-        "skopeo",
+    let o = skopeo.run(
         &[
             "copy",
             "--dest-creds",
@@ -171,20 +74,18 @@ fn skopeo_copies_a_multi_layer_image_in_and_out() {
         ],
         None,
     );
-    ok("skopeo copy --dest-tls-verify=false", o, &proxy);
+    client_ok("skopeo copy --dest-tls-verify=false", o, &proxy);
 }
 
 #[test]
 fn skopeo_with_wrong_credentials_is_refused() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let state = tempfile::tempdir().unwrap();
+    let skopeo = Skopeo::in_dir(state.path());
     let src = state.path().join("src-oci");
     make_oci_layout(&src, "v1", 2, 2);
     let host = format!("127.0.0.1:{}", proxy.port());
-    let o = run(
-        state.path(),
-        "skopeo",
+    let o = skopeo.run(
         &[
             "copy",
             "--dest-creds",
@@ -208,11 +109,7 @@ fn skopeo_with_wrong_credentials_is_refused() {
             || text.contains("authentication required"),
         "unexpected error: {text}"
     );
-    let direct = reg
-        .direct()
-        .get(format!("{}/v2/clients/denied/tags/list", reg.url()))
-        .send()
-        .unwrap();
+    let direct = reg.send_direct(Method::GET, "/v2/clients/denied/tags/list", None);
     assert_eq!(
         direct.status(),
         404,
@@ -222,100 +119,59 @@ fn skopeo_with_wrong_credentials_is_refused() {
 
 #[test]
 fn skopeo_login_then_inspect_with_the_auth_file() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (_reg, proxy) = registry_and_proxy(ProxyOptions::default());
     push_image(&proxy, "clients/login", "v1");
     let state = tempfile::tempdir().unwrap();
+    let skopeo = Skopeo::in_dir(state.path());
     let auth = state.path().join("skopeo-auth.json");
     let host = format!("127.0.0.1:{}", proxy.port());
     let cert_dir = proxy.cert_dir();
 
-    let o = run(
-        state.path(),
-        "skopeo",
-        &[
-            "login",
-            "--authfile",
-            auth.to_str().unwrap(),
-            "--cert-dir",
-            cert_dir.to_str().unwrap(),
-            "-u",
-            USER,
-            "--password",
-            "wrong",
-            &host,
-        ],
-        None,
-    );
-    assert!(
-        !o.status.success(),
-        "skopeo login with a wrong password succeeded: {}",
-        out_text(&o)
-    );
-
-    let o = run(
-        state.path(),
-        "skopeo",
-        &[
-            "login",
-            "--authfile",
-            auth.to_str().unwrap(),
-            "--cert-dir",
-            cert_dir.to_str().unwrap(),
-            "-u",
-            USER,
-            "--password-stdin",
-            &host,
-        ],
-        Some(&format!("{PASS}\n")),
-    );
-    ok("skopeo login", o, &proxy);
+    let authfile = auth.to_str().unwrap();
+    let flags = [
+        "--authfile",
+        authfile,
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+    ];
+    skopeo.login_wrong_then_right("skopeo login", &flags, (USER, PASS), "wrong", &host, &proxy);
     let saved = std::fs::read_to_string(&auth).unwrap();
     assert!(
         saved.contains(&host),
         "auth file has no entry for {host}: {saved}"
     );
 
-    let o = run(
-        state.path(),
-        "skopeo",
-        &[
-            "inspect",
+    // with the saved login only; each answer names what was asked for
+    for (command, reference, expected) in [
+        ("inspect", "clients/login:v1", "\"Digest\""),
+        ("list-tags", "clients/login", "\"v1\""),
+    ] {
+        let image = format!("docker://{host}/{reference}");
+        let args = [
+            command,
             "--authfile",
-            auth.to_str().unwrap(),
+            authfile,
             "--tls-verify=false",
-            &format!("docker://{host}/clients/login:v1"),
-        ],
-        None,
-    );
-    let out = ok("skopeo inspect with the auth file", o, &proxy);
-    assert!(out.contains("\"Digest\""), "{out}");
-
-    let o = run(
-        state.path(),
-        "skopeo",
-        &[
-            "list-tags",
-            "--authfile",
-            auth.to_str().unwrap(),
-            "--tls-verify=false",
-            &format!("docker://{host}/clients/login"),
-        ],
-        None,
-    );
-    let out = ok("skopeo list-tags", o, &proxy);
-    assert!(out.contains("\"v1\""), "{out}");
+            &image,
+        ];
+        let out = skopeo.ok(
+            &format!("skopeo {command} with the auth file"),
+            &args,
+            None,
+            &proxy,
+        );
+        assert!(out.contains(expected), "skopeo {command}: {out}");
+    }
 }
 
 #[test]
 fn podman_login_push_and_pull() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let host = format!("127.0.0.1:{}", proxy.port());
     let cert_dir = proxy.cert_dir();
     let cd = cert_dir.to_str().unwrap();
 
-    let pusher = Podman::new();
+    let pusher = PodmanCli::new();
     let src = pusher.state.path().join("src-oci");
     let image = make_oci_layout(&src, "v1", 3, 3);
     let config_hex = image
@@ -323,18 +179,12 @@ fn podman_login_push_and_pull() {
         .trim_start_matches("sha256:")
         .to_string();
     // into podman's storage with skopeo (podman names oci: images after their path)
-    let store = format!(
-        "containers-storage:[vfs@{}+{}]localhost/clients/src:v1",
-        pusher.root.display(),
-        pusher.runroot.display()
-    );
-    let o = run(
-        pusher.state.path(),
-        "skopeo",
+    let store = pusher.storage_ref("localhost/clients/src:v1");
+    let o = Skopeo::in_dir(pusher.state.path()).run(
         &["copy", &format!("oci:{}:v1", src.display()), &store],
         None,
     );
-    ok("skopeo copy oci: -> containers-storage:", o, &proxy);
+    client_ok("skopeo copy oci: -> containers-storage:", o, &proxy);
     let o = pusher.run(
         &[
             "image",
@@ -345,47 +195,23 @@ fn podman_login_push_and_pull() {
         ],
         None,
     );
-    let out = ok("podman image inspect (local)", o, &proxy);
+    let out = client_ok("podman image inspect (local)", o, &proxy);
     assert_eq!(out.trim(), config_hex, "image id in podman storage");
 
-    let o = pusher.run(
-        &[
-            "login",
-            "--cert-dir",
-            cd,
-            "-u",
-            USER,
-            "--password",
-            "wrong",
-            &host,
-        ],
-        None,
+    pusher.login_wrong_then_right(
+        "podman login",
+        &["--cert-dir", cd],
+        (USER, PASS),
+        "wrong",
+        &host,
+        &proxy,
     );
-    assert!(
-        !o.status.success(),
-        "podman login with a wrong password succeeded: {}",
-        out_text(&o)
-    );
-
-    let o = pusher.run(
-        &[
-            "login",
-            "--cert-dir",
-            cd,
-            "-u",
-            USER,
-            "--password-stdin",
-            &host,
-        ],
-        Some(&format!("{PASS}\n")),
-    );
-    ok("podman login", o, &proxy);
 
     let target = format!("{host}/clients/podman:v2");
     let o = pusher.run(&["tag", &config_hex, &target], None);
-    ok("podman tag", o, &proxy);
+    client_ok("podman tag", o, &proxy);
     let o = pusher.run(&["push", "--cert-dir", cd, &target], None);
-    ok("podman push", o, &proxy);
+    client_ok("podman push", o, &proxy);
 
     // the registry holds an image with the same config (image id)
     let m = reg.stored_manifest("clients/podman", "v2");
@@ -397,29 +223,19 @@ fn podman_login_push_and_pull() {
     assert_eq!(m["layers"].as_array().unwrap().len(), 3);
 
     // a second, empty podman pulls it back, over --tls-verify=false
-    let puller = Podman::new();
-    let o = puller.run(
-        &[
-            "login",
-            "--tls-verify=false",
-            "-u",
-            USER,
-            "--password-stdin",
-            &host,
-        ],
-        Some(PASS),
-    );
-    ok("podman login (puller)", o, &proxy);
+    let puller = PodmanCli::new();
+    let o = puller.login(&["--tls-verify=false"], USER, Password::Stdin(PASS), &host);
+    client_ok("podman login (puller)", o, &proxy);
     let o = puller.run(&["pull", "--tls-verify=false", &target], None);
-    let out = ok("podman pull", o, &proxy);
+    let out = client_ok("podman pull", o, &proxy);
     assert!(out.contains(&config_hex), "pulled image id: {out}");
     let o = puller.run(&["image", "inspect", "--format", "{{.Id}}", &target], None);
-    let out = ok("podman image inspect", o, &proxy);
+    let out = client_ok("podman image inspect", o, &proxy);
     assert_eq!(out.trim(), config_hex);
 
     // logout: the next pull without credentials is refused
     let o = puller.run(&["logout", &host], None);
-    ok("podman logout", o, &proxy);
+    client_ok("podman logout", o, &proxy);
     let o = puller.run(&["pull", "--tls-verify=false", &target], None);
     assert!(
         !o.status.success(),

@@ -8,28 +8,20 @@ mod support;
 use std::process::Output;
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-readonly-pw");
+/// The tests `$basic` and `$token`: `$body` in Basic and in token mode.
+macro_rules! in_both_modes {
+    ($body:ident: $basic:ident, $token:ident) => {
+        #[test]
+        fn $basic() {
+            $body(Mode::Basic);
+        }
 
-const RULES: &str = r#"
-[[access]]
-users = ["alice"]
-repositories = ["team-a/**", "public/**"]
-actions = ["pull", "push"]
-
-[[access]]
-users = ["bob"]
-repositories = ["team-a/**"]
-actions = ["pull"]
-
-[[access]]
-repositories = ["users/${user}/**"]
-actions = ["pull", "push"]
-
-[[access]]
-anonymous = true
-repositories = ["public/**"]
-actions = ["pull"]
-"#;
+        #[test]
+        fn $token() {
+            $body(Mode::Token);
+        }
+    };
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
@@ -50,8 +42,10 @@ fn start(mode: Mode) -> Setup {
     let keys = tempfile::tempdir().unwrap();
     let users = [(USER, PASS), BOB];
     let opts = match mode {
-        Mode::Basic => basic_options(&users, RULES),
-        Mode::Token => token_options(&users, keys.path(), "", RULES),
+        Mode::Basic => ProxyOptions::basic(&users).rules(&team_a_rules(&["pull", "push"])),
+        Mode::Token => {
+            ProxyOptions::token(&users, keys.path()).rules(&team_a_rules(&["pull", "push"]))
+        }
     };
     let proxy = Proxy::start(&reg, opts);
     let state = tempfile::Builder::new()
@@ -79,7 +73,13 @@ impl Setup {
     }
 
     fn skopeo(&self, args: &[&str]) -> Output {
-        tool_run(self.state.path(), "skopeo", args, None)
+        Skopeo::in_dir(self.state.path()).run(args, None)
+    }
+
+    /// skopeo login with `--password` into the auth file `auth`.
+    fn skopeo_login(&self, auth: &str, (user, pass): (&str, &str)) -> Output {
+        let flags = ["--authfile", auth, "--cert-dir", &self.cert_dir()];
+        Skopeo::in_dir(self.state.path()).login(&flags, user, Password::Arg(pass), &self.host())
     }
 
     /// skopeo copy of the local OCI layout to `repo:v1` as `creds`.
@@ -109,13 +109,7 @@ impl Setup {
     }
 
     fn ok(&self, what: &str, o: Output) -> String {
-        assert!(
-            o.status.success(),
-            "{what} failed: {}\n{}",
-            out_text(&o),
-            self.proxy.logs()
-        );
-        both(&o)
+        client_ok(what, o, &self.proxy)
     }
 
     fn in_registry(&self, repo: &str) -> bool {
@@ -151,61 +145,21 @@ fn normalized_error(o: &Output, repo: &str) -> String {
         .join("\n")
 }
 
-/// A refusal message: "denied" from a body, or the bare 403 of a HEAD
-/// (a client probing for blobs in a repository it may not even pull).
-fn refused_text(o: &Output) -> bool {
-    let t = both(o).to_lowercase();
-    t.contains("denied") || t.contains("403 (forbidden)")
-}
-
 fn skopeo_rules(mode: Mode) {
     let s = start(mode);
 
     // login with a wrong and the right password
     let auth = s.state.path().join("login-auth.json");
-    let o = s.skopeo(&[
-        "login",
-        "--authfile",
-        auth.to_str().unwrap(),
-        "--cert-dir",
-        &s.cert_dir(),
-        "-u",
-        USER,
-        "--password",
-        "wrong",
-        &s.host(),
-    ]);
-    assert!(
-        !o.status.success(),
-        "{mode:?}: login with a wrong password: {}",
-        out_text(&o)
+    let auth = auth.to_str().unwrap();
+    let o = s.skopeo_login(auth, (USER, "wrong"));
+    assert_failed(&format!("{mode:?}: login with a wrong password"), &o);
+    s.ok(
+        &format!("{mode:?}: skopeo login"),
+        s.skopeo_login(auth, (USER, PASS)),
     );
-    let o = s.skopeo(&[
-        "login",
-        "--authfile",
-        auth.to_str().unwrap(),
-        "--cert-dir",
-        &s.cert_dir(),
-        "-u",
-        USER,
-        "--password",
-        PASS,
-        &s.host(),
-    ]);
-    s.ok(&format!("{mode:?}: skopeo login"), o);
     // bob logs in too (he may not push, but his password is right)
-    let o = s.skopeo(&[
-        "login",
-        "--authfile",
-        s.state.path().join("bob-auth.json").to_str().unwrap(),
-        "--cert-dir",
-        &s.cert_dir(),
-        "-u",
-        BOB.0,
-        "--password",
-        BOB.1,
-        &s.host(),
-    ]);
+    let bob_auth = s.state.path().join("bob-auth.json");
+    let o = s.skopeo_login(bob_auth.to_str().unwrap(), BOB);
     s.ok(&format!("{mode:?}: skopeo login as bob"), o);
 
     // alice pushes to team-a and to public
@@ -225,11 +179,7 @@ fn skopeo_rules(mode: Mode) {
         s.skopeo_inspect(Some(&bob()), "team-a/app"),
     );
     let o = s.skopeo_push(&bob(), "team-a/bob-pushed");
-    assert!(
-        !o.status.success(),
-        "{mode:?}: bob's push succeeded: {}",
-        out_text(&o)
-    );
+    assert_failed(&format!("{mode:?}: bob's push"), &o);
     let text = both(&o).to_lowercase();
     assert!(
         text.contains("denied"),
@@ -245,16 +195,8 @@ fn skopeo_rules(mode: Mode) {
     push_image_direct(&s.reg, "secret/exists", "v1");
     let a = s.skopeo_inspect(Some(&alice()), "secret/exists");
     let b = s.skopeo_inspect(Some(&alice()), "secret/missing");
-    assert!(
-        !a.status.success(),
-        "{mode:?}: alice inspects secret/exists: {}",
-        out_text(&a)
-    );
-    assert!(
-        !b.status.success(),
-        "{mode:?}: alice inspects secret/missing: {}",
-        out_text(&b)
-    );
+    assert_failed(&format!("{mode:?}: alice inspects secret/exists"), &a);
+    assert_failed(&format!("{mode:?}: alice inspects secret/missing"), &b);
     let (ea, eb) = (
         normalized_error(&a, "secret/exists"),
         normalized_error(&b, "secret/missing"),
@@ -308,11 +250,7 @@ fn skopeo_rules(mode: Mode) {
         &format!("oci:{}:v1", s.src.display()),
         &format!("docker://{}/public/anon:v1", s.host()),
     ]);
-    assert!(
-        !o.status.success(),
-        "{mode:?}: anonymous push: {}",
-        out_text(&o)
-    );
+    assert_failed(&format!("{mode:?}: anonymous push"), &o);
     let text = both(&o).to_lowercase();
     assert!(
         text.contains("unauthorized") || text.contains("authentication required"),
@@ -328,24 +266,14 @@ fn skopeo_rules(mode: Mode) {
     );
 }
 
-#[test]
-fn skopeo_basic_mode() {
-    skopeo_rules(Mode::Basic);
-}
-
-#[test]
-fn skopeo_token_mode() {
-    skopeo_rules(Mode::Token);
-}
+in_both_modes!(skopeo_rules: skopeo_basic_mode, skopeo_token_mode);
 
 fn podman_rules(mode: Mode) {
     let s = start(mode);
     let host = s.host();
     let cd = s.cert_dir();
     let pod = PodmanCli::new();
-    let o = tool_run(
-        pod.state.path(),
-        "skopeo",
+    let o = Skopeo::in_dir(pod.state.path()).run(
         &[
             "copy",
             &format!("oci:{}:v1", s.src.display()),
@@ -356,18 +284,12 @@ fn podman_rules(mode: Mode) {
     s.ok("skopeo copy oci: -> containers-storage:", o);
 
     let login = |user: &str, pass: &str| {
-        pod.run(
-            &[
-                "login",
-                "--cert-dir",
-                &cd,
-                "-u",
-                user,
-                "--password-stdin",
-                &host,
-            ],
-            Some(&format!("{pass}\n")),
-        )
+        let stdin = format!("{pass}\n");
+        pod.login(&["--cert-dir", &cd], user, Password::Stdin(&stdin), &host)
+    };
+    let pull = |repo: &str| {
+        let image = format!("{host}/{repo}:v1");
+        pod.run(&["pull", "--cert-dir", &cd, &image], None)
     };
     let o = login(USER, "wrong");
     assert!(
@@ -402,15 +324,7 @@ fn podman_rules(mode: Mode) {
 
     // bob: pull yes, push no
     s.ok(&format!("{mode:?}: podman login bob"), login(BOB.0, BOB.1));
-    let o = pod.run(
-        &[
-            "pull",
-            "--cert-dir",
-            &cd,
-            &format!("{host}/team-a/podman:v1"),
-        ],
-        None,
-    );
+    let o = pull("team-a/podman");
     s.ok(&format!("{mode:?}: bob pulls team-a/podman"), o);
     let target = format!("{host}/team-a/by-bob:v1");
     s.ok(
@@ -428,24 +342,8 @@ fn podman_rules(mode: Mode) {
 
     // forbidden existing vs missing: the same failure
     push_image_direct(&s.reg, "secret/exists", "v1");
-    let a = pod.run(
-        &[
-            "pull",
-            "--cert-dir",
-            &cd,
-            &format!("{host}/secret/exists:v1"),
-        ],
-        None,
-    );
-    let b = pod.run(
-        &[
-            "pull",
-            "--cert-dir",
-            &cd,
-            &format!("{host}/secret/missing:v1"),
-        ],
-        None,
-    );
+    let a = pull("secret/exists");
+    let b = pull("secret/missing");
     assert!(!a.status.success() && !b.status.success());
     let norm = |o: &Output, repo: &str| {
         normalized_error(o, repo)
@@ -466,40 +364,16 @@ fn podman_rules(mode: Mode) {
         s.skopeo_push(&alice(), "public/podman"),
     );
     s.ok("podman logout", pod.run(&["logout", &host], None));
-    let o = pod.run(
-        &[
-            "pull",
-            "--cert-dir",
-            &cd,
-            &format!("{host}/public/podman:v1"),
-        ],
-        None,
-    );
+    let o = pull("public/podman");
     s.ok(
         &format!("{mode:?}: anonymous podman pull of public/podman"),
         o,
     );
-    let o = pod.run(
-        &[
-            "pull",
-            "--cert-dir",
-            &cd,
-            &format!("{host}/team-a/podman:v1"),
-        ],
-        None,
-    );
+    let o = pull("team-a/podman");
     assert!(
         !o.status.success(),
         "{mode:?}: anonymous podman pull of team-a/podman"
     );
 }
 
-#[test]
-fn podman_basic_mode() {
-    podman_rules(Mode::Basic);
-}
-
-#[test]
-fn podman_token_mode() {
-    podman_rules(Mode::Token);
-}
+in_both_modes!(podman_rules: podman_basic_mode, podman_token_mode);

@@ -78,6 +78,14 @@ fn fails_on_broken_copy(section: &str, file: &str, edit: impl Fn(&str) -> String
     );
 }
 
+/// [`fails_on_broken_copy`] for each `(file, from, to, expect)`: `from`
+/// replaced by `to` in a copy of `file`.
+fn fails_on_replacements(section: &str, cases: &[(&str, &str, &str, &str)]) {
+    for (file, from, to, expect) in cases {
+        fails_on_broken_copy(section, file, |s| s.replace(from, to), expect);
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -152,22 +160,22 @@ fn every_proxy_toml_passes_portcullis_check() {
 
 #[test]
 fn configs_check_fails_on_a_bad_key() {
-    fails_on_broken_copy(
+    fails_on_replacements(
         "configs",
-        "compose/proxy-files.toml",
-        |s| s.replace("grace_period = ", "grace_perod = "),
-        "server.grace_perod",
-    );
-    fails_on_broken_copy(
-        "configs",
-        "kubernetes/portcullis-config.yaml",
-        |s| {
-            s.replace(
+        &[
+            (
+                "compose/proxy-files.toml",
+                "grace_period = ",
+                "grace_perod = ",
+                "server.grace_perod",
+            ),
+            (
+                "kubernetes/portcullis-config.yaml",
                 "/etc/portcullis/tls/tls.key",
                 "/etc/portcullis/tls/missing.key",
-            )
-        },
-        "missing.key",
+                "missing.key",
+            ),
+        ],
     );
 }
 
@@ -178,37 +186,38 @@ fn kubernetes_manifests_validate() {
 
 #[test]
 fn kubernetes_check_fails_on_invalid_objects() {
-    fails_on_broken_copy(
+    let deployment = "kubernetes/portcullis-deployment.yaml";
+    fails_on_replacements(
         "kubernetes",
-        "kubernetes/portcullis-deployment.yaml",
-        |s| s.replace("replicas: 3", "replicas: three"),
-        "replicas",
-    );
-    fails_on_broken_copy(
-        "kubernetes",
-        "kubernetes/portcullis-deployment.yaml",
-        |s| s.replace("readinessProbe:", "readynessProbe:"),
-        "readynessProbe",
-    );
-    // the CRDs, against kubernetes/schemas/
-    fails_on_broken_copy(
-        "kubernetes",
-        "kubernetes/portcullis-servicemonitor.yaml",
-        |s| s.replace("interval: 15s", "intervall: 15s"),
-        "intervall",
-    );
-    fails_on_broken_copy(
-        "kubernetes",
-        "kubernetes/portcullis-certificate.yaml",
-        |s| s.replace("algorithm: ECDSA", "algorithm: DSA"),
-        "DSA",
-    );
-    // a manifest left out of kustomization.yaml
-    fails_on_broken_copy(
-        "kubernetes",
-        "kubernetes/kustomization.yaml",
-        |s| s.replace("  - registry-pdb.yaml\n", ""),
-        "registry-pdb.yaml is not in kustomization.yaml",
+        &[
+            (deployment, "replicas: 3", "replicas: three", "replicas"),
+            (
+                deployment,
+                "readinessProbe:",
+                "readynessProbe:",
+                "readynessProbe",
+            ),
+            // the CRDs, against kubernetes/schemas/
+            (
+                "kubernetes/portcullis-servicemonitor.yaml",
+                "interval: 15s",
+                "intervall: 15s",
+                "intervall",
+            ),
+            (
+                "kubernetes/portcullis-certificate.yaml",
+                "algorithm: ECDSA",
+                "algorithm: DSA",
+                "DSA",
+            ),
+            // a manifest left out of kustomization.yaml
+            (
+                "kubernetes/kustomization.yaml",
+                "  - registry-pdb.yaml\n",
+                "",
+                "registry-pdb.yaml is not in kustomization.yaml",
+            ),
+        ],
     );
 }
 

@@ -8,15 +8,14 @@ use reqwest::{Method, Version};
 use support::*;
 
 fn setup() -> (Registry, Proxy) {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     (reg, proxy)
 }
 
 #[test]
 fn base_endpoint_with_credentials_is_200_with_registry_headers() {
     let (_reg, proxy) = setup();
-    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/");
     assert_eq!(r.status(), 200, "{}", proxy.logs());
     assert_common_headers("GET /v2/", |h| header_of(&r, h));
     assert_eq!(r.text().unwrap().trim(), "{}");
@@ -33,15 +32,12 @@ fn every_kind_of_response_carries_the_common_headers() {
     assert_common_headers("401 GET /v2/ without credentials", |h| header_of(&r, h));
 
     // the proxy's own 404 outside /v2/
-    let r = proxy.req(Method::GET, "/not-the-api").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/not-the-api");
     assert_eq!(r.status(), 404);
     assert_common_headers("404 GET /not-the-api", |h| header_of(&r, h));
 
     // the registry's 404 passed through
-    let r = proxy
-        .req(Method::GET, "/v2/some/repo/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/some/repo/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000");
     assert_eq!(r.status(), 404);
     assert_common_headers("upstream 404 blob unknown", |h| header_of(&r, h));
     assert_eq!(
@@ -50,25 +46,17 @@ fn every_kind_of_response_carries_the_common_headers() {
     );
 
     // the registry's 202
-    let r = proxy
-        .req(Method::POST, "/v2/some/repo/blobs/uploads/")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::POST, "/v2/some/repo/blobs/uploads/");
     assert_eq!(r.status(), 202);
     assert_common_headers("202 POST upload", |h| header_of(&r, h));
 
     // HEAD
-    let r = proxy.req(Method::HEAD, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::HEAD, "/v2/");
     assert_eq!(r.status(), 200);
     assert_common_headers("HEAD /v2/", |h| header_of(&r, h));
 
     // over HTTP/1.1 too
-    let r = proxy
-        .new_client(true)
-        .get(proxy.url("/v2/"))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&proxy.new_client(true), &proxy.url("/v2/"));
     assert_eq!(r.version(), Version::HTTP_11);
     assert_common_headers("GET /v2/ over HTTP/1.1", |h| header_of(&r, h));
 }
@@ -140,11 +128,7 @@ fn chunked_upload(
     let blob_loc = header_of(&r, "location").expect("Location of the blob");
     assert_points_at_proxy("PUT Location", &blob_loc, proxy, reg.port());
 
-    let r = client
-        .get(absolute(proxy, &blob_loc))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&client, &absolute(proxy, &blob_loc));
     assert_eq!(r.version(), want);
     assert_eq!(r.status(), 200);
     let got = r.bytes().unwrap();
@@ -182,18 +166,11 @@ fn monolithic_upload_then_head_blob() {
     let data = pseudo_random(200_000, 7);
     let digest = push_blob(&proxy, "mono/repo", &data);
     // registry stored exactly these bytes
-    let direct = reg
-        .direct()
-        .get(format!("{}/v2/mono/repo/blobs/{digest}", reg.url()))
-        .send()
-        .unwrap();
+    let direct = reg.send_direct(Method::GET, &format!("/v2/mono/repo/blobs/{digest}"), None);
     assert_eq!(direct.status(), 200);
     assert_eq!(direct.bytes().unwrap().as_ref(), &data[..]);
 
-    let r = proxy
-        .req(Method::HEAD, &format!("/v2/mono/repo/blobs/{digest}"))
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::HEAD, &format!("/v2/mono/repo/blobs/{digest}"));
     assert_eq!(r.status(), 200);
     assert_eq!(header_of(&r, "content-length").as_deref(), Some("200000"));
     assert_eq!(
@@ -208,13 +185,10 @@ fn cross_repository_blob_mount() {
     let (reg, proxy) = setup();
     let data = pseudo_random(50_000, 9);
     let digest = push_blob(&proxy, "mount/a", &data);
-    let r = proxy
-        .req(
-            Method::POST,
-            &format!("/v2/mount/b/blobs/uploads/?mount={digest}&from=mount/a"),
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_req(
+        Method::POST,
+        &format!("/v2/mount/b/blobs/uploads/?mount={digest}&from=mount/a"),
+    );
     assert_eq!(r.status(), 201, "mount: {:?}", r.text());
     assert_eq!(
         header_of(&r, "docker-content-digest").as_deref(),
@@ -223,10 +197,7 @@ fn cross_repository_blob_mount() {
     let loc = header_of(&r, "location").expect("Location of mounted blob");
     assert_points_at_proxy("mount Location", &loc, &proxy, reg.port());
 
-    let r = proxy
-        .req(Method::HEAD, &format!("/v2/mount/b/blobs/{digest}"))
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::HEAD, &format!("/v2/mount/b/blobs/{digest}"));
     assert_eq!(r.status(), 200);
     assert_eq!(header_of(&r, "content-length").as_deref(), Some("50000"));
 }
@@ -268,11 +239,10 @@ fn manifest_put_get_head_delete() {
     let accept = "application/vnd.oci.image.manifest.v1+json";
 
     for reference in ["v1", digest.as_str()] {
-        let r = proxy
-            .req(Method::GET, &format!("/v2/man/repo/manifests/{reference}"))
-            .header("accept", accept)
-            .send()
-            .unwrap();
+        let r = accepting(
+            proxy.req(Method::GET, &format!("/v2/man/repo/manifests/{reference}")),
+            accept,
+        );
         assert_eq!(r.status(), 200, "GET manifest {reference}");
         assert_eq!(
             header_of(&r, "docker-content-digest").as_deref(),
@@ -285,27 +255,19 @@ fn manifest_put_get_head_delete() {
             "manifest bytes for {reference}"
         );
     }
-    let r = proxy
-        .req(Method::HEAD, "/v2/man/repo/manifests/v1")
-        .header("accept", accept)
-        .send()
-        .unwrap();
+    let r = accepting(proxy.req(Method::HEAD, "/v2/man/repo/manifests/v1"), accept);
     assert_eq!(r.status(), 200);
     assert_eq!(
         header_of(&r, "content-length"),
         Some(manifest.len().to_string())
     );
 
-    let r = proxy
-        .req(Method::DELETE, &format!("/v2/man/repo/manifests/{digest}"))
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::DELETE, &format!("/v2/man/repo/manifests/{digest}"));
     assert_eq!(r.status(), 202, "DELETE manifest: {:?}", r.text());
-    let r = proxy
-        .req(Method::GET, &format!("/v2/man/repo/manifests/{digest}"))
-        .header("accept", accept)
-        .send()
-        .unwrap();
+    let r = accepting(
+        proxy.req(Method::GET, &format!("/v2/man/repo/manifests/{digest}")),
+        accept,
+    );
     assert_eq!(r.status(), 404, "manifest gone after DELETE");
     assert_eq!(
         error_codes(&r.bytes().unwrap()).unwrap(),
@@ -340,12 +302,7 @@ fn catalog_and_tags_list_paginate_with_link_pointing_at_proxy() {
     while let Some(target) = next.take() {
         pages += 1;
         assert!(pages < 10, "catalog pagination does not end");
-        let r = proxy
-            .client()
-            .get(absolute(&proxy, &target))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap();
+        let r = get_as_user(&proxy.client(), &absolute(&proxy, &target));
         assert_eq!(r.status(), 200, "GET {target}");
         next = link_next(&r);
         if let Some(n) = &next {
@@ -360,34 +317,20 @@ fn catalog_and_tags_list_paginate_with_link_pointing_at_proxy() {
     assert_eq!(seen, vec!["pag/a", "pag/b", "pag/c"]);
 
     // the same with `last`
-    let r = proxy
-        .req(Method::GET, "/v2/_catalog?n=5&last=pag/a")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/_catalog?n=5&last=pag/a");
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["repositories"], serde_json::json!(["pag/b", "pag/c"]));
 
     // tags list
-    let r = proxy
-        .req(Method::GET, "/v2/pag/a/tags/list")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/pag/a/tags/list");
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["name"], "pag/a");
-    let mut tags: Vec<String> = v["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap().to_string())
-        .collect();
+    let mut tags: Vec<String> = strings(&v["tags"]);
     tags.sort();
     assert_eq!(tags, vec!["t1", "t2", "t3"]);
 
-    let r = proxy
-        .req(Method::GET, "/v2/pag/a/tags/list?n=2")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/pag/a/tags/list?n=2");
     assert_eq!(r.status(), 200);
     if let Some(n) = link_next(&r) {
         assert_points_at_proxy("tags Link", &n, &proxy, reg.port());
@@ -456,10 +399,7 @@ fn absolute_upstream_location_and_link_are_rewritten_to_the_proxy() {
     let up = EchoUpstream::start();
     let proxy = Proxy::start_upstream(&up.url(), ProxyOptions::default());
 
-    let r = proxy
-        .req(Method::POST, "/v2/rw/repo/blobs/uploads/")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::POST, "/v2/rw/repo/blobs/uploads/");
     assert_eq!(r.status(), 202, "{}", proxy.logs());
     let loc = header_of(&r, "location").expect("Location");
     assert_points_at_proxy("rewritten upload Location", &loc, &proxy, up.port());
@@ -468,10 +408,7 @@ fn absolute_upstream_location_and_link_are_rewritten_to_the_proxy() {
         "Location path/query kept: {loc}"
     );
 
-    let r = proxy
-        .req(Method::GET, "/v2/rw/repo/tags/list?n=1")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/rw/repo/tags/list?n=1");
     assert_eq!(r.status(), 200);
     let link = header_of(&r, "link").expect("Link");
     assert!(
@@ -520,11 +457,8 @@ fn concurrent_uploads_and_downloads_share_connections() {
                         .unwrap();
                     assert_eq!(r.status(), 201, "{repo}: {:?}", r.text());
                     for _ in 0..3 {
-                        let r = client
-                            .get(proxy.url(&format!("/v2/{repo}/blobs/{digest}")))
-                            .basic_auth(USER, Some(PASS))
-                            .send()
-                            .unwrap();
+                        let r =
+                            get_as_user(&client, &proxy.url(&format!("/v2/{repo}/blobs/{digest}")));
                         assert_eq!(r.status(), 200);
                         assert_eq!(
                             sha256_digest(&r.bytes().unwrap()),

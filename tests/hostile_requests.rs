@@ -8,37 +8,31 @@ mod support;
 use reqwest::Method;
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-pw");
-
-const RULES: &str = r#"
-[[access]]
-users = ["bob"]
-repositories = ["bob/**"]
-actions = ["pull", "push"]
-
-[[access]]
-users = ["alice"]
-actions = ["*"]
-"#;
+fn rules() -> [Rule; 2] {
+    [
+        Rule::users(&["bob"]).on(&["bob/**"]).pull_push(),
+        Rule::users(&["alice"]).all(),
+    ]
+}
 
 fn start() -> (Registry, Proxy, String) {
     let reg = Registry::start();
     let secret = direct_blob(&reg, "team/secret", &pseudo_random(64 * 1024, 11));
-    let proxy = Proxy::start(&reg, basic_options(&[(USER, PASS), BOB], RULES));
+    let proxy = Proxy::start(
+        &reg,
+        ProxyOptions::basic(&[(USER, PASS), BOB]).rules(&rules()),
+    );
     (reg, proxy, secret)
 }
 
 /// Bob may not read team/secret's blob through bob/m2, however he asks.
 fn assert_not_mounted(proxy: &Proxy, digest: &str, what: &str) {
-    let r = proxy
-        .req_as(
-            Method::GET,
-            &format!("/v2/bob/m2/blobs/{digest}"),
-            BOB.0,
-            BOB.1,
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_as(
+        Method::GET,
+        &format!("/v2/bob/m2/blobs/{digest}"),
+        BOB.0,
+        BOB.1,
+    );
     assert_eq!(
         r.status(),
         404,
@@ -50,15 +44,12 @@ fn assert_not_mounted(proxy: &Proxy, digest: &str, what: &str) {
 fn a_mount_in_a_form_body_is_refused() {
     let (_reg, proxy, secret) = start();
     // the direct way is refused, as it always was
-    let r = proxy
-        .req_as(
-            Method::POST,
-            &format!("/v2/bob/m2/blobs/uploads/?mount={secret}&from=team/secret"),
-            BOB.0,
-            BOB.1,
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_as(
+        Method::POST,
+        &format!("/v2/bob/m2/blobs/uploads/?mount={secret}&from=team/secret"),
+        BOB.0,
+        BOB.1,
+    );
     assert_eq!(r.status(), 403);
 
     let form = format!("mount={secret}&from=team%2Fsecret");
@@ -104,10 +95,7 @@ fn a_mount_in_a_form_body_is_refused() {
         assert_not_mounted(&proxy, &secret, what);
     }
     // a form body is refused on the other upload steps too
-    let r = proxy
-        .req_as(Method::POST, "/v2/bob/m2/blobs/uploads/", BOB.0, BOB.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::POST, "/v2/bob/m2/blobs/uploads/", BOB.0, BOB.1);
     assert_eq!(r.status(), 202);
     let loc = absolute(&proxy, &header_of(&r, "location").unwrap());
     let r = proxy
@@ -130,15 +118,12 @@ fn duplicate_query_keys_reach_the_registry_as_the_proxy_read_them() {
     // become the registry's source
     let mine = push_blob(&proxy, "bob/a", b"bob's own layer");
     assert_ne!(mine, secret);
-    let r = proxy
-        .req_as(
-            Method::POST,
-            &format!("/v2/bob/m2/blobs/uploads/?mount={secret}&from=bob%2Fa&from=team%2Fsecret"),
-            BOB.0,
-            BOB.1,
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_as(
+        Method::POST,
+        &format!("/v2/bob/m2/blobs/uploads/?mount={secret}&from=bob%2Fa&from=team%2Fsecret"),
+        BOB.0,
+        BOB.1,
+    );
     // not in bob/a: the registry starts an upload instead of mounting
     assert_eq!(r.status(), 202, "{}", proxy.logs());
     assert_not_mounted(&proxy, &secret, "duplicate from");
@@ -227,21 +212,19 @@ fn a_connection_header_naming_forwarding_headers_gets_an_answer() {
 fn ipv4_clients_of_a_dual_stack_listener_match_ipv4_rules() {
     let reg = Registry::start();
     push_image_direct(&reg, "internal/base", "v1");
-    let rules = r#"
-[[access]]
-users = ["bob"]
-networks = ["127.0.0.2/32"]
-actions = []
-comment = "nothing from the quarantined host"
-
-[[access]]
-users = ["bob"]
-repositories = ["internal/**"]
-networks = ["127.0.0.0/8"]
-actions = ["pull"]
-"#;
-    let mut opts = basic_options(&[BOB], rules);
-    opts.listen_host = "[::]".to_string();
+    let rules = [
+        Rule::users(&["bob"])
+            .from(&["127.0.0.2/32"])
+            .may(&[])
+            .comment("nothing from the quarantined host"),
+        Rule::users(&["bob"])
+            .on(&["internal/**"])
+            .from(&["127.0.0.0/8"])
+            .pull(),
+    ];
+    let opts = ProxyOptions::basic(&[BOB])
+        .rules(&rules)
+        .listen_host("[::]");
     let proxy = Proxy::start(&reg, opts);
     let get = |from: &str| {
         proxy

@@ -46,8 +46,7 @@ fn wait_status(proxy: &Proxy, user: &str, pass: &str, want: u16, what: &str) {
 
 #[test]
 fn added_user_logs_in_and_changed_password_applies_without_restart() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (_reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let file = proxy.htpasswd_path();
     let pid = proxy.pid();
     assert_eq!(status(&proxy, USER, PASS), 200);
@@ -82,10 +81,7 @@ fn added_user_logs_in_and_changed_password_applies_without_restart() {
 #[test]
 fn removed_user_is_refused_without_restart() {
     let reg = Registry::start();
-    let opts = ProxyOptions {
-        users: vec![(USER.into(), PASS.into()), ("bob".into(), "bob-pw".into())],
-        ..Default::default()
-    };
+    let opts = ProxyOptions::basic(&[(USER, PASS), ("bob", "bob-pw")]);
     let proxy = Proxy::start(&reg, opts);
     let file = proxy.htpasswd_path();
     let pid = proxy.pid();
@@ -138,8 +134,7 @@ fn removed_user_is_refused_without_restart() {
 
 #[test]
 fn file_changed_to_an_apr1_entry_keeps_previous_users() {
-    let reg = Registry::start();
-    let mut proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (_reg, mut proxy) = registry_and_proxy(ProxyOptions::default());
     let file = proxy.htpasswd_path();
     assert_eq!(status(&proxy, USER, PASS), 200);
 

@@ -9,10 +9,10 @@ use support::*;
 fn plain_http_listener_redirects_to_https_and_forwards_nothing() {
     let reg = Registry::start();
     let http_port = free_port();
-    let opts = ProxyOptions {
-        extra_server: format!("http_listen = \"127.0.0.1:{http_port}\""),
-        ..Default::default()
-    };
+    let opts = ProxyOptions::default().line_in(
+        "server",
+        &format!("http_listen = \"127.0.0.1:{http_port}\""),
+    );
     let proxy = Proxy::start(&reg, opts);
     let plain = reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -27,11 +27,7 @@ fn plain_http_listener_redirects_to_https_and_forwards_nothing() {
         || proxy.logs(),
     );
 
-    let r = plain
-        .get(format!("{base}/v2/redir/repo/tags/list?n=1"))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&plain, &format!("{base}/v2/redir/repo/tags/list?n=1"));
     assert_eq!(r.status(), 301, "GET over plain HTTP");
     assert_eq!(
         header_of(&r, "location").as_deref(),
@@ -55,12 +51,7 @@ fn plain_http_listener_redirects_to_https_and_forwards_nothing() {
     );
 
     // following the redirect with the right client works
-    let r = proxy
-        .client()
-        .get(proxy.url("/v2/redir/repo/tags/list?n=1"))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&proxy.client(), &proxy.url("/v2/redir/repo/tags/list?n=1"));
     assert_eq!(r.status(), 404, "registry's NAME_UNKNOWN over https");
 
     let plain_seen: Vec<String> = reg

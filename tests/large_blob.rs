@@ -23,8 +23,7 @@ fn generator() -> String {
 
 #[test]
 fn one_gib_blob_push_and_pull_with_bounded_memory() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (_reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let digest = digest_of_stream(&generator());
 
     // sample the proxy's RSS while the transfers run
@@ -50,10 +49,7 @@ fn one_gib_blob_push_and_pull_with_bounded_memory() {
     };
 
     // push: POST, one streamed PATCH (HTTP/1.1, chunked request body), PUT ?digest=
-    let r = proxy
-        .req(Method::POST, "/v2/big/layer/blobs/uploads/")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::POST, "/v2/big/layer/blobs/uploads/");
     assert_eq!(r.status(), 202, "{}", proxy.logs());
     let loc = absolute(&proxy, &header_of(&r, "location").unwrap());
     let dir = tempfile::tempdir().unwrap();
@@ -72,37 +68,18 @@ fn one_gib_blob_push_and_pull_with_bounded_memory() {
         proxy.logs()
     );
     let headers = std::fs::read_to_string(&hdr).unwrap();
-    let patch_loc = headers
-        .lines()
-        .rev()
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| panic!("no Location after PATCH: {headers}"));
+    let patch_loc =
+        last_location(&headers).unwrap_or_else(|| panic!("no Location after PATCH: {headers}"));
     assert!(
         headers
             .to_ascii_lowercase()
             .contains(&format!("range: 0-{}", SIZE - 1)),
         "registry did not get all bytes: {headers}"
     );
-    let sep = if patch_loc.contains('?') { '&' } else { '?' };
-    let r = proxy
-        .client()
-        .put(format!(
-            "{}{sep}digest={digest}",
-            absolute(&proxy, &patch_loc)
-        ))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = proxy.put_digest(&patch_loc, &digest).send().unwrap();
     assert_eq!(r.status(), 201, "PUT ?digest= after 1 GiB: {:?}", r.text());
 
-    let r = proxy
-        .req(Method::HEAD, &format!("/v2/big/layer/blobs/{digest}"))
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::HEAD, &format!("/v2/big/layer/blobs/{digest}"));
     assert_eq!(r.status(), 200);
     assert_eq!(header_of(&r, "content-length"), Some(SIZE.to_string()));
 

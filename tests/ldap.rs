@@ -13,8 +13,6 @@ use portcullis::config::ldap::{GroupName, LdapConfig};
 use portcullis::config::Secret;
 use support::slapd::*;
 
-const ALICE_DN: &str = "uid=alice,ou=people,dc=example,dc=org";
-
 /// Search-then-bind through the service account; "disabled" users are
 /// excluded by the filter.
 fn config(slapd: &Slapd) -> LdapConfig {
@@ -80,19 +78,21 @@ impl Client {
     }
 }
 
+/// The verdict for alice with her password: her entry, group devs.
+fn alice_in_devs() -> LdapVerdict {
+    LdapVerdict::Authenticated {
+        dn: ALICE_DN.into(),
+        user: "alice".into(),
+        groups: vec!["devs".into()],
+        password_changed: None,
+    }
+}
+
 #[test]
 fn search_then_bind() {
     let slapd = Slapd::start();
     let c = Client::new(&config(&slapd));
-    assert_eq!(
-        c.verdict("alice", "alice-pw"),
-        LdapVerdict::Authenticated {
-            dn: ALICE_DN.into(),
-            user: "alice".into(),
-            groups: vec!["devs".into()],
-            password_changed: None,
-        }
-    );
+    assert_eq!(c.verdict(ALICE.0, ALICE.1), alice_in_devs());
     assert_eq!(c.groups("bob", "bob-pw"), ["ci-pushers"]);
     assert_eq!(c.verdict("alice", "wrong"), LdapVerdict::BadPassword);
     assert_eq!(c.verdict("alice", "alice-pw "), LdapVerdict::BadPassword);
@@ -340,15 +340,7 @@ fn direct_bind_with_a_dn_template() {
     cfg.user_dn_template = Some("uid={username},ou=people,dc=example,dc=org".into());
     let c = Client::new(&cfg);
     // the entry and its memberOf are read as the user
-    assert_eq!(
-        c.verdict("alice", "alice-pw"),
-        LdapVerdict::Authenticated {
-            dn: ALICE_DN.into(),
-            user: "alice".into(),
-            groups: vec!["devs".into()],
-            password_changed: None,
-        }
-    );
+    assert_eq!(c.verdict(ALICE.0, ALICE.1), alice_in_devs());
     assert_eq!(c.verdict("alice", "wrong"), LdapVerdict::BadPassword);
     // the directory cannot tell an unknown name from a wrong password
     assert_eq!(c.verdict("nobody", "x"), LdapVerdict::BadPassword);

@@ -7,88 +7,33 @@
 mod support;
 
 use reqwest::Method;
-use std::process::Output;
 use std::time::{Duration, Instant};
 use support::slapd::*;
 use support::*;
 
-const ROBOT: (&str, &str) = ("robot", "robot-pw");
-const BOB: (&str, &str) = ("bob", "bob-pw");
-const ALICE: (&str, &str) = ("alice", "alice-pw");
-const ALICE_DN: &str = "uid=alice,ou=people,dc=example,dc=org";
 const CI_PUSHERS_DN: &str = "cn=ci-pushers,ou=groups,dc=example,dc=org";
 
 /// First match decides: ci-pushers push to `team/*`; ci-pushers and devs
 /// pull `team/*` and `releases/*` (so ci-pushers may only pull
 /// `releases/*`); the htpasswd robot may do anything.
-const RULES: &str = r#"
-[[access]]
-groups = ["ci-pushers"]
-repositories = ["team/*"]
-actions = ["pull", "push"]
-
-[[access]]
-groups = ["ci-pushers", "devs"]
-repositories = ["team/*", "releases/*"]
-actions = ["pull"]
-
-[[access]]
-users = ["robot"]
-actions = ["*"]
-"#;
+fn rules() -> [Rule; 3] {
+    [
+        Rule::groups(&["ci-pushers"]).on(&["team/*"]).pull_push(),
+        Rule::groups(&["ci-pushers", "devs"])
+            .on(&["team/*", "releases/*"])
+            .pull(),
+        Rule::users(&["robot"]).all(),
+    ]
+}
 
 /// The directory (search-then-bind, groups by `member`) after the
 /// htpasswd robot; `cache_ttl` sets `auth.ldap.cache_ttl`.
 fn options(slapd: &Slapd, cache_ttl: Option<&str>) -> ProxyOptions {
-    let ttl = cache_ttl
-        .map(|t| format!("cache_ttl = \"{t}\"\n"))
-        .unwrap_or_default();
-    let ldap = format!(
-        r#"
-[auth.ldap]
-urls = ["{url}"]
-base_dn = "{BASE_DN}"
-bind_dn = "{SERVICE_DN}"
-bind_password = "{SERVICE_PW}"
-group_search_base = "ou=groups,{BASE_DN}"
-group_filter = "(member={{dn}})"
-timeout = "3s"
-connect_timeout = "2s"
-{ttl}"#,
-        url = slapd.url()
-    );
-    ProxyOptions {
-        users: vec![(ROBOT.0.to_string(), ROBOT.1.to_string())],
-        extra_toml: format!("{ldap}\n{RULES}"),
-        ..ProxyOptions::default()
-    }
-}
-
-fn status(proxy: &Proxy, method: Method, path: &str, (user, pass): (&str, &str)) -> u16 {
-    proxy
-        .client()
-        .request(method, proxy.url(path))
-        .basic_auth(user, Some(pass))
-        .send()
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
-fn ok(what: &str, o: Output, proxy: &Proxy) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}\n{}",
-        out_text(&o),
-        proxy.logs()
-    );
-    both(&o)
-}
-
-/// A refusal as the clients print it: the registry error code DENIED, or
-/// the bare 403 of a response without a body.
-fn refused_text(o: &Output) -> bool {
-    let t = both(o).to_lowercase();
-    t.contains("denied") || t.contains("403 (forbidden)")
+    let ldap = slapd
+        .ldap_config()
+        .timeouts("3s", "2s")
+        .cache_ttl(cache_ttl);
+    ProxyOptions::basic(&[ROBOT]).ldap(&ldap).rules(&rules())
 }
 
 /// Tags of `repo` as the robot sees them through the proxy (None: 404).
@@ -125,81 +70,51 @@ fn skopeo_and_podman_with_directory_accounts() {
         .prefix("portcullis-ldap-clients-")
         .tempdir()
         .unwrap();
-    let skopeo = |args: &[&str], stdin: Option<&str>| tool_run(state.path(), "skopeo", args, stdin);
+    let skopeo = Skopeo::in_dir(state.path());
     let src = state.path().join("src-oci");
     let image = make_oci_layout(&src, "v1", 3, 7);
     let auth = state.path().join("bob-auth.json");
     let authfile = auth.to_str().unwrap();
 
     // skopeo login as bob (ci-pushers): a wrong directory password first
-    let o = skopeo(
-        &[
-            "login",
-            "--authfile",
-            authfile,
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            BOB.0,
-            "--password",
-            "not-bobs-password",
-            &host,
-        ],
-        None,
+    skopeo.login_wrong_then_right(
+        "skopeo login as bob (LDAP)",
+        &["--authfile", authfile, "--cert-dir", &cert_dir],
+        BOB,
+        "not-bobs-password",
+        &host,
+        &proxy,
     );
-    assert!(
-        !o.status.success(),
-        "skopeo login with a wrong LDAP password succeeded: {}",
-        out_text(&o)
-    );
-    let o = skopeo(
-        &[
-            "login",
-            "--authfile",
-            authfile,
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            BOB.0,
-            "--password-stdin",
-            &host,
-        ],
-        Some(&format!("{}\n", BOB.1)),
-    );
-    ok("skopeo login as bob (LDAP)", o, &proxy);
     let saved = std::fs::read_to_string(&auth).unwrap();
     assert!(saved.contains(&host), "no entry for {host}: {saved}");
 
     // with the saved login: push of a 3-layer image to team/app
-    let o = skopeo(
-        &[
-            "copy",
-            "--authfile",
-            authfile,
-            "--dest-cert-dir",
-            &cert_dir,
-            &format!("oci:{}:v1", src.display()),
-            &format!("docker://{host}/team/app:v1"),
-        ],
-        None,
+    let from = format!("oci:{}:v1", src.display());
+    let copy_to = |repo: &str| {
+        let dest = format!("docker://{host}/{repo}:v1");
+        skopeo.run(
+            &[
+                "copy",
+                "--authfile",
+                authfile,
+                "--dest-cert-dir",
+                &cert_dir,
+                &from,
+                &dest,
+            ],
+            None,
+        )
+    };
+    client_ok(
+        "skopeo copy as bob to team/app",
+        copy_to("team/app"),
+        &proxy,
     );
-    ok("skopeo copy as bob to team/app", o, &proxy);
     assert_eq!(tags(&proxy, "team/app"), Some(vec!["v1".to_string()]));
     image.assert_stored(&reg, "team/app", "v1");
 
     // releases/*: ci-pushers may only pull there, so bob's push is denied
-    let o = skopeo(
-        &[
-            "copy",
-            "--authfile",
-            authfile,
-            "--dest-cert-dir",
-            &cert_dir,
-            &format!("oci:{}:v1", src.display()),
-            &format!("docker://{host}/releases/app:v1"),
-        ],
-        None,
-    );
+    let o = copy_to("releases/app");
     assert!(
         !o.status.success(),
         "bob pushed to releases/app: {}",
@@ -210,49 +125,26 @@ fn skopeo_and_podman_with_directory_accounts() {
 
     // podman as alice (devs: pull only)
     let podman = PodmanCli::new();
-    let o = podman.run(
-        &[
-            "login",
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            ALICE.0,
-            "--password",
-            "not-alices-password",
-            &host,
-        ],
-        None,
+    podman.login_wrong_then_right(
+        "podman login as alice (LDAP)",
+        &["--cert-dir", &cert_dir],
+        ALICE,
+        "not-alices-password",
+        &host,
+        &proxy,
     );
-    assert!(
-        !o.status.success(),
-        "podman login with a wrong LDAP password succeeded: {}",
-        out_text(&o)
-    );
-    let o = podman.run(
-        &[
-            "login",
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            ALICE.0,
-            "--password-stdin",
-            &host,
-        ],
-        Some(&format!("{}\n", ALICE.1)),
-    );
-    ok("podman login as alice (LDAP)", o, &proxy);
     let pulled = format!("{host}/team/app:v1");
     let o = podman.run(&["pull", "--cert-dir", &cert_dir, &pulled], None);
-    let out = ok("podman pull as alice", o, &proxy);
+    let out = client_ok("podman pull as alice", o, &proxy);
     let config_hex = image.config_digest.trim_start_matches("sha256:");
     assert!(out.contains(config_hex), "pulled image id: {out}");
     let o = podman.run(&["image", "inspect", "--format", "{{.Id}}", &pulled], None);
-    let out = ok("podman image inspect", o, &proxy);
+    let out = client_ok("podman image inspect", o, &proxy);
     assert_eq!(out.trim(), config_hex, "image id of the pulled image");
 
     // and alice's push is denied, even of an image the registry has
     let target = format!("{host}/team/alice:v1");
-    ok(
+    client_ok(
         "podman tag",
         podman.run(&["tag", &pulled, &target], None),
         &proxy,
@@ -285,14 +177,14 @@ fn group_change_in_the_directory_takes_effect_after_the_cache_ttl() {
     // the time each push attempt was sent, and its status
     let push = || {
         let sent = Instant::now();
-        (sent, status(&proxy, Method::POST, upload, ALICE))
+        (sent, proxy.status_as(Method::POST, upload, ALICE))
     };
 
     // alice is in devs only: she may pull team/app, not push
     let (cached_at, s) = push();
     assert_eq!(s, 403, "{}", proxy.logs());
     assert_eq!(
-        status(&proxy, Method::GET, "/v2/team/app/tags/list", ALICE),
+        proxy.status_as(Method::GET, "/v2/team/app/tags/list", ALICE),
         404
     );
 
@@ -343,8 +235,8 @@ fn group_change_in_the_directory_takes_effect_after_the_cache_ttl() {
     );
     // still a devs member: pulls keep working; the robot is unaffected
     assert_eq!(
-        status(&proxy, Method::GET, "/v2/team/app/tags/list", ALICE),
+        proxy.status_as(Method::GET, "/v2/team/app/tags/list", ALICE),
         404
     );
-    assert_eq!(status(&proxy, Method::POST, upload, ROBOT), 202);
+    assert_eq!(proxy.status_as(Method::POST, upload, ROBOT), 202);
 }

@@ -9,39 +9,21 @@ use std::time::Duration;
 use support::slapd::*;
 use support::*;
 
-fn options(slapd: &Slapd) -> ProxyOptions {
-    let ldap = format!(
-        r#"
-[auth.ldap]
-urls = ["{url}"]
-base_dn = "{BASE_DN}"
-bind_dn = "{SERVICE_DN}"
-bind_password = "{SERVICE_PW}"
-group_search_base = "ou=groups,{BASE_DN}"
-group_filter = "(member={{dn}})"
-timeout = "2s"
-connect_timeout = "1s"
-"#,
-        url = slapd.url()
-    );
-    ProxyOptions {
-        // the htpasswd file holds the CI robot; people come from LDAP
-        users: vec![("robot".to_string(), "robot-pw".to_string())],
-        extra_toml: format!(
-            "{ldap}\n[[access]]\ngroups = [\"ci-pushers\"]\nrepositories = [\"team/*\"]\nactions = [\"pull\", \"push\"]\n\n[[access]]\ngroups = [\"devs\"]\nrepositories = [\"team/*\"]\nactions = [\"pull\"]\n\n[[access]]\nusers = [\"robot\"]\nactions = [\"*\"]\n"
-        ),
-        ..ProxyOptions::default()
-    }
+/// Groups drive access: ci-pushers push `team/*`, devs pull it, the
+/// robot may do anything.
+fn rules() -> Vec<Rule> {
+    vec![
+        Rule::groups(&["ci-pushers"]).on(&["team/*"]).pull_push(),
+        Rule::groups(&["devs"]).on(&["team/*"]).pull(),
+        Rule::users(&["robot"]).all(),
+    ]
 }
 
-fn status(proxy: &Proxy, method: Method, path: &str, user: &str, pass: &str) -> u16 {
-    proxy
-        .client()
-        .request(method, proxy.url(path))
-        .basic_auth(user, Some(pass))
-        .send()
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+/// The htpasswd file holds the CI robot; people come from LDAP.
+fn options(slapd: &Slapd) -> ProxyOptions {
+    ProxyOptions::basic(&[ROBOT])
+        .ldap(&slapd.ldap_config())
+        .rules(&rules())
 }
 
 #[test]
@@ -52,12 +34,10 @@ fn directory_groups_drive_access_and_outage_fails_closed() {
 
     // bob is in ci-pushers: may push to team/*
     assert_eq!(
-        status(
-            &proxy,
+        proxy.status_as(
             Method::POST,
             "/v2/team/app/blobs/uploads/",
-            "bob",
-            "bob-pw"
+            ("bob", "bob-pw")
         ),
         202,
         "{}",
@@ -65,33 +45,19 @@ fn directory_groups_drive_access_and_outage_fails_closed() {
     );
     // alice is in devs: may pull, not push
     assert_eq!(
-        status(
-            &proxy,
-            Method::GET,
-            "/v2/team/app/tags/list",
-            "alice",
-            "alice-pw"
-        ),
+        proxy.status_as(Method::GET, "/v2/team/app/tags/list", ALICE),
         404
     );
     assert_eq!(
-        status(
-            &proxy,
-            Method::POST,
-            "/v2/team/app/blobs/uploads/",
-            "alice",
-            "alice-pw"
-        ),
+        proxy.status_as(Method::POST, "/v2/team/app/blobs/uploads/", ALICE),
         403
     );
     // the htpasswd robot in the same chain
     assert_eq!(
-        status(
-            &proxy,
+        proxy.status_as(
             Method::POST,
             "/v2/other/x/blobs/uploads/",
-            "robot",
-            "robot-pw"
+            ("robot", "robot-pw")
         ),
         202
     );
@@ -103,17 +69,17 @@ fn directory_groups_drive_access_and_outage_fails_closed() {
         ("*", "x"),
         ("*)(uid=*", "alice-pw"),
     ] {
-        assert_eq!(status(&proxy, Method::GET, "/v2/", u, p), 401, "{u:?}");
+        assert_eq!(proxy.status_as(Method::GET, "/v2/", (u, p)), 401, "{u:?}");
     }
 
     // directory down: a login that needs it is refused (fail closed) with
     // 503, never allowed
     slapd.stop();
-    let s = status(&proxy, Method::GET, "/v2/", "carol", "carol-pw");
+    let s = proxy.status_as(Method::GET, "/v2/", ("carol", "carol-pw"));
     assert_eq!(s, 503, "{}", proxy.logs());
     // the robot does not need the directory
     assert_eq!(
-        status(&proxy, Method::GET, "/v2/", "robot", "robot-pw"),
+        proxy.status_as(Method::GET, "/v2/", ("robot", "robot-pw")),
         200
     );
     // back: logins work again without a restart
@@ -121,7 +87,7 @@ fn directory_groups_drive_access_and_outage_fails_closed() {
     wait_until(
         "LDAP logins work again",
         Duration::from_secs(20),
-        || status(&proxy, Method::GET, "/v2/", "carol", "carol-pw") == 200,
+        || proxy.status_as(Method::GET, "/v2/", ("carol", "carol-pw")) == 200,
         || proxy.logs(),
     );
 }
@@ -133,18 +99,17 @@ fn directory_groups_drive_access_and_outage_fails_closed() {
 fn every_spelling_of_a_directory_name_is_the_same_identity() {
     let reg = Registry::start();
     let slapd = Slapd::start();
-    let mut opts = options(&slapd);
     // bob is banned before the group rule that would let ci-pushers push
-    opts.extra_toml = opts.extra_toml.replacen(
-        "[[access]]",
-        "[[access]]\nusers = [\"bob\"]\nactions = []\ncomment = \"bob is banned\"\n\n[[access]]",
-        1,
-    );
+    let mut banned = vec![Rule::users(&["bob"]).may(&[]).comment("bob is banned")];
+    banned.extend(rules());
+    let opts = ProxyOptions::basic(&[ROBOT])
+        .ldap(&slapd.ldap_config())
+        .rules(&banned);
     let proxy = Proxy::start(&reg, opts);
     let push = "/v2/team/app/blobs/uploads/";
-    assert_eq!(status(&proxy, Method::POST, push, "bob", "bob-pw"), 403);
+    assert_eq!(proxy.status_as(Method::POST, push, ("bob", "bob-pw")), 403);
     for spelling in ["BOB", "Bob", "bob ", " bob", "ｂｏｂ"] {
-        let got = status(&proxy, Method::POST, push, spelling, "bob-pw");
+        let got = proxy.status_as(Method::POST, push, (spelling, "bob-pw"));
         assert!(
             got == 403 || got == 401,
             "{spelling:?} got {got}: a spelling escaped the ban\n{}",
@@ -176,13 +141,7 @@ fn every_spelling_of_a_directory_name_is_the_same_identity() {
     assert!(text.contains("identity: bob\n"), "{text}");
     // another ci-pusher is unaffected
     assert_eq!(
-        status(
-            &proxy,
-            Method::GET,
-            "/v2/team/app/tags/list",
-            "alice",
-            "alice-pw"
-        ),
+        proxy.status_as(Method::GET, "/v2/team/app/tags/list", ALICE),
         404
     );
 }
@@ -198,9 +157,9 @@ fn a_directory_password_change_ends_refresh_tokens() {
         ..Default::default()
     });
     let keys = tempfile::tempdir().unwrap();
-    let mut opts = options(&slapd);
-    opts.extra_auth = "mode = \"token\"".into();
-    opts.extra_toml = format!("{}\n{}", token_toml(keys.path(), ""), opts.extra_toml);
+    let opts = ProxyOptions::token(&[ROBOT], keys.path())
+        .ldap(&slapd.ldap_config())
+        .rules(&rules());
     let proxy = Proxy::start(&reg, opts);
     let scope = ["repository:team/app:pull"];
     let (status, v) = proxy.get_token(Some(("alice", "alice-pw")), &scope, true);

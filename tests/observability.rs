@@ -11,7 +11,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use reqwest::blocking::Client;
@@ -33,9 +32,27 @@ fn root() -> &'static Path {
 /// and a fast health check.
 fn observe_toml(admin: u16, log_lines: &str, metrics_lines: &str) -> String {
     format!(
-        "{log_lines}\n\n[metrics]\nlisten = \"127.0.0.1:{admin}\"\n{metrics_lines}\n\n\
-         [health]\ninterval = \"200ms\"\nthreshold = 2\n"
+        "{log_lines}\n\n[metrics]\nlisten = \"127.0.0.1:{admin}\"\n{metrics_lines}\n\n{}",
+        health_toml("200ms", 2)
     )
+}
+
+/// A registry, and a proxy whose admin listener (metrics, health) is on a
+/// port of its own: `extra(admin)` is the TOML for it (see [`observe_toml`]).
+fn observed(extra: impl FnOnce(u16) -> String) -> (Registry, u16, Proxy) {
+    observed_with(ProxyOptions::default(), extra)
+}
+
+/// [`observed`] starting from `opts`.
+fn observed_with(
+    mut opts: ProxyOptions,
+    extra: impl FnOnce(u16) -> String,
+) -> (Registry, u16, Proxy) {
+    let reg = Registry::start();
+    let admin = free_port();
+    opts.extra_toml = format!("{}\n{}", extra(admin), opts.extra_toml);
+    let proxy = Proxy::start(&reg, opts);
+    (reg, admin, proxy)
 }
 
 fn admin_client() -> Client {
@@ -71,17 +88,6 @@ fn wait_admin_up(admin: u16, proxy: &Proxy) {
         || matches!(admin_get(admin, "/healthz", None), Ok((200, _))),
         || proxy.logs(),
     );
-}
-
-fn skopeo(state: &Path, args: &[&str], proxy: &Proxy) -> String {
-    let o = tool_run(state, "skopeo", args, None);
-    assert!(
-        o.status.success(),
-        "skopeo {args:?} failed: {}\n{}",
-        out_text(&o),
-        proxy.logs()
-    );
-    both(&o)
 }
 
 /// What a test pushed: the OCI layout and the sizes of its parts.
@@ -122,35 +128,11 @@ fn skopeo_push_and_pull(state: &Path, proxy: &Proxy, repo: &str, tag: &str) -> P
     let manifest_len = blob_size(&image.manifest_digest);
 
     let creds = format!("{USER}:{PASS}");
-    let cert_dir = proxy.cert_dir();
     let dest = format!("docker://127.0.0.1:{}/{repo}:{tag}", proxy.port());
-    skopeo(
-        state,
-        &[
-            "copy",
-            "--dest-creds",
-            &creds,
-            "--dest-cert-dir",
-            cert_dir.to_str().unwrap(),
-            &format!("oci:{}:{tag}", src.display()),
-            &dest,
-        ],
-        proxy,
-    );
+    let skopeo = Skopeo::in_dir(state);
+    skopeo.push_layout(proxy, &creds, &src, tag, &dest);
     let out = state.join("out-oci");
-    skopeo(
-        state,
-        &[
-            "copy",
-            "--src-creds",
-            &creds,
-            "--src-cert-dir",
-            cert_dir.to_str().unwrap(),
-            &dest,
-            &format!("oci:{}:{tag}", out.display()),
-        ],
-        proxy,
-    );
+    skopeo.pull_layout(proxy, &creds, &dest, &out, tag);
     assert_eq!(
         oci_layer_digests(&out),
         image.layer_digests,
@@ -257,15 +239,7 @@ fn alert_exprs() -> Vec<String> {
 
 #[test]
 fn prometheus_counts_exactly_a_skopeo_push_and_pull_and_one_failed_login() {
-    let reg = Registry::start();
-    let admin = free_port();
-    let proxy = Proxy::start(
-        &reg,
-        ProxyOptions {
-            extra_toml: observe_toml(admin, "", ""),
-            ..Default::default()
-        },
-    );
+    let (_reg, admin, proxy) = observed(|admin| observe_toml(admin, "", ""));
     wait_admin_up(admin, &proxy);
     let prom = Prometheus::start(
         &[ScrapeJob::new("portcullis", &format!("127.0.0.1:{admin}"))],
@@ -284,10 +258,7 @@ fn prometheus_counts_exactly_a_skopeo_push_and_pull_and_one_failed_login() {
     let repo = "observe/skopeo-counted";
     let tag = "obs-tag-1";
     let pushed = skopeo_push_and_pull(state.path(), &proxy, repo, tag);
-    let r = proxy
-        .req_as(Method::GET, "/v2/", USER, "not-the-password")
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/", USER, "not-the-password");
     assert_eq!(r.status(), 401, "wrong password accepted");
 
     let nblobs = pushed.blobs.len() as f64;
@@ -433,30 +404,35 @@ fn prometheus_counts_exactly_a_skopeo_push_and_pull_and_one_failed_login() {
         "no request failed or went unanswered\n{}",
         all_counters()
     );
-    let sent_blob = q(r#"portcullis_sent_bytes_total{route="blob"}"#);
-    assert!(
-        sent_blob >= blob_bytes,
-        "blob bytes sent {sent_blob} < {blob_bytes} pulled\n{}",
-        all_counters()
-    );
-    let recv_upload = q(r#"portcullis_received_bytes_total{route="upload"}"#);
-    assert!(
-        recv_upload >= blob_bytes,
-        "upload bytes received {recv_upload} < {blob_bytes} pushed\n{}",
-        all_counters()
-    );
-    let recv_manifest = q(r#"portcullis_received_bytes_total{route="manifest"}"#);
-    assert!(
-        recv_manifest >= manifest_len,
-        "manifest bytes received {recv_manifest} < {manifest_len}\n{}",
-        all_counters()
-    );
-    let sent_manifest = q(r#"portcullis_sent_bytes_total{route="manifest"}"#);
-    assert!(
-        sent_manifest >= manifest_len,
-        "manifest bytes sent {sent_manifest} < {manifest_len}\n{}",
-        all_counters()
-    );
+    for (query, floor, what) in [
+        (
+            r#"portcullis_sent_bytes_total{route="blob"}"#,
+            blob_bytes,
+            "blob bytes sent (pulled)",
+        ),
+        (
+            r#"portcullis_received_bytes_total{route="upload"}"#,
+            blob_bytes,
+            "upload bytes received (pushed)",
+        ),
+        (
+            r#"portcullis_received_bytes_total{route="manifest"}"#,
+            manifest_len,
+            "manifest bytes received",
+        ),
+        (
+            r#"portcullis_sent_bytes_total{route="manifest"}"#,
+            manifest_len,
+            "manifest bytes sent",
+        ),
+    ] {
+        let bytes = q(query);
+        assert!(
+            bytes >= floor,
+            "{what}: {bytes} < {floor}\n{}",
+            all_counters()
+        );
+    }
 
     // every answered request is in the duration histogram of its route
     let per_route = prom
@@ -591,15 +567,7 @@ fn prometheus_counts_exactly_a_skopeo_push_and_pull_and_one_failed_login() {
 
 #[test]
 fn readyz_and_upstream_up_follow_the_registry() {
-    let mut reg = Registry::start();
-    let admin = free_port();
-    let proxy = Proxy::start(
-        &reg,
-        ProxyOptions {
-            extra_toml: observe_toml(admin, "", ""),
-            ..Default::default()
-        },
-    );
+    let (mut reg, admin, proxy) = observed(|admin| observe_toml(admin, "", ""));
     wait_admin_up(admin, &proxy);
     let up = |admin: u16| {
         let text = scrape(admin, &proxy);
@@ -643,7 +611,7 @@ fn readyz_and_upstream_up_follow_the_registry() {
         "/healthz (alive) does not depend on the upstream"
     );
     // a request forwarded meanwhile is a 5xx and a connect error
-    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/");
     assert!(
         r.status().is_server_error(),
         "GET /v2/ upstream down: {}",
@@ -680,7 +648,7 @@ fn readyz_and_upstream_up_follow_the_registry() {
         Some(1.0),
         "portcullis_upstream_up with the registry back"
     );
-    assert_eq!(proxy.req(Method::GET, "/v2/").send().unwrap().status(), 200);
+    assert_eq!(proxy.send_req(Method::GET, "/v2/").status(), 200);
 }
 
 // ---------------------------------------------------------------------------
@@ -717,21 +685,15 @@ fn is_rfc3339(s: &str) -> bool {
 
 #[test]
 fn audit_log_records_the_skopeo_push_and_pull_and_reopens_on_sighup() {
-    let reg = Registry::start();
-    let admin = free_port();
     let logs = tempfile::tempdir().unwrap();
     let audit = logs.path().join("audit.log");
-    let proxy = Proxy::start(
-        &reg,
-        ProxyOptions {
-            extra_toml: observe_toml(
-                admin,
-                &format!("audit_file = {:?}", audit.display().to_string()),
-                "",
-            ),
-            ..Default::default()
-        },
-    );
+    let (reg, _admin, proxy) = observed(|admin| {
+        observe_toml(
+            admin,
+            &format!("audit_file = {:?}", audit.display().to_string()),
+            "",
+        )
+    });
     let state = tempfile::tempdir().unwrap();
     let repo = "observe/audited";
     let tag = "audit-v1";
@@ -817,22 +779,17 @@ fn audit_log_records_the_skopeo_push_and_pull_and_reopens_on_sighup() {
     let before = lines.len();
     let rotated = logs.path().join("audit.log.1");
     std::fs::rename(&audit, &rotated).unwrap();
-    let st = Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill -HUP");
+    proxy.sighup();
     wait_until(
         "the audit file reopened at its path after SIGHUP",
         WAIT,
         || audit.exists(),
         || proxy.logs(),
     );
-    let r = proxy
-        .req(Method::GET, &format!("/v2/{repo}/manifests/{tag}"))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .unwrap();
+    let r = accepting(
+        proxy.req(Method::GET, &format!("/v2/{repo}/manifests/{tag}")),
+        OCI_MANIFEST,
+    );
     assert_eq!(r.status(), 200);
     wait_until(
         "a line in the new audit file",
@@ -855,33 +812,24 @@ fn audit_log_records_the_skopeo_push_and_pull_and_reopens_on_sighup() {
 
 #[test]
 fn audit_log_rotates_itself_at_audit_max_bytes() {
-    let reg = Registry::start();
-    let admin = free_port();
     let logs = tempfile::tempdir().unwrap();
     let audit = logs.path().join("audit.log");
     let max = 600u64;
-    let proxy = Proxy::start(
-        &reg,
-        ProxyOptions {
-            extra_toml: observe_toml(
-                admin,
-                &format!(
-                    "audit_file = {:?}\naudit_max_bytes = {max}",
-                    audit.display().to_string()
-                ),
-                "",
-            ),
-            ..Default::default()
-        },
-    );
+    let (_reg, _admin, proxy) = observed(|admin| {
+        let file = audit.display().to_string();
+        observe_toml(
+            admin,
+            &format!("audit_file = {file:?}\naudit_max_bytes = {max}"),
+            "",
+        )
+    });
     let (_, digest) = push_image(&proxy, "observe/rotated", "r1");
     let mut longest = 0;
     for _ in 0..8 {
-        let r = proxy
-            .req(Method::GET, "/v2/observe/rotated/manifests/r1")
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .unwrap();
+        let r = accepting(
+            proxy.req(Method::GET, "/v2/observe/rotated/manifests/r1"),
+            OCI_MANIFEST,
+        );
         assert_eq!(r.status(), 200);
     }
     let rotated = logs.path().join("audit.log.1");
@@ -928,28 +876,14 @@ fn audit_log_rotates_itself_at_audit_max_bytes() {
 
 #[test]
 fn access_log_has_one_json_line_per_request_without_query_or_credentials() {
-    let reg = Registry::start();
-    let admin = free_port();
-    let proxy = Proxy::start(
-        &reg,
-        ProxyOptions {
-            extra_toml: observe_toml(admin, "format = \"json\"", ""),
-            ..Default::default()
-        },
-    );
+    let (_reg, _admin, proxy) = observed(|admin| observe_toml(admin, "format = \"json\"", ""));
     push_image(&proxy, "observe/logged", "l1");
-    let r = proxy
-        .req(
-            Method::GET,
-            "/v2/observe/logged/tags/list?n=5&last=query-marker",
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_req(
+        Method::GET,
+        "/v2/observe/logged/tags/list?n=5&last=query-marker",
+    );
     assert_eq!(r.status(), 200);
-    let r = proxy
-        .req_as(Method::GET, "/v2/", USER, "wrong-password-marker")
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/", USER, "wrong-password-marker");
     assert_eq!(r.status(), 401);
 
     let access = || -> Vec<serde_json::Value> {
@@ -1044,15 +978,7 @@ fn promtool_accepts_the_deploy_rules_and_config() {
 
 #[test]
 fn bearer_token_protects_metrics_but_not_health() {
-    let reg = Registry::start();
-    let admin = free_port();
-    let proxy = Proxy::start(
-        &reg,
-        ProxyOptions {
-            extra_toml: observe_toml(admin, "", "bearer_token = \"t0k\""),
-            ..Default::default()
-        },
-    );
+    let (_reg, admin, proxy) = observed(|admin| observe_toml(admin, "", "bearer_token = \"t0k\""));
     wait_admin_up(admin, &proxy);
     let get = |auth: Option<&str>| admin_get(admin, "/metrics", auth).unwrap();
     assert_eq!(get(None).0, 401, "/metrics without a token");
@@ -1114,19 +1040,13 @@ fn bearer_token_protects_metrics_but_not_health() {
 
 #[test]
 fn basic_credentials_protect_metrics() {
-    let reg = Registry::start();
-    let admin = free_port();
-    let proxy = Proxy::start(
-        &reg,
-        ProxyOptions {
-            extra_toml: observe_toml(
-                admin,
-                "",
-                "username = \"prom\"\npassword = \"scrape-S3cret\"",
-            ),
-            ..Default::default()
-        },
-    );
+    let (_reg, admin, proxy) = observed(|admin| {
+        observe_toml(
+            admin,
+            "",
+            "username = \"prom\"\npassword = \"scrape-S3cret\"",
+        )
+    });
     wait_admin_up(admin, &proxy);
     let basic = |u: &str, p: &str| {
         use base64::Engine;
@@ -1159,15 +1079,7 @@ fn basic_credentials_protect_metrics() {
 
 #[test]
 fn tls_handshakes_and_failed_handshakes_are_counted() {
-    let reg = Registry::start();
-    let admin = free_port();
-    let proxy = Proxy::start(
-        &reg,
-        ProxyOptions {
-            extra_toml: observe_toml(admin, "", ""),
-            ..Default::default()
-        },
-    );
+    let (_reg, admin, proxy) = observed(|admin| observe_toml(admin, "", ""));
     wait_admin_up(admin, &proxy);
     let counts = || {
         let s = parse_exposition(&scrape(admin, &proxy));
@@ -1219,12 +1131,11 @@ fn tls_handshakes_and_failed_handshakes_are_counted() {
 
 #[test]
 fn token_endpoint_requests_are_their_own_route_and_issued_tokens_counted() {
-    let reg = Registry::start();
-    let admin = free_port();
     let keys = tempfile::tempdir().unwrap();
-    let mut opts = token_options(&[(USER, PASS)], keys.path(), "", "");
-    opts.extra_toml = format!("{}\n{}", observe_toml(admin, "", ""), opts.extra_toml);
-    let proxy = Proxy::start(&reg, opts);
+    let (_reg, admin, proxy) =
+        observed_with(ProxyOptions::token(&[(USER, PASS)], keys.path()), |admin| {
+            observe_toml(admin, "", "")
+        });
     wait_admin_up(admin, &proxy);
     let (status, body) = proxy.get_token(Some((USER, PASS)), &[], false);
     assert_eq!(status, 200, "GET /token: {body}");
@@ -1360,22 +1271,11 @@ fn docs_describe_every_metric_with_its_type() {
     }
 
     // the types a live scrape declares are the documented ones
-    let reg = Registry::start();
-    let admin = free_port();
-    let proxy = Proxy::start(
-        &reg,
-        ProxyOptions {
-            extra_toml: observe_toml(admin, "", ""),
-            ..Default::default()
-        },
-    );
+    let (_reg, admin, proxy) = observed(|admin| observe_toml(admin, "", ""));
     wait_admin_up(admin, &proxy);
     // a little traffic, so labelled metrics have children
     let _ = push_image(&proxy, "observe/typed", "t1");
-    let _ = proxy
-        .req_as(Method::GET, "/v2/", USER, "wrong")
-        .send()
-        .unwrap();
+    let _ = proxy.send_as(Method::GET, "/v2/", USER, "wrong");
     let text = scrape(admin, &proxy);
     let declared = declared_types(&text);
     assert!(declared.len() >= 12, "{declared:?}");
@@ -1447,14 +1347,8 @@ fn docs_log_examples_have_the_real_fields() {
         .expect("a JSON access log example");
 
     let reg = Registry::start();
-    let proxy = Proxy::start(
-        &reg,
-        ProxyOptions {
-            extra_toml: "format = \"json\"\n".into(),
-            ..Default::default()
-        },
-    );
-    assert_eq!(proxy.req(Method::GET, "/v2/").send().unwrap().status(), 200);
+    let proxy = Proxy::start(&reg, ProxyOptions::default().toml("format = \"json\"\n"));
+    assert_eq!(proxy.send_req(Method::GET, "/v2/").status(), 200);
     let mut real = None;
     wait_until(
         "a JSON access line",
@@ -1482,15 +1376,9 @@ fn docs_log_examples_have_the_real_fields() {
 /// lowers it.
 #[test]
 fn health_settings_are_reloaded() {
-    let mut reg = Registry::start();
-    let admin = free_port();
-    let proxy = Proxy::start(
-        &reg,
-        ProxyOptions {
-            extra_toml: observe_toml(admin, "", "").replace("threshold = 2", "threshold = 100000"),
-            ..Default::default()
-        },
-    );
+    let (mut reg, admin, proxy) = observed(|admin| {
+        observe_toml(admin, "", "").replace("threshold = 2", "threshold = 100000")
+    });
     wait_admin_up(admin, &proxy);
     let readyz = || admin_get(admin, "/readyz", None).map_or(0, |r| r.0);
     wait_until("/readyz 200", WAIT, || readyz() == 200, || proxy.logs());

@@ -77,8 +77,7 @@ fn assert_never_forwarded(reg: &Registry, proxy: &Proxy) {
 
 #[test]
 fn outside_the_v2_api_is_404_with_json_error_and_not_forwarded() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     for proto in ["--http1.1", "--http2"] {
         for path in OUTSIDE {
             for auth in [true, false] {
@@ -103,8 +102,7 @@ fn outside_the_v2_api_is_404_with_json_error_and_not_forwarded() {
 
 #[test]
 fn path_tricks_are_refused_and_never_reach_the_registry() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let c = creds();
     for proto in ["--http1.1", "--http2"] {
         for path in TRICKS {
@@ -133,8 +131,7 @@ fn path_tricks_are_refused_and_never_reach_the_registry() {
 
 #[test]
 fn path_tricks_are_refused_before_authentication() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     for path in TRICKS {
         let r = proxy.curl(path, &["--http1.1"]);
         assert!(
@@ -149,8 +146,7 @@ fn path_tricks_are_refused_before_authentication() {
 
 #[test]
 fn invalid_repository_names_are_not_forwarded() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let c = creds();
     for path in [
         "/v2/BADq90z/tags/list",  // upper case

@@ -15,25 +15,13 @@ mod support;
 use reqwest::Method;
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-readonly-pw");
-
-const ADMIN: (&str, &str) = ("admin", "admin-pw");
-
-const RULES: &str = r#"
-[[access]]
-users = ["admin"]
-actions = ["*"]
-
-[[access]]
-users = ["alice"]
-repositories = ["trust/**"]
-actions = ["pull", "push"]
-
-[[access]]
-users = ["bob"]
-repositories = ["trust/**"]
-actions = ["pull"]
-"#;
+fn rules() -> [Rule; 3] {
+    [
+        Rule::users(&["admin"]).all(),
+        Rule::users(&["alice"]).on(&["trust/**"]).pull_push(),
+        Rule::users(&["bob"]).on(&["trust/**"]).pull(),
+    ]
+}
 
 /// The registry's `auth.token` section pointing at `proxy`.
 fn registry_auth_yaml(proxy: &Proxy, key_dir: &std::path::Path) -> String {
@@ -57,31 +45,14 @@ fn registry_auth_yaml(proxy: &Proxy, key_dir: &std::path::Path) -> String {
 /// POST + PUT of a blob straight to the registry with a bearer token.
 /// Returns the status of the first refused step, or 201.
 fn direct_push_blob(reg: &Registry, repo: &str, token: &str, data: &[u8]) -> (u16, String) {
-    let c = reg.direct();
-    let r = c
-        .post(format!("{}/v2/{repo}/blobs/uploads/", reg.url()))
-        .bearer_auth(token)
-        .send()
-        .unwrap();
-    if r.status() != 202 {
-        let st = r.status().as_u16();
-        let c = header_of(&r, "www-authenticate").unwrap_or_default();
-        return (st, format!("{c} {}", r.text().unwrap_or_default()));
-    }
-    let loc = header_of(&r, "location").unwrap();
-    let loc = if loc.starts_with('/') {
-        format!("{}{loc}", reg.url())
-    } else {
-        loc
+    let v2 = V2 {
+        auth: Auth::Bearer(token.into()),
+        ..reg.v2()
     };
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let r = c
-        .put(format!("{loc}{sep}digest={}", sha256_digest(data)))
-        .bearer_auth(token)
-        .body(data.to_vec())
-        .send()
-        .unwrap();
-    (r.status().as_u16(), r.text().unwrap_or_default())
+    match v2.try_blob(repo, data) {
+        Ok(digest) => (201, digest),
+        Err(refused) => refused,
+    }
 }
 
 #[test]
@@ -90,7 +61,7 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
     let reg_port = free_port();
     // the proxy's upstream is the token-checking registry (started below,
     // once the proxy has written its certificate bundle)
-    let mut opts = token_options(&[(USER, PASS), BOB], keys.path(), "", RULES);
+    let mut opts = ProxyOptions::token(&[(USER, PASS), BOB], keys.path()).rules(&rules());
     opts.upstream_url = Some(format!("http://127.0.0.1:{reg_port}"));
     let proxy = Proxy::start_upstream(&format!("http://127.0.0.1:{reg_port}"), opts);
     let reg = Registry::start_with(
@@ -100,29 +71,19 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
     );
 
     // without a token the registry sends clients to the proxy's /token
-    let r = reg
-        .direct()
-        .get(format!("{}/v2/", reg.url()))
-        .send()
-        .unwrap();
+    let r = reg.send_direct(Method::GET, "/v2/", None);
     assert_eq!(r.status(), 401, "registry GET /v2/ without a token");
     let c = header_of(&r, "www-authenticate").expect("registry challenge");
-    let (scheme, p) = challenge_params(&c);
-    assert_eq!(scheme, "Bearer");
-    assert_eq!(p.get("realm"), Some(&proxy.url("/token")), "{c}");
-    assert_eq!(
-        p.get("service").map(String::as_str),
-        Some("container-registry")
+    let realm = proxy.url("/token");
+    assert_challenge(
+        &c,
+        "Bearer",
+        &[("realm", &realm), ("service", "container-registry")],
     );
 
     // alice's token from the proxy: the registry accepts it
     let token = proxy.token(Some((USER, PASS)), &["repository:trust/app:pull,push"]);
-    let r = reg
-        .direct()
-        .get(format!("{}/v2/", reg.url()))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let r = reg.send_direct(Method::GET, "/v2/", Some(&token));
     assert_eq!(
         r.status(),
         200,
@@ -138,42 +99,27 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
         "direct push with alice's token: {body}\n{}",
         tail(&reg.dir.path().join("registry.log"), 20)
     );
-    let r = reg
-        .direct()
-        .get(format!(
-            "{}/v2/trust/app/blobs/{}",
-            reg.url(),
-            sha256_digest(data)
-        ))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let r = reg.send_direct(
+        Method::GET,
+        &format!("/v2/trust/app/blobs/{}", sha256_digest(data)),
+        Some(&token),
+    );
     assert_eq!(r.status(), 200, "direct pull with alice's token");
     assert_eq!(r.bytes().unwrap().as_ref(), data);
 
     // the registry enforces the token's access: bob's token only pulls
     let bob = proxy.token(Some(BOB), &["repository:trust/app:pull,push"]);
-    let r = reg
-        .direct()
-        .get(format!(
-            "{}/v2/trust/app/blobs/{}",
-            reg.url(),
-            sha256_digest(data)
-        ))
-        .bearer_auth(&bob)
-        .send()
-        .unwrap();
+    let r = reg.send_direct(
+        Method::GET,
+        &format!("/v2/trust/app/blobs/{}", sha256_digest(data)),
+        Some(&bob),
+    );
     assert_eq!(r.status(), 200, "direct pull with bob's token");
     let (st, body) = direct_push_blob(&reg, "trust/app", &bob, b"bob was here");
     assert_eq!(st, 401, "direct push with bob's pull-only token: {body}");
     // a token for another repository does not open this one
     let other = proxy.token(Some((USER, PASS)), &["repository:trust/other:pull"]);
-    let r = reg
-        .direct()
-        .get(format!("{}/v2/trust/app/tags/list", reg.url()))
-        .bearer_auth(&other)
-        .send()
-        .unwrap();
+    let r = reg.send_direct(Method::GET, "/v2/trust/app/tags/list", Some(&other));
     assert_eq!(r.status(), 401, "token for trust/other on trust/app");
     // a tampered token is refused
     let r = reg
@@ -188,21 +134,16 @@ fn registry_trusts_tokens_from_the_proxy_token_endpoint() {
     let other_keys = tempfile::tempdir().unwrap();
     let stranger = Proxy::start(
         &reg,
-        token_options(&[(USER, PASS)], other_keys.path(), "", RULES),
+        ProxyOptions::token(&[(USER, PASS)], other_keys.path()).rules(&rules()),
     );
     let foreign = stranger.token(Some((USER, PASS)), &["repository:trust/app:pull,push"]);
     assert_eq!(jwt_claims(&foreign)["iss"], jwt_claims(&token)["iss"]);
-    let r = reg
-        .direct()
-        .get(format!("{}/v2/", reg.url()))
-        .bearer_auth(&foreign)
-        .send()
-        .unwrap();
+    let r = reg.send_direct(Method::GET, "/v2/", Some(&foreign));
     assert_eq!(r.status(), 401, "registry accepted a token of another key");
     let (st, _) = direct_push_blob(&reg, "trust/app", &foreign, b"foreign");
     assert_eq!(st, 401, "push with a token of another key");
     // and the proxy refuses the stranger's token too
-    let r = proxy.bearer(Method::GET, "/v2/", &foreign).send().unwrap();
+    let r = proxy.send_bearer(Method::GET, "/v2/", &foreign);
     assert_eq!(r.status(), 401, "the proxy accepted a token of another key");
 }
 
@@ -211,8 +152,8 @@ fn proxy_presents_its_own_tokens_to_a_token_checking_registry() {
     let keys = tempfile::tempdir().unwrap();
     let reg_port = free_port();
     let up = format!("http://127.0.0.1:{reg_port}");
-    let mut opts = token_options(&[(USER, PASS), BOB, ADMIN], keys.path(), "", RULES);
-    opts.extra_upstream = "token_auth = true".into();
+    let opts = ProxyOptions::token(&[(USER, PASS), BOB, ADMIN], keys.path()).rules(&rules());
+    let opts = opts.line_in("upstream", "token_auth = true");
     let proxy = Proxy::start_upstream(&up, opts);
     let reg = Registry::start_with(
         Some(reg_port),
@@ -246,15 +187,12 @@ fn proxy_presents_its_own_tokens_to_a_token_checking_registry() {
         reg_log()
     );
     assert_eq!(sha256_digest(&r.bytes().unwrap()), seeded_digest);
-    let r = proxy
-        .req_as(
-            Method::HEAD,
-            &format!("/v2/trust/seeded/blobs/{seeded_digest}"),
-            BOB.0,
-            BOB.1,
-        )
-        .send()
-        .unwrap();
+    let r = proxy.send_as(
+        Method::HEAD,
+        &format!("/v2/trust/seeded/blobs/{seeded_digest}"),
+        BOB.0,
+        BOB.1,
+    );
     assert_eq!(
         r.status(),
         200,
@@ -263,10 +201,7 @@ fn proxy_presents_its_own_tokens_to_a_token_checking_registry() {
 
     // 2. the catalog: the proxy pages through the registry's catalog itself,
     // so it needs a token for that too
-    let r = proxy
-        .req_as(Method::GET, "/v2/_catalog", ADMIN.0, ADMIN.1)
-        .send()
-        .unwrap();
+    let r = proxy.send_as(Method::GET, "/v2/_catalog", ADMIN.0, ADMIN.1);
     assert_eq!(
         r.status(),
         200,
@@ -296,10 +231,7 @@ fn proxy_presents_its_own_tokens_to_a_token_checking_registry() {
     let token = proxy.token(Some((USER, PASS)), &["repository:trust/app:pull,push"]);
     let data = pseudo_random(100_000, 3);
     let digest = sha256_digest(&data);
-    let r = proxy
-        .bearer(Method::POST, "/v2/trust/app/blobs/uploads/", &token)
-        .send()
-        .unwrap();
+    let r = proxy.send_bearer(Method::POST, "/v2/trust/app/blobs/uploads/", &token);
     assert_eq!(
         r.status(),
         202,
@@ -337,11 +269,7 @@ fn proxy_presents_its_own_tokens_to_a_token_checking_registry() {
     assert_eq!(sha256_digest(&r.bytes().unwrap()), digest);
     // a whole image with Basic credentials (accepted in token mode)
     let (manifest, _d) = push_image(&proxy, "trust/basic", "v1");
-    let r = proxy
-        .req_as(Method::GET, "/v2/trust/basic/manifests/v1", BOB.0, BOB.1)
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
+    let r = accept_oci(proxy.req_as(Method::GET, "/v2/trust/basic/manifests/v1", BOB.0, BOB.1));
     assert_eq!(
         r.status(),
         200,

@@ -71,11 +71,9 @@ fn push_and_pull_survive_a_replica_restart() {
 
     let proxy = Proxy::start(
         &a,
-        ProxyOptions {
-            extra_upstream: format!("replicas = [\"{}\"]", b.url()),
-            extra_toml: "[health]\ninterval = \"200ms\"\nthreshold = 1\n".into(),
-            ..ProxyOptions::default()
-        },
+        ProxyOptions::default()
+            .line_in("upstream", &format!("replicas = [\"{}\"]", b.url()))
+            .health("200ms", 1),
     );
     let state = tempfile::tempdir().unwrap();
     let src = state.path().join("src-oci");
@@ -140,13 +138,7 @@ fn push_and_pull_survive_a_replica_restart() {
 fn replica_list_is_reloaded_without_a_restart() {
     let mut a = Registry::start();
     let b = Registry::start();
-    let proxy = Proxy::start(
-        &a,
-        ProxyOptions {
-            extra_toml: "[health]\ninterval = \"200ms\"\nthreshold = 1\n".into(),
-            ..ProxyOptions::default()
-        },
-    );
+    let proxy = Proxy::start(&a, ProxyOptions::default().health("200ms", 1));
     let ping = || {
         proxy
             .req(reqwest::Method::GET, "/v2/")
@@ -191,11 +183,11 @@ fn replica_list_is_reloaded_without_a_restart() {
         "ha/reloaded",
         b"lands on the replica added by a reload",
     );
-    let on_b = b
-        .direct()
-        .head(format!("{}/v2/ha/reloaded/blobs/{digest}", b.url()))
-        .send()
-        .unwrap();
+    let on_b = b.send_direct(
+        reqwest::Method::HEAD,
+        &format!("/v2/ha/reloaded/blobs/{digest}"),
+        None,
+    );
     assert_eq!(on_b.status(), 200, "the push went to replica b");
 
     // a broken replica list is refused; b keeps serving

@@ -43,10 +43,7 @@ fn in_flight_download_finishes_after_sigterm(http1: bool) {
     let reg = Registry::start();
     let mut proxy = Proxy::start(
         &reg,
-        ProxyOptions {
-            extra_server: "grace_period = \"60s\"".into(),
-            ..ProxyOptions::default()
-        },
+        ProxyOptions::default().line_in("server", "grace_period = \"60s\""),
     );
     let data = pseudo_random(48 << 20, 7);
     let digest = push_blob(&proxy, "shutdown/app", &data);
@@ -109,12 +106,9 @@ fn idle_proxy_exits_promptly_on_sigterm() {
     let reg = Registry::start();
     let mut proxy = Proxy::start(
         &reg,
-        ProxyOptions {
-            extra_server: "grace_period = \"120s\"".into(),
-            ..ProxyOptions::default()
-        },
+        ProxyOptions::default().line_in("server", "grace_period = \"120s\""),
     );
-    let r = proxy.req(reqwest::Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(reqwest::Method::GET, "/v2/");
     assert_eq!(r.status(), 200);
     sigterm(proxy.pid());
     // without waiting out the grace period

@@ -9,7 +9,6 @@ use reqwest::Method;
 use std::net::IpAddr;
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-pw");
 /// A long first refusal, so the attacker stays refused for the whole test.
 const THROTTLE: &str = "\n[auth.throttle]\nmax_failures = 10\nbackoff = \"60s\"\n";
 
@@ -26,62 +25,66 @@ fn answer(r: reqwest::blocking::Response) -> (u16, Option<String>, Vec<String>) 
     (status, retry, codes)
 }
 
-#[test]
-fn basic_wrong_passwords_are_throttled_per_address() {
-    let reg = Registry::start();
-    let mut opts = basic_options(&[(USER, PASS), BOB], "");
-    opts.extra_toml = THROTTLE.into();
-    let proxy = Proxy::start(&reg, opts);
-    let attacker = proxy.client_from(ip("127.0.0.1"));
-    let url = proxy.url("/v2/");
-
+/// 50 wrong passwords from one address (`attempt(i)` sends the i-th):
+/// the first 10 are 401, every one from the 11th on is 429. Returns the
+/// first 429's Retry-After and error codes.
+fn fifty_wrong_passwords(
+    what: &str,
+    proxy: &Proxy,
+    mut attempt: impl FnMut(usize) -> reqwest::blocking::Response,
+) -> (Option<String>, Vec<String>) {
     let mut statuses = Vec::new();
     let mut first_429 = None;
     for i in 0..50 {
-        let r = attacker
-            .get(&url)
-            .basic_auth(USER, Some(format!("wrong-{i}")))
-            .send()
-            .unwrap();
-        let (status, retry, codes) = answer(r);
+        let (status, retry, codes) = answer(attempt(i));
         if status == 429 && first_429.is_none() {
-            first_429 = Some((i, retry.clone(), codes.clone()));
+            first_429 = Some((i, retry, codes));
         }
         statuses.push(status);
     }
     assert!(
         statuses[..10].iter().all(|&s| s == 401),
-        "the first 10 wrong passwords: {statuses:?}"
+        "{what}: the first 10 wrong passwords: {statuses:?}"
     );
     let (i, retry, codes) = first_429.unwrap_or_else(|| {
         panic!(
-            "50 wrong passwords, never 429: {statuses:?}\n{}",
+            "{what}: 50 wrong passwords, never 429: {statuses:?}\n{}",
             proxy.logs()
         )
     });
-    assert_eq!(i, 10, "refused from the 11th attempt: {statuses:?}");
+    assert_eq!(i, 10, "{what}: refused from the 11th attempt: {statuses:?}");
     assert!(
         statuses[10..].iter().all(|&s| s == 429),
-        "all attempts after the limit are refused: {statuses:?}"
+        "{what}: all attempts after the limit are refused: {statuses:?}"
     );
+    (retry, codes)
+}
+
+#[test]
+fn basic_wrong_passwords_are_throttled_per_address() {
+    let reg = Registry::start();
+    let opts = ProxyOptions::basic(&[(USER, PASS), BOB]).toml(THROTTLE);
+    let proxy = Proxy::start(&reg, opts);
+    let attacker = proxy.client_from(ip("127.0.0.1"));
+    let url = proxy.url("/v2/");
+
+    let (retry, codes) = fifty_wrong_passwords("Basic on /v2/", &proxy, |i| {
+        attacker
+            .get(&url)
+            .basic_auth(USER, Some(format!("wrong-{i}")))
+            .send()
+            .unwrap()
+    });
     let retry = retry.expect("429 without Retry-After");
     let secs: u64 = retry.parse().expect("Retry-After in seconds");
     assert!((1..=60).contains(&secs), "Retry-After {secs}");
     assert_eq!(codes, ["TOOMANYREQUESTS"]);
 
     // the right password from the throttled address is refused too
-    let r = attacker
-        .get(&url)
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&attacker, &url);
     assert_eq!(r.status(), 429, "alice from the attacking address");
     // and bob from there (the address is blocked for every user)
-    let r = attacker
-        .get(&url)
-        .basic_auth(BOB.0, Some(BOB.1))
-        .send()
-        .unwrap();
+    let r = get_as(&attacker, &url, BOB);
     assert_eq!(r.status(), 429, "bob from the attacking address");
 
     // alice from another address still logs in, and works
@@ -101,11 +104,7 @@ fn basic_wrong_passwords_are_throttled_per_address() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 401, "one wrong password from 127.0.0.2");
-    let r = home
-        .get(&url)
-        .basic_auth(BOB.0, Some(BOB.1))
-        .send()
-        .unwrap();
+    let r = get_as(&home, &url, BOB);
     assert_eq!(r.status(), 200, "bob from 127.0.0.2");
 }
 
@@ -113,16 +112,13 @@ fn basic_wrong_passwords_are_throttled_per_address() {
 fn token_endpoint_wrong_passwords_are_throttled_per_address() {
     let reg = Registry::start();
     let keys = tempfile::tempdir().unwrap();
-    let mut opts = token_options(&[(USER, PASS), BOB], keys.path(), "", "");
-    opts.extra_toml.push_str(THROTTLE);
+    let opts = ProxyOptions::token(&[(USER, PASS), BOB], keys.path()).toml(THROTTLE);
     let proxy = Proxy::start(&reg, opts);
     let token_url = proxy.url(&proxy.token_path(&["repository:team/app:pull"], false));
     let attacker = proxy.client_from(ip("127.0.0.3"));
 
-    let mut statuses = Vec::new();
-    let mut throttled = None;
-    for i in 0..50 {
-        let r = if i % 2 == 0 {
+    let (retry, codes) = fifty_wrong_passwords("/token", &proxy, |i| {
+        if i % 2 == 0 {
             attacker
                 .get(&token_url)
                 .basic_auth(USER, Some(format!("wrong-{i}")))
@@ -141,32 +137,11 @@ fn token_endpoint_wrong_passwords_are_throttled_per_address() {
                 .body(form)
                 .send()
                 .unwrap()
-        };
-        let (status, retry, codes) = answer(r);
-        if status == 429 && throttled.is_none() {
-            throttled = Some((i, retry, codes));
         }
-        statuses.push(status);
-    }
-    assert!(
-        statuses[..10].iter().all(|&s| s == 401),
-        "the first 10 wrong passwords at /token: {statuses:?}"
-    );
-    let (i, retry, codes) = throttled.unwrap_or_else(|| {
-        panic!(
-            "/token: 50 wrong passwords, never 429: {statuses:?}\n{}",
-            proxy.logs()
-        )
     });
-    assert_eq!(i, 10, "refused from the 11th attempt: {statuses:?}");
-    assert!(statuses[10..].iter().all(|&s| s == 429), "{statuses:?}");
     assert!(retry.is_some(), "429 from /token without Retry-After");
     assert_eq!(codes, ["TOOMANYREQUESTS"]);
-    let r = attacker
-        .get(&token_url)
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&attacker, &token_url);
     assert_eq!(
         r.status(),
         429,
@@ -175,11 +150,7 @@ fn token_endpoint_wrong_passwords_are_throttled_per_address() {
 
     // from 127.0.0.2 alice gets a token, and Basic on /v2/ works too
     let home = proxy.client_from(ip("127.0.0.2"));
-    let r = home
-        .get(&token_url)
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let r = get_as_user(&home, &token_url);
     assert_eq!(
         r.status(),
         200,
@@ -195,11 +166,7 @@ fn token_endpoint_wrong_passwords_are_throttled_per_address() {
         .unwrap();
     assert_eq!(r.status(), 200, "alice's token on /v2/");
     // Basic attempts on /v2/ from the attacking address are throttled as well
-    let r = attacker
-        .get(proxy.url("/v2/"))
-        .basic_auth(BOB.0, Some(BOB.1))
-        .send()
-        .unwrap();
+    let r = get_as(&attacker, &proxy.url("/v2/"), BOB);
     assert_eq!(
         r.status(),
         429,

@@ -8,8 +8,7 @@ use support::*;
 
 #[test]
 fn serves_the_configured_certificate() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (_reg, proxy) = registry_and_proxy(ProxyOptions::default());
     assert_eq!(
         proxy.served_cert().unwrap(),
         proxy.leaf.der,
@@ -28,22 +27,13 @@ fn serves_the_configured_certificate() {
 
 #[test]
 fn replaced_files_are_served_to_new_connections_without_restart() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (_reg, proxy) = registry_and_proxy(ProxyOptions::default());
     let pid = proxy.pid();
     assert_eq!(proxy.served_cert().unwrap(), proxy.leaf.der);
 
     // an open HTTP/2 connection from before the renewal
     let old_client = proxy.new_client(false);
-    assert_eq!(
-        old_client
-            .get(proxy.url("/v2/"))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_as_user(&old_client, &proxy.url("/v2/")).status(), 200);
 
     let second = proxy.ca.leaf("portcullis-test-renewed-1");
     proxy.replace_cert_atomic(&second.cert_pem, &second.key_pem);
@@ -57,23 +47,9 @@ fn replaced_files_are_served_to_new_connections_without_restart() {
 
     assert_eq!(proxy.pid(), pid, "proxy restarted");
     // requests keep working on the pre-existing connection and on new ones
+    assert_eq!(get_as_user(&old_client, &proxy.url("/v2/")).status(), 200);
     assert_eq!(
-        old_client
-            .get(proxy.url("/v2/"))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        proxy
-            .new_client(true)
-            .get(proxy.url("/v2/"))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap()
-            .status(),
+        get_as_user(&proxy.new_client(true), &proxy.url("/v2/")).status(),
         200
     );
 }
@@ -99,20 +75,14 @@ fn certbot_symlink_renewal_is_picked_up() {
             &renewed.der,
             &format!("certbot renewal to fullchain{n}.pem"),
         );
-        let r = proxy
-            .new_client(false)
-            .get(proxy.url("/v2/"))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap();
+        let r = get_as_user(&proxy.new_client(false), &proxy.url("/v2/"));
         assert_eq!(r.status(), 200);
     }
 }
 
 #[test]
 fn broken_pairs_keep_the_old_certificate() {
-    let reg = Registry::start();
-    let mut proxy = Proxy::start(&reg, ProxyOptions::default());
+    let (_reg, mut proxy) = registry_and_proxy(ProxyOptions::default());
     let good = proxy.leaf.clone();
 
     let check_old_kept = |proxy: &mut Proxy, what: &str| {
@@ -126,12 +96,7 @@ fn broken_pairs_keep_the_old_certificate() {
             served, good.der,
             "{what}: the old certificate must still be served"
         );
-        let r = proxy
-            .new_client(true)
-            .get(proxy.url("/v2/"))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap();
+        let r = get_as_user(&proxy.new_client(true), &proxy.url("/v2/"));
         assert_eq!(r.status(), 200, "{what}");
     };
 

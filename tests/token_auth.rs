@@ -11,29 +11,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-readonly-pw");
-
-const RULES: &str = r#"
-[[access]]
-users = ["alice"]
-repositories = ["team-a/**", "public/**"]
-actions = ["pull", "push"]
-
-[[access]]
-users = ["bob"]
-repositories = ["team-a/**"]
-actions = ["pull"]
-
-[[access]]
-repositories = ["users/${user}/**"]
-actions = ["pull", "push", "delete"]
-
-[[access]]
-anonymous = true
-repositories = ["public/**"]
-actions = ["pull"]
-"#;
-
 struct Setup {
     reg: Registry,
     proxy: Proxy,
@@ -45,7 +22,8 @@ fn start_with(token_extra: &str) -> Setup {
     let keys = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(
         &reg,
-        token_options(&[(USER, PASS), BOB], keys.path(), token_extra, RULES),
+        ProxyOptions::token_with(&[(USER, PASS), BOB], keys.path(), token_extra)
+            .rules(&team_a_rules(&["pull", "push", "delete"])),
     );
     Setup {
         reg,
@@ -63,12 +41,7 @@ fn access_of(token: &str) -> BTreeMap<String, Vec<String>> {
     let claims = jwt_claims(token);
     let mut out = BTreeMap::new();
     for a in claims["access"].as_array().expect("access array") {
-        let mut actions: Vec<String> = a["actions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap().to_string())
-            .collect();
+        let mut actions: Vec<String> = strings(&a["actions"]);
         actions.sort();
         out.insert(
             format!(
@@ -148,13 +121,11 @@ fn get_token_with_two_scopes_and_offline_refresh_token() {
     );
 
     // the token works on /v2/ for what it grants
-    let r = s.proxy.bearer(Method::GET, "/v2/", token).send().unwrap();
+    let r = s.proxy.send_bearer(Method::GET, "/v2/", token);
     assert_eq!(r.status(), 200, "GET /v2/ with the token");
     let r = s
         .proxy
-        .bearer(Method::POST, "/v2/team-a/b/blobs/uploads/", token)
-        .send()
-        .unwrap();
+        .send_bearer(Method::POST, "/v2/team-a/b/blobs/uploads/", token);
     assert_eq!(r.status(), 202, "push with the token");
 
     let (status, v) = s
@@ -165,7 +136,7 @@ fn get_token_with_two_scopes_and_offline_refresh_token() {
         .as_str()
         .unwrap_or_else(|| panic!("offline_token=true without refresh_token: {v}"));
     // a refresh token is not an access token
-    let r = s.proxy.bearer(Method::GET, "/v2/", refresh).send().unwrap();
+    let r = s.proxy.send_bearer(Method::GET, "/v2/", refresh);
     assert_eq!(r.status(), 401, "a refresh token used as a bearer token");
 }
 
@@ -225,9 +196,7 @@ fn post_password_and_refresh_token_grants() {
     );
     let r = s
         .proxy
-        .bearer(Method::GET, "/v2/team-a/app/tags/list", t)
-        .send()
-        .unwrap();
+        .send_bearer(Method::GET, "/v2/team-a/app/tags/list", t);
     // the repository does not exist: the registry's 404, not an auth refusal
     assert_eq!(
         r.status(),
@@ -299,9 +268,7 @@ fn partial_grant_is_the_intersection_and_login_gets_empty_access() {
     // and the push with it is refused with insufficient_scope
     let r = s
         .proxy
-        .bearer(Method::POST, "/v2/team-a/app/blobs/uploads/", token)
-        .send()
-        .unwrap();
+        .send_bearer(Method::POST, "/v2/team-a/app/blobs/uploads/", token);
     let (st, codes, challenge) = status_codes_challenge(r);
     assert_eq!(st, 401, "push with a pull-only token");
     assert_eq!(
@@ -310,16 +277,13 @@ fn partial_grant_is_the_intersection_and_login_gets_empty_access() {
         "insufficient scope is 401 UNAUTHORIZED"
     );
     let challenge = challenge.expect("challenge");
-    let (_, p) = challenge_params(&challenge);
-    assert_eq!(
-        p.get("error").map(String::as_str),
-        Some("insufficient_scope"),
-        "{challenge}"
-    );
-    assert_eq!(
-        p.get("scope").map(String::as_str),
-        Some("repository:team-a/app:push"),
-        "{challenge}"
+    assert_challenge(
+        &challenge,
+        "Bearer",
+        &[
+            ("error", "insufficient_scope"),
+            ("scope", "repository:team-a/app:push"),
+        ],
     );
 
     // docker login: no scope → a token with empty access that works on /v2/
@@ -341,13 +305,11 @@ fn partial_grant_is_the_intersection_and_login_gets_empty_access() {
         "docker login token grants something: {claims}"
     );
     assert!(v.get("refresh_token").is_some(), "offline_token=true: {v}");
-    let r = s.proxy.bearer(Method::GET, "/v2/", t).send().unwrap();
+    let r = s.proxy.send_bearer(Method::GET, "/v2/", t);
     assert_eq!(r.status(), 200, "GET /v2/ with the login token");
     let r = s
         .proxy
-        .bearer(Method::GET, "/v2/team-a/app/tags/list", t)
-        .send()
-        .unwrap();
+        .send_bearer(Method::GET, "/v2/team-a/app/tags/list", t);
     assert_eq!(r.status(), 401, "the login token grants no pull");
 }
 
@@ -359,7 +321,7 @@ fn tampered_token_and_token_for_another_repository() {
         .token(Some((USER, PASS)), &["repository:team-a/a:pull,push"]);
     let bad = tamper_jwt(&token);
     assert_ne!(bad, token);
-    let r = s.proxy.bearer(Method::GET, "/v2/", &bad).send().unwrap();
+    let r = s.proxy.send_bearer(Method::GET, "/v2/", &bad);
     let (status, codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "tampered token on /v2/");
     let challenge = challenge.expect("challenge");
@@ -369,57 +331,37 @@ fn tampered_token_and_token_for_another_repository() {
     // also on a repository route
     let r = s
         .proxy
-        .bearer(Method::GET, "/v2/team-a/a/tags/list", &bad)
-        .send()
-        .unwrap();
+        .send_bearer(Method::GET, "/v2/team-a/a/tags/list", &bad);
     assert_eq!(r.status(), 401);
     assert!(
         header_of(&r, "www-authenticate").is_some_and(|c| c.contains("error=\"invalid_token\""))
     );
     // garbage
-    let r = s
-        .proxy
-        .bearer(Method::GET, "/v2/", "not.a.jwt")
-        .send()
-        .unwrap();
+    let r = s.proxy.send_bearer(Method::GET, "/v2/", "not.a.jwt");
     assert_eq!(r.status(), 401);
 
     // valid for A, used on B
     let r = s
         .proxy
-        .bearer(Method::GET, "/v2/team-a/b/tags/list", &token)
-        .send()
-        .unwrap();
+        .send_bearer(Method::GET, "/v2/team-a/b/tags/list", &token);
     let (status, _codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "token for team-a/a on team-a/b");
     let challenge = challenge.expect("challenge");
-    let (scheme, p) = challenge_params(&challenge);
-    assert_eq!(scheme, "Bearer", "{challenge}");
-    assert_eq!(
-        p.get("error").map(String::as_str),
-        Some("insufficient_scope"),
-        "{challenge}"
-    );
-    assert_eq!(
-        p.get("scope").map(String::as_str),
-        Some("repository:team-a/b:pull"),
-        "{challenge}"
-    );
-    assert_eq!(
-        p.get("realm").map(String::as_str),
-        Some(s.proxy.url("/token").as_str()),
-        "{challenge}"
-    );
-    assert_eq!(
-        p.get("service").map(String::as_str),
-        Some("container-registry")
+    let realm = s.proxy.url("/token");
+    assert_challenge(
+        &challenge,
+        "Bearer",
+        &[
+            ("error", "insufficient_scope"),
+            ("scope", "repository:team-a/b:pull"),
+            ("realm", &realm),
+            ("service", "container-registry"),
+        ],
     );
     // and with that token, team-a/a itself is fine (the registry's 404)
     let r = s
         .proxy
-        .bearer(Method::GET, "/v2/team-a/a/tags/list", &token)
-        .send()
-        .unwrap();
+        .send_bearer(Method::GET, "/v2/team-a/a/tags/list", &token);
     assert_eq!(r.status(), 404, "token for team-a/a on team-a/a");
 }
 
@@ -433,18 +375,14 @@ fn base_needs_credentials_and_anonymous_pull_of_public() {
     let (manifest, _digest) = push_image_with_token(&s.proxy, "public/tools", "v1", &token);
 
     // GET /v2/ without credentials: 401 with a Bearer challenge
-    let r = s.proxy.anon(Method::GET, "/v2/").send().unwrap();
+    let r = s.proxy.send_anon(Method::GET, "/v2/");
     let (status, codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "GET /v2/ without credentials in token mode");
     assert_eq!(codes, ["UNAUTHORIZED"]);
     let challenge = challenge.expect("challenge");
-    let (scheme, p) = challenge_params(&challenge);
-    assert_eq!(scheme, "Bearer", "{challenge}");
-    assert_eq!(p.get("realm"), Some(&s.proxy.url("/token")), "{challenge}");
-    assert_eq!(
-        p.get("service").map(String::as_str),
-        Some("container-registry")
-    );
+    let realm = s.proxy.url("/token");
+    let params = [("realm", realm.as_str()), ("service", "container-registry")];
+    assert_challenge(&challenge, "Bearer", &params);
 
     // anonymous token for the public repository
     let (status, v) = s
@@ -458,26 +396,19 @@ fn base_needs_credentials_and_anonymous_pull_of_public() {
         "anonymous token: pull only"
     );
     assert_eq!(jwt_claims(anon)["sub"], "", "anonymous token's subject");
-    let r = s
-        .proxy
-        .bearer(Method::GET, "/v2/public/tools/manifests/v1", anon)
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
+    let r = accept_oci(
+        s.proxy
+            .bearer(Method::GET, "/v2/public/tools/manifests/v1", anon),
+    );
     assert_eq!(r.status(), 200, "pull with the anonymous token");
     assert_eq!(r.bytes().unwrap().to_vec(), manifest);
     // an anonymous token never logs in
-    let r = s.proxy.bearer(Method::GET, "/v2/", anon).send().unwrap();
+    let r = s.proxy.send_bearer(Method::GET, "/v2/", anon);
     assert_eq!(r.status(), 401, "GET /v2/ with an anonymous token");
 
     // without any token, the anonymous rule also serves the pull directly
     // (docs: only requests that no anonymous rule allows get a 401)
-    let r = s
-        .proxy
-        .anon(Method::GET, "/v2/public/tools/manifests/v1")
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
+    let r = accept_oci(s.proxy.anon(Method::GET, "/v2/public/tools/manifests/v1"));
     assert_eq!(
         r.status(),
         200,
@@ -488,26 +419,20 @@ fn base_needs_credentials_and_anonymous_pull_of_public() {
     // push without credentials asks for login with the push scope
     let r = s
         .proxy
-        .anon(Method::POST, "/v2/public/tools/blobs/uploads/")
-        .send()
-        .unwrap();
+        .send_anon(Method::POST, "/v2/public/tools/blobs/uploads/");
     let (status, codes, challenge) = status_codes_challenge(r);
     assert_eq!(status, 401, "anonymous push");
     assert_eq!(codes, ["UNAUTHORIZED"]);
     let challenge = challenge.expect("challenge");
-    let (scheme, p) = challenge_params(&challenge);
-    assert_eq!(scheme, "Bearer");
-    assert_eq!(
-        p.get("scope").map(String::as_str),
-        Some("repository:public/tools:push"),
-        "{challenge}"
+    assert_challenge(
+        &challenge,
+        "Bearer",
+        &[("scope", "repository:public/tools:push")],
     );
     // with the anonymous token: insufficient scope
     let r = s
         .proxy
-        .bearer(Method::POST, "/v2/public/tools/blobs/uploads/", anon)
-        .send()
-        .unwrap();
+        .send_bearer(Method::POST, "/v2/public/tools/blobs/uploads/", anon);
     assert_eq!(r.status(), 401, "push with an anonymous token");
     // nothing else for anonymous callers
     push_image_direct(&s.reg, "team-a/hidden", "v1");
@@ -520,9 +445,7 @@ fn base_needs_credentials_and_anonymous_pull_of_public() {
         .is_none_or(|a| a.is_empty()));
     let r = s
         .proxy
-        .anon(Method::GET, "/v2/team-a/hidden/manifests/v1")
-        .send()
-        .unwrap();
+        .send_anon(Method::GET, "/v2/team-a/hidden/manifests/v1");
     assert_eq!(r.status(), 401, "anonymous pull of team-a/hidden");
 }
 
@@ -550,16 +473,12 @@ fn forbidden_repository_answers_the_same_whether_it_exists_or_not() {
             .is_none_or(|a| a.is_empty()));
         let a = norm(
             s.proxy
-                .bearer(Method::GET, "/v2/secret/exists/manifests/v1", &ta)
-                .send()
-                .unwrap(),
+                .send_bearer(Method::GET, "/v2/secret/exists/manifests/v1", &ta),
             "secret/exists",
         );
         let b = norm(
             s.proxy
-                .bearer(Method::GET, "/v2/secret/missing/manifests/v1", &tb)
-                .send()
-                .unwrap(),
+                .send_bearer(Method::GET, "/v2/secret/missing/manifests/v1", &tb),
             "secret/missing",
         );
         assert_eq!(a.0, 401, "{creds:?}: {a:?}");
@@ -568,16 +487,12 @@ fn forbidden_repository_answers_the_same_whether_it_exists_or_not() {
         if let Some((u, p)) = creds {
             let a = norm(
                 s.proxy
-                    .req_as(Method::GET, "/v2/secret/exists/manifests/v1", u, p)
-                    .send()
-                    .unwrap(),
+                    .send_as(Method::GET, "/v2/secret/exists/manifests/v1", u, p),
                 "secret/exists",
             );
             let b = norm(
                 s.proxy
-                    .req_as(Method::GET, "/v2/secret/missing/manifests/v1", u, p)
-                    .send()
-                    .unwrap(),
+                    .send_as(Method::GET, "/v2/secret/missing/manifests/v1", u, p),
                 "secret/missing",
             );
             assert!(a.0 == 401 || a.0 == 403, "{a:?}");
@@ -612,9 +527,7 @@ fn personal_namespace_tokens() {
     push_image_with_token(&s.proxy, "users/alice/x", "v1", t);
     let r = s
         .proxy
-        .bearer(Method::POST, "/v2/users/bob/x/blobs/uploads/", t)
-        .send()
-        .unwrap();
+        .send_bearer(Method::POST, "/v2/users/bob/x/blobs/uploads/", t);
     assert_eq!(r.status(), 401, "alice's token on users/bob/x");
 }
 
@@ -624,48 +537,9 @@ fn push_image_with_token(proxy: &Proxy, repo: &str, tag: &str, token: &str) -> (
         r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"t":"{tag}"}}"#
     );
     let layer = pseudo_random(3000, 11);
-    let mut digests = Vec::new();
-    for data in [config.as_bytes(), &layer[..]] {
-        let digest = sha256_digest(data);
-        let r = proxy
-            .bearer(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), token)
-            .send()
-            .unwrap();
-        assert_eq!(
-            r.status(),
-            202,
-            "POST upload {repo}: {:?}\n{}",
-            r.text(),
-            proxy.logs()
-        );
-        let loc = absolute(proxy, &header_of(&r, "location").unwrap());
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        let r = proxy
-            .client()
-            .put(format!("{loc}{sep}digest={digest}"))
-            .bearer_auth(token)
-            .body(data.to_vec())
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 201, "PUT blob {repo}: {:?}", r.text());
-        digests.push(digest);
-    }
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digests[0], "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digests[1], "size": layer.len()}],
-    }))
-    .unwrap();
-    let r = proxy
-        .bearer(Method::PUT, &format!("/v2/{repo}/manifests/{tag}"), token)
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.clone())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201, "PUT manifest {repo}:{tag}: {:?}", r.text());
-    let d = sha256_digest(&manifest);
-    (manifest, d)
+    proxy
+        .v2(Auth::Bearer(token.into()))
+        .image(repo, tag, config.as_bytes(), &layer)
 }
 
 // ---------------------------------------------------------------------------
@@ -693,10 +567,7 @@ fn long_push_outlives_its_token_with_refresh() {
         .to_string();
     let exp = jwt_claims(&token)["exp"].as_u64().unwrap();
 
-    let r = proxy
-        .bearer(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), &token)
-        .send()
-        .unwrap();
+    let r = proxy.send_bearer(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), &token);
     assert_eq!(r.status(), 202, "POST upload");
     let mut location = absolute(proxy, &header_of(&r, "location").unwrap());
 
@@ -789,10 +660,7 @@ fn long_push_outlives_its_token_with_refresh() {
         "PUT ?digest= after the refresh: {:?}",
         r.text()
     );
-    let r = proxy
-        .bearer(Method::GET, &format!("/v2/{repo}/blobs/{digest}"), &token)
-        .send()
-        .unwrap();
+    let r = proxy.send_bearer(Method::GET, &format!("/v2/{repo}/blobs/{digest}"), &token);
     assert_eq!(r.status(), 200, "GET the blob");
     let body = r.bytes().unwrap();
     assert_eq!(sha256_digest(&body), digest, "pulled blob digest");

@@ -9,24 +9,24 @@ use std::net::IpAddr;
 use std::time::Duration;
 use support::*;
 
-const RULES: &str = r#"
-[[access]]
-users = ["alice"]
-repositories = ["internal/**"]
-networks = ["127.0.0.2/32"]
-actions = ["pull"]
-comment = "internal images only from the build host"
-
-[[access]]
-users = ["alice"]
-repositories = ["team/**"]
-actions = ["pull", "push"]
-"#;
+fn rules() -> [Rule; 2] {
+    [
+        Rule::users(&["alice"])
+            .on(&["internal/**"])
+            .from(&["127.0.0.2/32"])
+            .pull()
+            .comment("internal images only from the build host"),
+        Rule::users(&["alice"]).on(&["team/**"]).pull_push(),
+    ]
+}
 
 fn start() -> (Registry, Proxy, tempfile::TempDir) {
     let reg = Registry::start();
     let keys = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(&reg, token_options(&[(USER, PASS)], keys.path(), "", RULES));
+    let proxy = Proxy::start(
+        &reg,
+        ProxyOptions::token(&[(USER, PASS)], keys.path()).rules(&rules()),
+    );
     (reg, proxy, keys)
 }
 
@@ -139,7 +139,7 @@ fn a_password_change_ends_refresh_tokens_minted_before_it() {
 fn a_network_bound_grant_in_basic_mode_for_comparison() {
     let reg = Registry::start();
     push_image_direct(&reg, "internal/base", "v1");
-    let proxy = Proxy::start(&reg, basic_options(&[(USER, PASS)], RULES));
+    let proxy = Proxy::start(&reg, ProxyOptions::basic(&[(USER, PASS)]).rules(&rules()));
     let path = "/v2/internal/base/tags/list";
     for (from, want) in [("127.0.0.2", 200), ("127.0.0.3", 403)] {
         let s = proxy

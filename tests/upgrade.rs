@@ -38,10 +38,7 @@ fn push_in_flight_survives_a_binary_upgrade() {
     );
     let digest = digest_of_stream(&stream_generator(SIZE));
 
-    let r = old
-        .req(Method::POST, "/v2/upgrade/layer/blobs/uploads/")
-        .send()
-        .unwrap();
+    let r = old.send_req(Method::POST, "/v2/upgrade/layer/blobs/uploads/");
     assert_eq!(r.status(), 202, "{}", old.logs());
     let loc = absolute(&old, &header_of(&r, "location").unwrap());
 
@@ -110,25 +107,8 @@ fn push_in_flight_survives_a_binary_upgrade() {
             .contains(&format!("range: 0-{}", SIZE - 1)),
         "registry did not get all bytes: {headers}"
     );
-    let patch_loc = headers
-        .lines()
-        .rev()
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap();
-    let sep = if patch_loc.contains('?') { '&' } else { '?' };
-    let r = old
-        .client()
-        .put(format!(
-            "{}{sep}digest={digest}",
-            absolute(&old, &patch_loc)
-        ))
-        .basic_auth(USER, Some(PASS))
-        .send()
-        .unwrap();
+    let patch_loc = last_location(&headers).unwrap();
+    let r = old.put_digest(&patch_loc, &digest).send().unwrap();
     assert_eq!(
         r.status(),
         201,
@@ -147,10 +127,7 @@ fn push_in_flight_survives_a_binary_upgrade() {
     }
     assert!(exited, "old process still running: {}", old.logs());
     // and the blob is there, through the new process
-    let r = old
-        .req(Method::HEAD, &format!("/v2/upgrade/layer/blobs/{digest}"))
-        .send()
-        .unwrap();
+    let r = old.send_req(Method::HEAD, &format!("/v2/upgrade/layer/blobs/{digest}"));
     assert_eq!(r.status(), 200);
     let _ = new.kill();
     let _ = new.wait();

@@ -11,14 +11,7 @@ fn assert_gateway_error(what: &str, r: reqwest::blocking::Response) {
         (502..=504).contains(&s),
         "{what}: expected 502/503/504, got {s}"
     );
-    assert_common_headers(what, |h| header_of(&r, h));
-    let ct = header_of(&r, "content-type").unwrap_or_default();
-    assert!(
-        ct.starts_with("application/json"),
-        "{what}: Content-Type {ct:?}"
-    );
-    let body = r.bytes().unwrap();
-    error_codes(&body).unwrap_or_else(|e| panic!("{what}: {e}"));
+    json_error_codes(what, r);
 }
 
 #[test]
@@ -30,7 +23,7 @@ fn stopped_upstream_is_a_gateway_error_and_recovers_after_restart() {
 
     // warm keep-alive connections to the upstream, then kill it
     for _ in 0..3 {
-        assert_eq!(proxy.req(Method::GET, "/v2/").send().unwrap().status(), 200);
+        assert_eq!(proxy.send_req(Method::GET, "/v2/").status(), 200);
     }
     reg.stop();
 
@@ -39,17 +32,12 @@ fn stopped_upstream_is_a_gateway_error_and_recovers_after_restart() {
         // (and says so); a fresh connection per request keeps the client's
         // pool from racing that close
         let client = || h2_client.clone().unwrap_or_else(|| proxy.new_client(true));
-        let r = client()
-            .get(proxy.url("/v2/"))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap();
+        let r = get_as_user(&client(), &proxy.url("/v2/"));
         assert_gateway_error(&format!("{name} GET /v2/ upstream down"), r);
-        let r = client()
-            .get(proxy.url(&format!("/v2/fail/repo/blobs/{digest}")))
-            .basic_auth(USER, Some(PASS))
-            .send()
-            .unwrap();
+        let r = get_as_user(
+            &client(),
+            &proxy.url(&format!("/v2/fail/repo/blobs/{digest}")),
+        );
         assert_gateway_error(&format!("{name} GET blob upstream down"), r);
         let r = client()
             .post(proxy.url("/v2/fail/repo/blobs/uploads/"))
@@ -84,10 +72,7 @@ fn stopped_upstream_is_a_gateway_error_and_recovers_after_restart() {
         },
         || format!("last status {}\n{}", last.get(), proxy.logs()),
     );
-    let r = proxy
-        .req(Method::GET, &format!("/v2/fail/repo/blobs/{digest}"))
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, &format!("/v2/fail/repo/blobs/{digest}"));
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().unwrap().as_ref(), b"survives a registry restart");
     // uploads work again too
@@ -99,11 +84,8 @@ fn stopped_upstream_is_a_gateway_error_and_recovers_after_restart() {
 fn upstream_that_never_existed_is_a_gateway_error() {
     let port = free_port(); // nothing listens here
     let proxy = Proxy::start_upstream(&format!("http://127.0.0.1:{port}"), ProxyOptions::default());
-    let r = proxy.req(Method::GET, "/v2/").send().unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/");
     assert_gateway_error("GET /v2/ with no upstream", r);
-    let r = proxy
-        .req(Method::GET, "/v2/x/manifests/latest")
-        .send()
-        .unwrap();
+    let r = proxy.send_req(Method::GET, "/v2/x/manifests/latest");
     assert_gateway_error("GET manifest with no upstream", r);
 }

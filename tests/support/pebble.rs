@@ -7,6 +7,16 @@
 //! proxy. Nonce rejection and authorization reuse stay at pebble's
 //! defaults, so the client's retries run for real.
 
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use tempfile::TempDir;
+
 use super::*;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
@@ -43,10 +53,7 @@ impl Pebble {
     /// `validity`: lifetime of issued certificates in seconds (pebble's
     /// default is five years).
     pub fn start(ports: AcmePorts, validity: Option<u64>) -> Pebble {
-        let dir = tempfile::Builder::new()
-            .prefix("portcullis-pebble-")
-            .tempdir()
-            .unwrap();
+        let dir = temp_dir("portcullis-pebble-");
         let ca = Ca::new("pebble listener test CA");
         let leaf = ca.leaf("pebble");
         fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
@@ -89,26 +96,15 @@ impl Pebble {
         p
     }
 
-    fn log_file(&self) -> File {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap()
-    }
-
     fn start_dns(&mut self) {
-        let log = self.log_file();
-        let child = Command::new("/usr/bin/pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{}", self.dns)])
-            .args(["-management", &format!("127.0.0.1:{}", self.dns_mgmt)])
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn pebble-challtestsrv");
+        let child = spawn_logged(
+            Command::new("/usr/bin/pebble-challtestsrv")
+                .args(["-dns01", &format!("127.0.0.1:{}", self.dns)])
+                .args(["-management", &format!("127.0.0.1:{}", self.dns_mgmt)])
+                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""]),
+            &self.log,
+        );
         self.challtestsrv = Some(child);
         let (port, log) = (self.dns_mgmt, self.log.clone());
         wait_until(
@@ -123,17 +119,14 @@ impl Pebble {
     /// has forgotten every account and order.
     pub fn start_again(&mut self) {
         assert!(self.pebble.is_none(), "pebble is running");
-        let log = self.log_file();
-        let child = Command::new("/usr/bin/pebble")
-            .arg("-config")
-            .arg(self.dir.path().join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn pebble");
+        let child = spawn_logged(
+            Command::new("/usr/bin/pebble")
+                .arg("-config")
+                .arg(self.dir.path().join("pebble.json"))
+                .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
+                .env("PEBBLE_VA_NOSLEEP", "1"),
+            &self.log,
+        );
         self.pebble = Some(child);
         let (port, mgmt) = (self.port, self.mgmt);
         wait_until(
@@ -216,6 +209,38 @@ pub struct AcmeProxyOptions {
     pub file_cert: bool,
     /// The state directory; default: one in the proxy's temp dir.
     pub state_dir: Option<PathBuf>,
+}
+
+impl AcmeProxyOptions {
+    /// These `[tls.acme]` lines, no file certificate, the default state dir.
+    pub fn acme(lines: &str) -> AcmeProxyOptions {
+        AcmeProxyOptions {
+            acme: lines.to_owned(),
+            file_cert: false,
+            state_dir: None,
+        }
+    }
+
+    /// Also a file certificate, served for other names.
+    pub fn with_file_cert(mut self) -> AcmeProxyOptions {
+        self.file_cert = true;
+        self
+    }
+
+    /// The ACME state in `dir` (shared by replicas).
+    pub fn state_dir(mut self, dir: PathBuf) -> AcmeProxyOptions {
+        self.state_dir = Some(dir);
+        self
+    }
+}
+
+/// A registry, and pebble (certificates valid `validity` seconds, or its
+/// default) with the ports an ACME proxy uses.
+pub fn acme_world(validity: Option<u64>) -> (Registry, AcmePorts, Pebble) {
+    let reg = Registry::start();
+    let ports = AcmePorts::new();
+    let pebble = Pebble::start(ports, validity);
+    (reg, ports, pebble)
 }
 
 pub struct AcmeProxy {
@@ -386,21 +411,13 @@ level = "info,acme=debug"
     /// Waits until a new connection with SNI `name` gets a certificate
     /// that chains to `root_pem` (and so is valid for `name`).
     pub fn wait_for_acme_cert(&self, name: &str, root_pem: &str, limit: Duration) -> Vec<u8> {
-        let mut last;
-        let start = Instant::now();
-        loop {
-            match verified_chain(self.ports.tls, name, root_pem) {
-                Ok(chain) => return chain[0].to_vec(),
-                Err(e) => last = e,
-            }
-            if start.elapsed() > limit {
-                panic!(
-                    "no certificate from the ACME CA for {name} within {limit:?} (last: {last})\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_for(
+            &format!("a certificate from the ACME CA for {name}"),
+            limit,
+            Duration::from_millis(200),
+            || verified_chain(self.ports.tls, name, root_pem).map(|chain| chain[0].to_vec()),
+            || self.logs(),
+        )
     }
 
     /// An HTTPS client for the TLS port with `name` resolved to 127.0.0.1,
@@ -434,6 +451,13 @@ impl Drop for AcmeProxy {
 // looking at what the TLS port serves
 // ---------------------------------------------------------------------------
 
+type Signed = rustls::DigitallySignedStruct;
+type SignatureCheck = Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>;
+
+fn algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms
+}
+
 /// Accepts any certificate: for looking at what is served.
 #[derive(Debug)]
 struct AnyCert;
@@ -453,24 +477,20 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         &self,
         m: &[u8],
         c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(m, c, d, &algs)
+        d: &Signed,
+    ) -> SignatureCheck {
+        rustls::crypto::verify_tls12_signature(m, c, d, &algorithms())
     }
     fn verify_tls13_signature(
         &self,
         m: &[u8],
         c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(m, c, d, &algs)
+        d: &Signed,
+    ) -> SignatureCheck {
+        rustls::crypto::verify_tls13_signature(m, c, d, &algorithms())
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        algorithms().supported_schemes()
     }
 }
 
@@ -515,13 +535,13 @@ pub fn served_chain(port: u16, name: &str) -> Result<Vec<CertificateDer<'static>
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCert))
         .with_no_client_auth();
-    let s = connect(port, name, config)?;
-    Ok(s.conn
-        .peer_certificates()
-        .ok_or("no certificates")?
-        .iter()
-        .map(|c| c.clone().into_owned())
-        .collect())
+    peer_chain(&connect(port, name, config)?)
+}
+
+/// The certificates the server of `conn` presented.
+fn peer_chain(conn: &Conn) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = conn.conn.peer_certificates().ok_or("no certificates")?;
+    Ok(certs.iter().map(|c| c.clone().into_owned()).collect())
 }
 
 /// A connection whose certificate verified against `root_pem` for `name`.
@@ -539,13 +559,7 @@ pub fn verified_chain(
     name: &str,
     root_pem: &str,
 ) -> Result<Vec<CertificateDer<'static>>, String> {
-    let s = verified_conn(port, name, root_pem)?;
-    Ok(s.conn
-        .peer_certificates()
-        .ok_or("no certificates")?
-        .iter()
-        .map(|c| c.clone().into_owned())
-        .collect())
+    peer_chain(&verified_conn(port, name, root_pem)?)
 }
 
 /// One `GET path` on an open connection (keep-alive); the status code.

@@ -6,6 +6,12 @@
 //! every BIND and SRCH the tests cause. Stopping keeps the database, so
 //! `start_again` brings back the same directory on the same ports.
 
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use tempfile::TempDir;
+
 use super::*;
 
 pub const BASE_DN: &str = "dc=example,dc=org";
@@ -13,6 +19,9 @@ pub const ADMIN_DN: &str = "cn=admin,dc=example,dc=org";
 pub const ADMIN_PW: &str = "admin-secret";
 pub const SERVICE_DN: &str = "cn=portcullis,ou=services,dc=example,dc=org";
 pub const SERVICE_PW: &str = "service-pw";
+/// A directory user (group devs) of the fixture.
+pub const ALICE: (&str, &str) = ("alice", "alice-pw");
+pub const ALICE_DN: &str = "uid=alice,ou=people,dc=example,dc=org";
 
 #[derive(Debug, Clone, Default)]
 pub struct SlapdOptions {
@@ -124,6 +133,22 @@ impl Slapd {
         format!("ldap://127.0.0.1:{}", self.port)
     }
 
+    /// The proxy's `[auth.ldap]` for this directory: search-then-bind as
+    /// the service account, groups by `member`; timeouts 2s/1s.
+    pub fn ldap_config(&self) -> Ldap {
+        Ldap {
+            urls: vec![self.url()],
+            base_dn: BASE_DN.to_string(),
+            bind_dn: SERVICE_DN.to_string(),
+            bind_password: SERVICE_PW.to_string(),
+            group_search_base: format!("ou=groups,{BASE_DN}"),
+            group_filter: "(member={dn})".to_string(),
+            timeout: "2s".to_string(),
+            connect_timeout: "1s".to_string(),
+            cache_ttl: None,
+        }
+    }
+
     pub fn ldaps_url(&self) -> String {
         format!("ldaps://127.0.0.1:{}", self.tls_port)
     }
@@ -161,21 +186,14 @@ impl Slapd {
     /// Starts slapd (again) on the same ports and database.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "slapd is already running");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("slapd log");
         let urls = format!("{}/ {}/", self.url(), self.ldaps_url());
-        let child = Command::new("/usr/sbin/slapd")
-            .arg("-f")
-            .arg(self.dir.path().join("slapd.conf"))
-            .args(["-h", &urls, "-d", "256"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn /usr/sbin/slapd");
+        let child = spawn_logged(
+            Command::new("/usr/sbin/slapd")
+                .arg("-f")
+                .arg(self.dir.path().join("slapd.conf"))
+                .args(["-h", &urls, "-d", "256"]),
+            &self.log_path(),
+        );
         self.child = Some(child);
         let (port, tls_port) = (self.port, self.tls_port);
         wait_until(

@@ -1,0 +1,308 @@
+//! Test data: users and passwords, htpasswd entries, certificates, blob and
+//! image contents (OCI layouts for skopeo/podman).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+pub const USER: &str = "alice";
+pub const PASS: &str = "alice-S3cret:with-colon";
+pub const REALM: &str = "Docker Registry Realm";
+/// A second user (read-only in most rule sets); also in the LDAP fixture.
+pub const BOB: (&str, &str) = ("bob", "bob-pw");
+pub const CAROL: (&str, &str) = ("carol", "carol-pw");
+pub const ADMIN: (&str, &str) = ("admin", "admin-pw");
+pub const ROBOT: (&str, &str) = ("robot", "robot-pw");
+
+/// The team-a rule set: alice pulls and pushes team-a and public, bob only
+/// pulls team-a, whoever is logged in may do `personal` in
+/// `users/${user}/**`, anyone may pull public.
+pub fn team_a_rules(personal: &[&str]) -> Vec<Rule> {
+    vec![
+        Rule::users(&["alice"])
+            .on(&["team-a/**", "public/**"])
+            .pull_push()
+            .comment("alice works on team-a"),
+        Rule::users(&["bob"])
+            .on(&["team-a/**"])
+            .pull()
+            .comment("bob reads team-a"),
+        Rule::anyone()
+            .on(&["users/${user}/**"])
+            .may(personal)
+            .comment("personal namespaces"),
+        Rule::anonymous()
+            .on(&["public/**"])
+            .pull()
+            .comment("public images for everyone"),
+    ]
+}
+
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), for blob contents.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        v.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+// ---------------------------------------------------------------------------
+// certificates
+// ---------------------------------------------------------------------------
+
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    pub pem: String,
+}
+
+#[derive(Clone)]
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let pem = cert.pem();
+        Ca { cert, key, pem }
+    }
+
+    /// A server certificate for 127.0.0.1 and localhost signed by this CA.
+    pub fn leaf(&self, common_name: &str) -> Leaf {
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// htpasswd
+// ---------------------------------------------------------------------------
+
+/// Adds (or replaces) a bcrypt entry with Apache's `htpasswd -B -C 5`.
+pub fn htpasswd_add(file: &Path, user: &str, pass: &str) {
+    let mut cmd = Command::new("htpasswd");
+    if !file.exists() {
+        cmd.arg("-c");
+    }
+    let o = cmd
+        .args(["-B", "-C", "5", "-b"])
+        .arg(file)
+        .arg(user)
+        .arg(pass)
+        .output()
+        .expect("run htpasswd");
+    assert!(o.status.success(), "htpasswd -B failed: {}", out_text(&o));
+}
+
+/// An htpasswd line (`user:hash`) produced by `htpasswd -n` with the given flags.
+pub fn htpasswd_line(flags: &[&str], user: &str, pass: &str) -> String {
+    let o = Command::new("htpasswd")
+        .arg("-n")
+        .args(flags)
+        .arg("-b")
+        .arg(user)
+        .arg(pass)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "htpasswd -n failed: {}", out_text(&o));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// (AES-CTR of zeros), for streaming large bodies without holding them.
+pub fn stream_generator(size: u64) -> String {
+    format!(
+        // openssl dies of SIGPIPE when head has enough: not an error under pipefail
+        "{{ openssl enc -aes-128-ctr -nosalt -K 000102030405060708090a0b0c0d0e0f -iv 0f0e0d0c0b0a09080706050403020100 -in /dev/zero 2>/dev/null || true; }} | head -c {size}"
+    )
+}
+
+/// `sha256:…` of what a shell command prints.
+pub fn digest_of_stream(cmd: &str) -> String {
+    let o = bash(&format!("{cmd} | openssl dgst -sha256 -r"));
+    assert!(o.status.success(), "digest pipeline: {}", out_text(&o));
+    let hex = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    format!("sha256:{hex}")
+}
+
+// ---------------------------------------------------------------------------
+// OCI image layout built by hand (for skopeo / podman)
+// ---------------------------------------------------------------------------
+
+pub struct OciImage {
+    pub dir: PathBuf,
+    pub tag: String,
+    pub layer_digests: Vec<String>,
+    pub config_digest: String,
+    pub manifest_digest: String,
+}
+
+impl OciImage {
+    /// Asserts that the registry itself (not the proxy) holds this image as
+    /// `repo:tag`: its manifest names exactly these layers and this config.
+    pub fn assert_stored(&self, reg: &Registry, repo: &str, tag: &str) {
+        let m = reg.stored_manifest(repo, tag);
+        let layers: Vec<String> = m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(layers, self.layer_digests, "layers stored in the registry");
+        assert_eq!(m["config"]["digest"].as_str().unwrap(), self.config_digest);
+    }
+}
+
+/// Builds an OCI image layout in `dir` with `layers` gzip'd tar layers
+/// (each with a text file and some pseudo-random bytes).
+pub fn make_oci_layout(dir: &Path, tag: &str, layers: usize, seed: u64) -> OciImage {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| -> String {
+        let d = sha256_digest(data);
+        fs::write(blobs.join(d.trim_start_matches("sha256:")), data).unwrap();
+        d
+    };
+    let work = tempfile::tempdir().unwrap();
+    let mut layer_descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut layer_digests = Vec::new();
+    for i in 0..layers {
+        let root = work.path().join(format!("layer{i}"));
+        fs::create_dir_all(root.join(format!("data{i}"))).unwrap();
+        fs::write(
+            root.join(format!("data{i}/hello{i}.txt")),
+            format!("layer {i} of {tag} seed {seed}\n"),
+        )
+        .unwrap();
+        fs::write(
+            root.join(format!("data{i}/random.bin")),
+            pseudo_random(64 * 1024 * (i + 1), seed * 31 + i as u64),
+        )
+        .unwrap();
+        let tar = Command::new("tar")
+            .args([
+                "--sort=name",
+                "--mtime=@0",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "-C",
+            ])
+            .arg(&root)
+            .args(["-cf", "-", "."])
+            .output()
+            .unwrap();
+        assert!(tar.status.success(), "tar: {}", out_text(&tar));
+        diff_ids.push(sha256_digest(&tar.stdout));
+        let mut gz = Command::new("gzip")
+            .args(["-n", "-c"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = gz.stdin.take().unwrap();
+        let input = tar.stdout.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let out = gz.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        let d = put(&out.stdout);
+        layer_digests.push(d.clone());
+        layer_descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": out.stdout.len()
+        }));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": (0..layers).map(|i| serde_json::json!({"created_by": format!("layer {i}")})).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let config_digest = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": layer_descs,
+    }))
+    .unwrap();
+    let manifest_digest = put(&manifest);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    OciImage {
+        dir: dir.to_path_buf(),
+        tag: tag.to_string(),
+        layer_digests,
+        config_digest,
+        manifest_digest,
+    }
+}
+
+/// Layer digests of the (single) image in an OCI layout dir.
+pub fn oci_layer_digests(dir: &Path) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let md = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(md)).unwrap()).unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
