@@ -8,43 +8,6 @@ use std::path::Path;
 use std::process::Command;
 use support::*;
 
-/// A complete, valid config in `dir` (cert, key, htpasswd exist); returns its text.
-fn valid_config(dir: &Path) -> String {
-    let ca = Ca::new("cli CA");
-    let leaf = ca.leaf("cli");
-    fs::write(dir.join("cert.pem"), &leaf.cert_pem).unwrap();
-    fs::write(dir.join("key.pem"), &leaf.key_pem).unwrap();
-    let ht = dir.join("htpasswd");
-    if !ht.exists() {
-        htpasswd_add(&ht, USER, PASS);
-    }
-    format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-watch_interval = "200ms"
-grace_period = "1s"
-
-[upstream]
-url = "http://127.0.0.1:5000"
-
-[tls]
-cert = "{d}/cert.pem"
-key = "{d}/key.pem"
-
-[auth]
-realm = "Docker Registry Realm"
-
-[auth.htpasswd]
-path = "{d}/htpasswd"
-
-[log]
-level = "info"
-"#,
-        port = free_port(),
-        d = dir.display()
-    )
-}
-
 fn check(dir: &Path, config: &str) -> std::process::Output {
     let path = dir.join("proxy.toml");
     fs::write(&path, config).unwrap();

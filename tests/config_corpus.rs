@@ -16,53 +16,39 @@ use std::time::Duration;
 use support::*;
 
 /// A valid config in `dir` (certificate, key, htpasswd exist), over which
-/// each case applies its edit.
+/// each case applies its edit; with token keys and a metrics listener.
 fn valid(dir: &Path) -> String {
+    let base = valid_config(dir);
     let ca = Ca::new("corpus CA");
-    let leaf = ca.leaf("corpus");
-    fs::write(dir.join("cert.pem"), &leaf.cert_pem).unwrap();
-    fs::write(dir.join("key.pem"), &leaf.key_pem).unwrap();
     fs::write(dir.join("other-key.pem"), &ca.leaf("other").key_pem).unwrap();
-    let ht = dir.join("htpasswd");
-    if !ht.exists() {
-        htpasswd_add(&ht, USER, PASS);
-    }
     fs::write(
         dir.join("md5-htpasswd"),
         "bob:$apr1$x$abcdefghijklmnopqrstuv\n",
     )
     .unwrap();
     format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-watch_interval = "200ms"
-grace_period = "1s"
-
-[upstream]
-url = "http://127.0.0.1:5000"
-
-[tls]
-cert = "{d}/cert.pem"
-key = "{d}/key.pem"
-
-[auth]
-
-[auth.htpasswd]
-path = "{d}/htpasswd"
-
-[auth.token]
-key_dir = "{d}/keys"
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[log]
-level = "info"
-"#,
-        port = free_port(),
+        "{base}\n[auth.token]\nkey_dir = \"{d}/keys\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+        d = dir.display(),
         metrics = free_port(),
-        d = dir.display()
     )
+}
+
+/// `[auth.ldap]` (second in the chain) with `extra` keys.
+fn with_ldap(t: &str, extra: &str) -> String {
+    t.replace("[auth]\n", "[auth]\nbackends = [\"htpasswd\", \"ldap\"]\n")
+        .replace(
+            "[auth.htpasswd]\n",
+            &format!(
+                "[auth.ldap]\nurls = [\"ldap://127.0.0.1:1\"]\nbase_dn = \"dc=example,dc=org\"\n\
+                 {extra}\n\n[auth.htpasswd]\n"
+            ),
+        )
+}
+
+/// `[upstream]` with `extra` keys after its url.
+fn with_upstream(t: &str, extra: &str) -> String {
+    let url = "url = \"http://127.0.0.1:5000\"";
+    t.replace(url, &format!("{url}\n{extra}"))
 }
 
 /// One broken config: the key both commands must name, and the edit.
@@ -76,7 +62,7 @@ const CASES: &[Case] = &[
     // the file's shape
     Case {
         key: "server.lisen",
-        edit: |t, _| t.replace("listen = ", "lisen = \"x\"\nlisten = "),
+        edit: |t, _| t.replacen("listen = ", "lisen = \"x\"\nlisten = ", 1),
     },
     Case {
         key: "upstream.url",
@@ -97,14 +83,7 @@ const CASES: &[Case] = &[
     },
     Case {
         key: "auth.ldap.user_filter",
-        edit: |t, _| {
-            t.replace(
-                "[auth]\n",
-                "[auth]\nbackends = [\"htpasswd\", \"ldap\"]\n[auth.ldap]\n\
-                 urls = [\"ldap://127.0.0.1:1\"]\nbase_dn = \"dc=example,dc=org\"\n\
-                 user_filter = \"(uid={user})\"\n",
-            )
-        },
+        edit: |t, _| with_ldap(t, "user_filter = \"(uid={user})\""),
     },
     // files the config names
     Case {
@@ -131,10 +110,8 @@ const CASES: &[Case] = &[
     Case {
         key: "upstream.ca_file",
         edit: |t, d| {
-            t.replace(
-                "url = \"http://127.0.0.1:5000\"",
-                &format!("url = \"https://127.0.0.1:5000\"\nca_file = \"{d}/no-ca.pem\""),
-            )
+            with_upstream(t, &format!("ca_file = \"{d}/no-ca.pem\""))
+                .replace("http://127.0.0.1:5000", "https://127.0.0.1:5000")
         },
     },
     Case {
@@ -160,11 +137,7 @@ const CASES: &[Case] = &[
     Case {
         key: "auth.token.signing_key",
         edit: |t, d| {
-            t.replace(
-                "url = \"http://127.0.0.1:5000\"",
-                "url = \"http://127.0.0.1:5000\"\ntoken_auth = true",
-            )
-            .replace(
+            with_upstream(t, "token_auth = true").replace(
                 "[auth.token]",
                 &format!("[auth.token]\nsigning_key = \"{d}/no-key.pem\""),
             )
@@ -191,22 +164,19 @@ const CASES: &[Case] = &[
     Case {
         key: "auth.ldap.bind_password",
         edit: |t, _| {
-            t.replace(
-                "[auth]\n",
-                "[auth]\nbackends = [\"htpasswd\", \"ldap\"]\n[auth.ldap]\n\
-                 urls = [\"ldap://127.0.0.1:1\"]\nbase_dn = \"dc=example,dc=org\"\n\
-                 bind_dn = \"cn=svc,dc=example,dc=org\"\n\
-                 bind_password = { env = \"PORTCULLIS_CORPUS_UNSET\" }\n",
+            with_ldap(
+                t,
+                "bind_dn = \"cn=svc,dc=example,dc=org\"\n\
+                 bind_password = { env = \"PORTCULLIS_CORPUS_UNSET\" }",
             )
         },
     },
     Case {
         key: "upstream.password",
         edit: |t, _| {
-            t.replace(
-                "url = \"http://127.0.0.1:5000\"",
-                "url = \"http://127.0.0.1:5000\"\nusername = \"u\"\n\
-                 password = { env = \"PORTCULLIS_CORPUS_UNSET\" }",
+            with_upstream(
+                t,
+                "username = \"u\"\npassword = { env = \"PORTCULLIS_CORPUS_UNSET\" }",
             )
         },
     },

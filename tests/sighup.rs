@@ -5,7 +5,6 @@
 mod support;
 
 use reqwest::Method;
-use std::process::Command;
 use std::time::Duration;
 use support::*;
 
@@ -31,11 +30,7 @@ fn sighup_reloads_at_once_with_a_long_watch_interval() {
     // the file changed, but the next poll is an hour away
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(carol(&proxy), 401, "reloaded without a signal");
-    let st = Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill -HUP");
+    proxy.sighup();
     wait_until(
         "SIGHUP reloads the htpasswd file at once",
         Duration::from_secs(15),

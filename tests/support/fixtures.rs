@@ -306,3 +306,40 @@ pub fn oci_layer_digests(dir: &Path) -> Vec<String> {
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// A complete, valid config in `dir` (cert, key, htpasswd exist); returns its text.
+pub fn valid_config(dir: &Path) -> String {
+    let ca = Ca::new("cli CA");
+    let leaf = ca.leaf("cli");
+    fs::write(dir.join("cert.pem"), &leaf.cert_pem).unwrap();
+    fs::write(dir.join("key.pem"), &leaf.key_pem).unwrap();
+    let ht = dir.join("htpasswd");
+    if !ht.exists() {
+        htpasswd_add(&ht, USER, PASS);
+    }
+    format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+watch_interval = "200ms"
+grace_period = "1s"
+
+[upstream]
+url = "http://127.0.0.1:5000"
+
+[tls]
+cert = "{d}/cert.pem"
+key = "{d}/key.pem"
+
+[auth]
+realm = "Docker Registry Realm"
+
+[auth.htpasswd]
+path = "{d}/htpasswd"
+
+[log]
+level = "info"
+"#,
+        port = free_port(),
+        d = dir.display()
+    )
+}
