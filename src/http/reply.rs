@@ -5,11 +5,14 @@
 //! the `ResponseHeader`, so the headers every answer must carry
 //! (`Content-Length`, the registry's API version, `nosniff`, HSTS,
 //! `Connection: close` after a failure) cannot be forgotten by one of them.
+//! It also reads and discards what the client still sends of a request
+//! body the answer did not need (see [`DRAIN_LIMIT`]).
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
+use std::time::Duration;
 
 use crate::auth::refusal::{Challenge, Mode, Refusal};
 use crate::auth::token::endpoint::bearer_challenge;
@@ -99,6 +102,9 @@ pub trait Downstream: Send {
     fn is_http2(&self) -> bool;
     /// Sends the header and, unless `None`, the whole body.
     async fn send(&mut self, head: ResponseHeader, body: Option<Bytes>) -> pingora::Result<()>;
+    /// The HTTP session underneath, to read what is left of the request
+    /// body.
+    fn http(&mut self) -> &mut ServerSession;
 }
 
 #[async_trait]
@@ -117,6 +123,9 @@ impl Downstream for pingora::proxy::Session {
         }
         Ok(())
     }
+    fn http(&mut self) -> &mut ServerSession {
+        self
+    }
 }
 
 #[async_trait]
@@ -133,6 +142,9 @@ impl Downstream for ServerSession {
             self.write_response_body(body, true).await?;
         }
         Ok(())
+    }
+    fn http(&mut self) -> &mut ServerSession {
+        self
     }
 }
 
@@ -225,7 +237,77 @@ pub async fn write<S: Downstream + ?Sized>(
 ) -> pingora::Result<()> {
     let (head, body) = Parts::of(reply, ctx).head(ctx, session.is_http2())?;
     let head_only = session.request().method == http::Method::HEAD || body.is_empty();
-    session.send(head, (!head_only).then_some(body)).await
+    session.send(head, (!head_only).then_some(body)).await?;
+    let http = session.http();
+    if !http.is_body_done() {
+        if head_only {
+            // (over HTTP/2 the stream's end is only sent here)
+            http.finish_body().await?;
+        }
+        discard_body(http).await;
+    }
+    Ok(())
+}
+
+/// About this much of a request body the answer did not need (a refused
+/// upload; the last read may cross it by its buffer) is read and thrown away after the answer is sent, for at
+/// most [`DRAIN_TIME`]; then the stream is reset (HTTP/2) or the
+/// connection closed (HTTP/1.1).
+///
+/// Without it, HTTP/2 ends the stream with `RST_STREAM(NO_ERROR)` right
+/// after the answer, which RFC 9113 §8.1 allows but which curl 7.88 reports
+/// as error 92 without the status while it is still sending the body; and
+/// HTTP/1.1 closes a socket with the body unread, whose TCP reset can reach
+/// the client before it read the answer (curl error 55). Clients stop
+/// sending when they see the answer (curl ends the stream, Go resets it
+/// with `CANCEL`), so what is read is what was in flight: the HTTP/2 flow
+/// control window (64 KiB) plus what the client sends before it reads the
+/// answer; on HTTP/1.1 also what the socket buffers hold. The cap keeps a
+/// client that never stops from being read without limit, as nginx's
+/// lingering close and Go's server (256 KiB) bound theirs.
+pub const DRAIN_LIMIT: usize = 4 << 20;
+
+/// How long [`discard_body`] waits for the rest of a body at most.
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and drops what the client still sends of the request body, up to
+/// [`DRAIN_LIMIT`] bytes and [`DRAIN_TIME`]. The body is never kept. If it
+/// did not end within them, an HTTP/1.1 connection is not reused.
+async fn discard_body(http: &mut ServerSession) {
+    if !http.is_http2() && expects_continue(http.req_header()) {
+        // no `100 Continue` was sent, so the client sends no body (or
+        // closes the connection); Pingora closes it after this answer
+        http.set_keepalive(None);
+        return;
+    }
+    let start = http.body_bytes_read();
+    let drain = async {
+        while http.body_bytes_read() - start < DRAIN_LIMIT {
+            match http.read_request_body().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return true,
+                // the client reset the stream or closed the connection
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    let ended = tokio::time::timeout(DRAIN_TIME, drain)
+        .await
+        .unwrap_or(false);
+    if !ended {
+        tracing::debug!(
+            read = http.body_bytes_read() - start,
+            "request body not read to its end after the answer"
+        );
+        http.set_keepalive(None);
+    }
+}
+
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 #[cfg(test)]

@@ -4,9 +4,8 @@ use crate::config::{LogConfig, LogFormat};
 use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_log::NormalizeEvent;
+use tracing_log::{log, LogTracer, NormalizeEvent};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the logger: `filter` is `log.level` as the compile stage
@@ -21,16 +20,71 @@ pub fn init(cfg: &LogConfig, filter: Option<EnvFilter>) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match cfg.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .finish()
-            .with(QuietHangups)
-            .try_init(),
-        LogFormat::Text => builder.finish().with(QuietHangups).try_init(),
+        LogFormat::Json => tracing::subscriber::set_global_default(
+            builder
+                .json()
+                .flatten_event(true)
+                .finish()
+                .with(QuietHangups),
+        ),
+        LogFormat::Text => {
+            tracing::subscriber::set_global_default(builder.finish().with(QuietHangups))
+        }
     };
-    if let Err(e) = result {
-        eprintln!("logging already initialised: {e}");
+    match result {
+        Ok(()) => bridge_log(),
+        Err(e) => eprintln!("logging already initialised: {e}"),
+    }
+}
+
+/// Sends the `log` records of Pingora and other crates to tracing, as
+/// `try_init` would, through [`Demote`].
+fn bridge_log() {
+    if log::set_boxed_logger(Box::new(Demote(LogTracer::new()))).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+}
+
+/// Pingora's `failed to acquire reusable stream` at DEBUG, not ERROR: its
+/// upstream pool could not take back an idle connection (a race with the
+/// task watching it), so it opens a new one and the request goes on
+/// unharmed. It is not a proxy error, and at ERROR it sends operators
+/// looking for one (it showed up under load in the benchmarks). Every
+/// other record keeps its level.
+struct Demote(LogTracer);
+
+/// Where Pingora's upstream connector logs from.
+const CONNECTORS: &str = "pingora_core::connectors";
+
+fn is_reuse_miss(record: &log::Record<'_>) -> bool {
+    record.level() == log::Level::Error
+        && record.target() == CONNECTORS
+        && record.args().to_string() == "failed to acquire reusable stream"
+}
+
+impl log::Log for Demote {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !is_reuse_miss(record) {
+            return self.0.log(record);
+        }
+        self.0.log(
+            &log::Record::builder()
+                .level(log::Level::Debug)
+                .target(record.target())
+                .args(*record.args())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.0.flush()
     }
 }
 
@@ -110,7 +164,7 @@ mod tests {
             .finish()
             .with(QuietHangups);
         // as Pingora logs: through the `log` crate, bridged to tracing
-        let _ = tracing_log::LogTracer::init();
+        bridge_log();
         tracing::subscriber::with_default(subscriber, || {
             let addr = "127.0.0.1:50096";
             log::error!(
@@ -151,5 +205,51 @@ mod tests {
         assert!(text.contains("Accept() failed"), "{text}");
         assert!(text.contains("upstream said: tls handshake eof"), "{text}");
         assert_eq!(text.lines().count(), 4, "{text}");
+    }
+
+    #[test]
+    fn a_pooled_connection_not_taken_back_is_logged_at_debug_not_error() {
+        let logged = |level: &str| {
+            let out = Captured::default();
+            let writer = out.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_env_filter(EnvFilter::new(level))
+                .finish()
+                .with(QuietHangups);
+            bridge_log();
+            tracing::subscriber::with_default(subscriber, || {
+                // as Pingora's connector logs it
+                log::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
+                log::error!(target: "pingora_core::connectors", "other connector trouble");
+                log::error!(target: "portcullis::proxy", "failed to acquire reusable stream");
+            });
+            let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+            text
+        };
+        let info = logged("info");
+        assert!(
+            !info.contains("pingora_core::connectors: failed to acquire reusable stream"),
+            "{info}"
+        );
+        assert!(
+            info.contains("ERROR pingora_core::connectors: other connector trouble"),
+            "{info}"
+        );
+        assert!(
+            info.contains("ERROR portcullis::proxy: failed to acquire reusable stream"),
+            "{info}"
+        );
+        assert_eq!(info.lines().count(), 2, "{info}");
+        let debug = logged("debug");
+        assert!(
+            debug.contains("DEBUG pingora_core::connectors: failed to acquire reusable stream"),
+            "{debug}"
+        );
+        assert!(
+            !debug.contains("ERROR pingora_core::connectors: failed"),
+            "{debug}"
+        );
     }
 }
