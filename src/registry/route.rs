@@ -233,11 +233,12 @@ impl Route {
         let need = |a: Action| Ok(vec![(self.repo(), a)]);
         match self {
             Route::Base if read => Ok(Vec::new()),
-            // the catalog and tag lists have GET only (the registry
-            // answers 405 to HEAD)
+            // the catalog has GET only (the registry answers 405 to HEAD;
+            // the proxy answers the catalog itself)
             Route::Catalog if method == M::GET => need(Action::Catalog),
-            Route::Tags { .. } if method == M::GET => need(Action::Pull),
-            Route::Referrers { .. } if read => need(Action::Pull),
+            // HEAD of a tag list goes to the registry (405) after the
+            // access check, as a refusal must not depend on the method
+            Route::Tags { .. } | Route::Referrers { .. } if read => need(Action::Pull),
             Route::Manifest { .. } | Route::Blob { .. } if read => need(Action::Pull),
             Route::Manifest { .. } if method == M::PUT => need(Action::Push),
             Route::Manifest { .. } | Route::Blob { .. } if method == M::DELETE => {
