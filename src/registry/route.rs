@@ -2,6 +2,14 @@
 //!
 //! Every request is parsed here before any auth decision: a path that is not
 //! part of the API (or tries to escape it) never reaches the upstream.
+//!
+//! The order of answers: path tricks (400) and invalid names (400), then
+//! answers that depend on the request's syntax alone (a reference that is
+//! no valid tag or digest, an upload id the registry never issues, a method
+//! a route does not have), all before authentication, as registry:2's router
+//! answers a path it does not route; they are the same for every
+//! repository, so they reveal nothing. Everything else is authenticated and
+//! authorized first, then forwarded.
 
 use std::fmt;
 
