@@ -2,6 +2,14 @@
 //!
 //! Every request is parsed here before any auth decision: a path that is not
 //! part of the API (or tries to escape it) never reaches the upstream.
+//!
+//! The order of answers: path tricks (400) and invalid names (400), then
+//! answers that depend on the request's syntax alone (a reference that is
+//! no valid tag or digest, an upload id the registry never issues, a method
+//! a route does not have), all before authentication, as registry:2's router
+//! answers a path it does not route; they are the same for every
+//! repository, so they reveal nothing. Everything else is authenticated and
+//! authorized first, then forwarded.
 
 use std::fmt;
 
@@ -67,17 +75,46 @@ fn is_path_component(c: &str) -> bool {
     true
 }
 
-/// A content digest, `algorithm:hex` (e.g. `sha256:…`).
+/// What distribution's router takes for a digest (go-digest's
+/// `DigestRegexp`): `[a-z0-9]+([.+_-][a-z0-9]+)*` `:` `[a-zA-Z0-9=_-]+`.
+/// A reference of this form that is not a valid digest ([`is_digest`]) is
+/// routed by the registry and then refused; any other non-digest is not
+/// routed at all (a plain 404).
+fn has_digest_form(s: &str) -> bool {
+    let Some((alg, encoded)) = s.split_once(':') else {
+        return false;
+    };
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    let b = alg.as_bytes();
+    let alg_ok = !b.is_empty()
+        && alnum(b[0])
+        && alnum(b[b.len() - 1])
+        && b.iter()
+            .all(|&x| alnum(x) || matches!(x, b'.' | b'+' | b'_' | b'-'))
+        && !b.windows(2).any(|w| !alnum(w[0]) && !alnum(w[1]));
+    alg_ok
+        && !encoded.is_empty()
+        && encoded
+            .bytes()
+            .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'=' | b'_' | b'-'))
+}
+
+/// A content digest as the registry accepts one (go-digest's `Parse`): an
+/// algorithm it implements with its lowercase hex encoding.
 fn is_digest(s: &str) -> bool {
     let Some((alg, hex)) = s.split_once(':') else {
         return false;
     };
-    let alg_ok = !alg.is_empty()
-        && alg.as_bytes()[0].is_ascii_alphabetic()
-        && alg
+    let len = match alg {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return false,
+    };
+    hex.len() == len
+        && hex
             .bytes()
-            .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'-' | b'_' | b'+' | b'.'));
-    alg_ok && hex.len() >= 32 && hex.bytes().all(|x| x.is_ascii_hexdigit())
+            .all(|x| x.is_ascii_digit() || (b'a'..=b'f').contains(&x))
 }
 
 /// A tag, `[\w][\w.-]{0,127}`.
@@ -149,6 +186,12 @@ pub enum Route {
         repo: RepoName,
         digest: String,
     },
+    /// A manifest reference the registry routes (it has the form of a
+    /// digest) but that is no valid tag or digest: answered here, by
+    /// method, and never forwarded.
+    ManifestBadDigest {
+        repo: RepoName,
+    },
 }
 
 impl Route {
@@ -158,7 +201,7 @@ impl Route {
             Route::Base => "base",
             Route::Catalog => "catalog",
             Route::Tags { .. } => "tags",
-            Route::Manifest { .. } => "manifest",
+            Route::Manifest { .. } | Route::ManifestBadDigest { .. } => "manifest",
             Route::Blob { .. } => "blob",
             Route::UploadStart { .. } | Route::Upload { .. } => "upload",
             Route::Referrers { .. } => "referrers",
@@ -173,7 +216,8 @@ impl Route {
             | Route::Blob { repo, .. }
             | Route::UploadStart { repo, .. }
             | Route::Upload { repo, .. }
-            | Route::Referrers { repo, .. } => Some(repo),
+            | Route::Referrers { repo, .. }
+            | Route::ManifestBadDigest { repo } => Some(repo),
         }
     }
 
@@ -197,7 +241,11 @@ impl Route {
         let need = |a: Action| Ok(vec![(self.repo(), a)]);
         match self {
             Route::Base if read => Ok(Vec::new()),
-            Route::Catalog if read => need(Action::Catalog),
+            // the catalog has GET only (the registry answers 405 to HEAD;
+            // the proxy answers the catalog itself)
+            Route::Catalog if method == M::GET => need(Action::Catalog),
+            // HEAD of a tag list goes to the registry (405) after the
+            // access check, as a refusal must not depend on the method
             Route::Tags { .. } | Route::Referrers { .. } if read => need(Action::Pull),
             Route::Manifest { .. } | Route::Blob { .. } if read => need(Action::Pull),
             Route::Manifest { .. } if method == M::PUT => need(Action::Push),
@@ -211,10 +259,23 @@ impl Route {
                 }
                 Ok(v)
             }
+            // the registry routes every method of the upload collection to
+            // its upload handler, which finds no upload
+            Route::UploadStart { .. } => Err(RouteError::UploadUnknown),
             Route::Upload { .. }
                 if read || method == M::PATCH || method == M::PUT || method == M::DELETE =>
             {
                 need(Action::Push)
+            }
+            // as the registry answers, once it took the reference for a
+            // tag: nothing by that name, a manifest that cannot be stored
+            // under it, a deletion that needs a digest
+            Route::ManifestBadDigest { .. } if read => Err(RouteError::ManifestUnknown),
+            Route::ManifestBadDigest { .. } if method == M::PUT => {
+                Err(RouteError::ReferenceInvalid)
+            }
+            Route::ManifestBadDigest { .. } if method == M::DELETE => {
+                Err(RouteError::DigestInvalid)
             }
             _ => Err(RouteError::MethodNotAllowed),
         }
@@ -231,8 +292,23 @@ pub enum RouteError {
     NotFound,
     #[error("invalid repository name")]
     NameInvalid,
+    /// A manifest pushed under a reference that is no tag or digest.
     #[error("invalid tag or digest")]
     ReferenceInvalid,
+    /// A manifest reference that is no tag or digest, to read: no such
+    /// manifest can exist.
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    /// A blob path whose last segment is not of the form of a digest.
+    #[error("blob unknown")]
+    BlobUnknown,
+    /// Of the form of a digest, but not one the registry accepts.
+    #[error("invalid digest")]
+    DigestInvalid,
+    /// An upload id of a form the registry never issues, or a method the
+    /// upload collection does not have.
+    #[error("blob upload unknown")]
+    UploadUnknown,
     #[error("method not allowed on this resource")]
     MethodNotAllowed,
 }
@@ -288,7 +364,7 @@ pub fn parse(path: &str, query: Option<&str>) -> Result<Route, RouteError> {
         let repo = RepoName::parse(&segs[..n - 3].join("/"))?;
         let id = segs[n - 1];
         if !is_upload_id(id) {
-            return Err(RouteError::NotFound);
+            return Err(RouteError::UploadUnknown);
         }
         return Ok(Route::Upload {
             repo,
@@ -301,18 +377,26 @@ pub fn parse(path: &str, query: Option<&str>) -> Result<Route, RouteError> {
         match segs[n - 2] {
             "manifests" => {
                 let repo = RepoName::parse(&name)?;
-                if !(is_tag(last) || is_digest(last)) {
-                    return Err(RouteError::ReferenceInvalid);
+                if is_tag(last) || is_digest(last) {
+                    return Ok(Route::Manifest {
+                        repo,
+                        reference: last.to_owned(),
+                    });
                 }
-                return Ok(Route::Manifest {
-                    repo,
-                    reference: last.to_owned(),
-                });
+                if has_digest_form(last) {
+                    return Ok(Route::ManifestBadDigest { repo });
+                }
+                return Err(RouteError::ManifestUnknown);
             }
             "blobs" | "referrers" => {
                 let repo = RepoName::parse(&name)?;
                 if !is_digest(last) {
-                    return Err(RouteError::ReferenceInvalid);
+                    // the spec asks 400 for a referrers digest of bad syntax
+                    return Err(if segs[n - 2] == "referrers" || has_digest_form(last) {
+                        RouteError::DigestInvalid
+                    } else {
+                        RouteError::BlobUnknown
+                    });
                 }
                 let digest = last.to_owned();
                 return Ok(if segs[n - 2] == "blobs" {
@@ -506,14 +590,50 @@ mod tests {
             parse("/v2/a-/manifests/x", None),
             Err(RouteError::NameInvalid)
         );
+    }
+
+    #[test]
+    fn invalid_references_as_the_registry_routes_them() {
+        use http::Method as M;
+        // not routed by the registry: 404 whatever the method
+        for p in [
+            "/v2/a/manifests/-x",
+            "/v2/a/manifests/.x",
+            "/v2/a/manifests/A:x",
+        ] {
+            assert_eq!(parse(p, None), Err(RouteError::ManifestUnknown), "{p}");
+        }
+        for p in [
+            "/v2/a/blobs/latest",
+            "/v2/a/blobs/sha256:",
+            "/v2/a/blobs/a..b:x",
+        ] {
+            assert_eq!(parse(p, None), Err(RouteError::BlobUnknown), "{p}");
+        }
+        // routed, then refused
+        for p in ["/v2/a/blobs/sha256:xyz", "/v2/a/referrers/latest"] {
+            assert_eq!(parse(p, None), Err(RouteError::DigestInvalid), "{p}");
+        }
+        let m = parse("/v2/a/manifests/sha256:xyz", None).unwrap();
+        assert_eq!(m, Route::ManifestBadDigest { repo: repo("a") });
+        assert_eq!(m.required(&M::GET), Err(RouteError::ManifestUnknown));
+        assert_eq!(m.required(&M::HEAD), Err(RouteError::ManifestUnknown));
+        assert_eq!(m.required(&M::PUT), Err(RouteError::ReferenceInvalid));
+        assert_eq!(m.required(&M::DELETE), Err(RouteError::DigestInvalid));
+        assert_eq!(m.required(&M::POST), Err(RouteError::MethodNotAllowed));
+        // names are checked first
         assert_eq!(
-            parse("/v2/a/manifests/-x", None),
-            Err(RouteError::ReferenceInvalid)
+            parse("/v2/A/manifests/.x", None),
+            Err(RouteError::NameInvalid)
         );
         assert_eq!(
-            parse("/v2/a/blobs/latest", None),
-            Err(RouteError::ReferenceInvalid)
+            parse("/v2/a/blobs/uploads/a.b", None),
+            Err(RouteError::UploadUnknown)
         );
+        let u = parse("/v2/a/blobs/uploads/", None).unwrap();
+        assert_eq!(u.required(&M::GET), Err(RouteError::UploadUnknown));
+        let c = parse("/v2/_catalog", None).unwrap();
+        assert_eq!(c.required(&M::HEAD), Err(RouteError::MethodNotAllowed));
     }
 
     #[test]
@@ -540,10 +660,22 @@ mod tests {
     #[test]
     fn digests_and_tags() {
         assert!(is_digest(D));
-        assert!(is_digest("sha512+b64.x:0123456789abcdef0123456789abcdef"));
+        assert!(is_digest(&format!("sha384:{}{}", &D[7..], &D[7..39])));
+        assert!(is_digest(&format!("sha512:{}{}", &D[7..], &D[7..])));
+        assert!(!is_digest(&D.to_uppercase()));
+        assert!(!is_digest(&D.replace("sha256", "sha257")));
+        assert!(!is_digest("sha512+b64.x:0123456789abcdef0123456789abcdef"));
         assert!(!is_digest("sha256:xyz"));
         assert!(!is_digest("sha256:0123"));
         assert!(!is_digest(":0123456789abcdef0123456789abcdef"));
+        for form in ["sha256:xyz", "a.b+c:x=", "sha512+b64.x:AB_-"] {
+            assert!(has_digest_form(form), "{form}");
+        }
+        for not in [
+            "sha256:", ":x", "a..b:x", ".a:x", "a.:x", "A:x", "a:x/y", "a:x.y",
+        ] {
+            assert!(!has_digest_form(not), "{not}");
+        }
         assert!(is_tag("latest"));
         assert!(is_tag(&"a".repeat(128)));
         assert!(!is_tag(&"a".repeat(129)));
