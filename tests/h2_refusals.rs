@@ -15,18 +15,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use support::*;
 
-const BOB: (&str, &str) = ("bob", "bob-readonly-pw");
-
-const RULES: &str = r#"
-[[access]]
-users = ["alice"]
-actions = ["*"]
-
-[[access]]
-users = ["bob"]
-repositories = ["team-a/**"]
-actions = ["pull"]
-"#;
+/// alice may do anything; bob may only pull team-a.
+fn rules() -> Vec<Rule> {
+    vec![
+        Rule::users(&["alice"]).all(),
+        Rule::users(&["bob"]).on(&["team-a/**"]).pull(),
+    ]
+}
 
 /// `DRAIN_LIMIT` of `src/http/reply.rs`, and the one read (at most 64 KiB)
 /// that may cross it.
@@ -38,7 +33,10 @@ const UPLOAD: &str = "/v2/team-a/app/blobs/uploads/0a1b2c3d-uuid";
 
 fn start() -> (Registry, Proxy) {
     let reg = Registry::start();
-    let proxy = Proxy::start(&reg, basic_options(&[(USER, PASS), BOB], RULES));
+    let proxy = Proxy::start(
+        &reg,
+        ProxyOptions::basic(&[(USER, PASS), BOB]).rules(&rules()),
+    );
     (reg, proxy)
 }
 
