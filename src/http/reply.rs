@@ -250,9 +250,9 @@ pub async fn write<S: Downstream + ?Sized>(
 }
 
 /// About this much of a request body the answer did not need (a refused
-/// upload; the last read may cross it by its buffer) is read and thrown away after the answer is sent, for at
-/// most [`DRAIN_TIME`]; then the stream is reset (HTTP/2) or the
-/// connection closed (HTTP/1.1).
+/// upload; the last read may cross it by its buffer) is read and thrown
+/// away after the answer is sent, for at most [`DRAIN_TIME`]; then the
+/// stream is reset (HTTP/2) or the connection closed (HTTP/1.1).
 ///
 /// Without it, HTTP/2 ends the stream with `RST_STREAM(NO_ERROR)` right
 /// after the answer, which RFC 9113 §8.1 allows but which curl 7.88 reports
