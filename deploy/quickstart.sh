@@ -76,6 +76,10 @@ self_signed = true
 realm = "portcullis quick start"
 [auth.htpasswd]
 path = "$state/htpasswd"
+# the anonymous rule below brings the token endpoint (Docker clients
+# cannot pull anonymously after a Basic challenge): its signing key
+[auth.token]
+key_dir = "$state/keys"
 
 # demo may do everything; anyone may pull public/*
 [[access]]

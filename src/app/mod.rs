@@ -32,8 +32,12 @@ pub struct App {
     pub tls: TlsState,
     pub auth: Arc<Authenticator>,
     pub policy: Policy,
-    /// Token mode, or `upstream.token_auth`: the keys tokens are signed with.
+    /// Token mode, `upstream.token_auth`, or Basic mode with anonymous
+    /// rules: the keys tokens are signed with.
     pub issuer: Option<Arc<TokenIssuer>>,
+    /// Whether clients are challenged with Bearer and served the token
+    /// endpoint (token mode, or [`anonymous_needs_tokens`]).
+    pub token_endpoint: bool,
     pub audit: Option<Arc<AuditLog>>,
     /// What scrapers of `/metrics` must present (`None`: anyone).
     pub scrape: Option<ScrapeAuth>,
@@ -77,8 +81,10 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
         &mut problems,
         Authenticator::new(&cfg.auth).map_err(|e| e.problems()),
     );
+    let token_endpoint =
+        cfg.auth.mode == AuthMode::Token || anonymous_needs_tokens(cfg, &compiled.rules);
     let policy = collect(&mut problems, Policy::build(cfg, compiled.rules, None));
-    let issuer = match needs_keys(cfg) {
+    let issuer = match token_endpoint || cfg.upstream.token_auth {
         true => collect(
             &mut problems,
             issuer(cfg, compiled.token_algorithm).map(Some),
@@ -110,6 +116,7 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
                 auth: Arc::new(auth),
                 policy,
                 issuer,
+                token_endpoint,
                 audit,
                 scrape,
             })
@@ -118,10 +125,17 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
     }
 }
 
-/// Token signing keys are needed to issue client tokens and to sign the
-/// ones the proxy sends a registry that runs token auth itself.
-fn needs_keys(cfg: &Config) -> bool {
-    cfg.auth.mode == AuthMode::Token || cfg.upstream.token_auth
+/// Docker cannot pull anonymously after a `Basic` challenge: its
+/// authorizer runs the handler of every challenged scheme, and Basic
+/// without stored credentials is an error ("no basic auth credentials"),
+/// whatever else is offered. A 200 on `/v2/` instead would let `docker
+/// login` succeed with any password. So in Basic mode, rules that grant
+/// anonymous access bring the token endpoint along: requests without
+/// credentials are challenged with `Bearer`, anonymous clients fetch an
+/// anonymous token, `docker login` has its password checked there, and
+/// Basic credentials keep working on every request.
+pub fn anonymous_needs_tokens(cfg: &Config, rules: &[crate::auth::authorization::acl::Rule]) -> bool {
+    cfg.auth.mode == AuthMode::Basic && crate::auth::authorization::acl::grants_anonymous(rules)
 }
 
 /// Signing and verification keys (generated on first start).

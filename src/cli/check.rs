@@ -20,7 +20,10 @@ pub fn run(path: &Path) -> ExitCode {
                 .as_ref()
                 .map(crate::tls::acme::check_ready)
                 .unwrap_or_default();
-            p.extend(crate::app::build(cfg).err().unwrap_or_default());
+            match crate::app::build(cfg) {
+                Ok(app) => print_notes(&app),
+                Err(problems) => p.extend(problems),
+            }
             p
         }
         Err(e) => e.problems,
@@ -34,6 +37,19 @@ pub fn run(path: &Path) -> ExitCode {
     }
     eprintln!("{}: {} problem(s)", path.display(), problems.len());
     ExitCode::FAILURE
+}
+
+/// What a valid config means for clients that is easy to miss.
+fn print_notes(app: &crate::app::App) {
+    if app.token_endpoint && app.config.auth.mode == crate::config::AuthMode::Basic {
+        println!(
+            "note: auth.mode = \"basic\" with anonymous [[access]] rules: requests without \
+             credentials are challenged with Bearer and {} serves tokens, so Docker clients \
+             can pull anonymously (a Basic challenge stops them); Basic credentials work on \
+             every request, and auth.token.key_dir holds the signing key",
+            app.config.auth.token.path
+        );
+    }
 }
 
 /// `check --explain USER REPO ACTION`: which rule decides, and why.

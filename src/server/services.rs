@@ -29,6 +29,7 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
         auth,
         policy,
         issuer,
+        token_endpoint,
         audit,
         scrape,
     } = app;
@@ -58,8 +59,14 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
     };
     let tokens = issuer
         .as_ref()
-        .filter(|_| cfg.auth.mode == AuthMode::Token)
+        .filter(|_| token_endpoint)
         .map(Arc::clone);
+    if token_endpoint && cfg.auth.mode == AuthMode::Basic {
+        tracing::info!(
+            path = %cfg.auth.token.path,
+            "auth.mode = basic with anonymous rules: requests without credentials are challenged with Bearer, so Docker clients can pull anonymously; Basic credentials work on every request"
+        );
+    }
     if let Some(issuer) = &tokens {
         tracing::info!(
             kid = issuer.keys().signing().kid(),

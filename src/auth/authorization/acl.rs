@@ -279,6 +279,13 @@ pub struct Acl {
     groups: HashMap<String, Vec<String>>,
 }
 
+/// Whether any of `rules` could let an anonymous caller in.
+pub fn grants_anonymous(rules: &[Rule]) -> bool {
+    rules
+        .iter()
+        .any(|r| r.anonymous && r.actions != Actions::NONE)
+}
+
 /// Compiles `[[access]]` (rule numbers from 1), every problem named.
 pub fn compile_rules(rules: &[RuleConfig]) -> Result<Vec<Rule>, Vec<Problem>> {
     let mut problems = Vec::new();
@@ -343,9 +350,7 @@ impl Acl {
     /// Whether any rule could let an anonymous caller in; if none, requests
     /// without credentials are challenged at once.
     pub fn allows_anonymous(&self) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.anonymous && r.actions != Actions::NONE)
+        grants_anonymous(&self.rules)
     }
 
     /// What the caller may do to `repo` (`None`: registry-wide).
