@@ -134,7 +134,10 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
 /// credentials are challenged with `Bearer`, anonymous clients fetch an
 /// anonymous token, `docker login` has its password checked there, and
 /// Basic credentials keep working on every request.
-pub fn anonymous_needs_tokens(cfg: &Config, rules: &[crate::auth::authorization::acl::Rule]) -> bool {
+pub fn anonymous_needs_tokens(
+    cfg: &Config,
+    rules: &[crate::auth::authorization::acl::Rule],
+) -> bool {
     cfg.auth.mode == AuthMode::Basic && crate::auth::authorization::acl::grants_anonymous(rules)
 }
 

@@ -57,10 +57,7 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
         ),
         None => None,
     };
-    let tokens = issuer
-        .as_ref()
-        .filter(|_| token_endpoint)
-        .map(Arc::clone);
+    let tokens = issuer.as_ref().filter(|_| token_endpoint).map(Arc::clone);
     if token_endpoint && cfg.auth.mode == AuthMode::Basic {
         tracing::info!(
             path = %cfg.auth.token.path,

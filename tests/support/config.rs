@@ -160,6 +160,7 @@ realm = "{REALM}"
 path = "{htpasswd}"
 
 {metrics}
+{token}
 [log]
 level = "info"
 {extra}
@@ -177,6 +178,17 @@ level = "info"
                 ""
             } else {
                 "[metrics]\nenabled = false\n"
+            },
+            // Basic mode with anonymous rules serves tokens too: keep
+            // their key beside the config, not in /var/lib/portcullis
+            token = if self.extra_toml.contains("[auth.token]") {
+                String::new()
+            } else {
+                let dir = files.htpasswd.parent().expect("htpasswd has a directory");
+                format!(
+                    "[auth.token]\nkey_dir = \"{}\"\n",
+                    dir.join("keys").display()
+                )
             },
             extra_server = self.extra_server,
             extra_auth = self.extra_auth,
