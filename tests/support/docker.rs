@@ -149,11 +149,24 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Tail of dockerd's log.
+    /// dockerd's errors and warnings (the last 30; with the errors of the
+    /// HTTPS attempts, logged at info as "Attempting next endpoint … after
+    /// error") and the tail of its log.
     pub fn logs(&self) -> String {
+        let text = self.log_text();
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.contains("level=error")
+                    || l.contains("level=warning")
+                    || l.contains("Attempting next endpoint")
+            })
+            .collect();
+        let from = errors.len().saturating_sub(30);
         format!(
-            "--- dockerd log (tail)\n{}",
-            tail(&self.dir.path().join("dockerd.log"), 80)
+            "--- dockerd errors (last 30)\n{}\n--- dockerd log (tail)\n{}",
+            errors[from..].join("\n"),
+            tail(&self.dir.path().join("dockerd.log"), 15)
         )
     }
 
