@@ -375,9 +375,14 @@ in_both_modes!(pull_only_user_cannot_push: pull_only_user_cannot_push_basic, pul
 /// A refused layer upload ends the push at once: the engine does not retry
 /// it (dockerd logs `Upload failed, retrying: …` for each retry, and backs
 /// off 5, 10, 15 then 20 s). It retries any error it does not recognise as
-/// final; in Basic mode the proxy's 403 `DENIED`, whose message is the
-/// code's stock text and whose detail is null, is decoded by the engine as
-/// a bare error code, which its retry logic does not recognise.
+/// final. In Basic mode the proxy answers the upload `POST` with 403
+/// `{"errors":[{"code":"DENIED","message":"requested access to the resource
+/// is denied","detail":null}]}`: an error whose message is the code's stock
+/// text and whose detail is null is decoded by the engine's registry client
+/// as a bare error code, which its retry logic does not take for a denial
+/// (checked against a stub registry: the same 403 with another message, or
+/// with a detail, fails the push at once). In token mode the refusal is a
+/// 401 with an `insufficient_scope` challenge, which is final.
 fn refused_push_is_not_retried(mode: Mode) {
     let s = start(mode);
     let bob = s.engine.client();
@@ -422,7 +427,7 @@ fn refused_push_is_not_retried(mode: Mode) {
 }
 
 in_both_modes!(refused_push_is_not_retried:
-    #[ignore = "defect: a Basic-mode 403 DENIED makes the engine retry the upload for ~50 s"] refused_push_is_not_retried_basic,
+    #[ignore = "defect: the Basic-mode 403 DENIED body makes the engine retry the upload for ~50 s"] refused_push_is_not_retried_basic,
     refused_push_is_not_retried_token);
 
 /// After `docker logout` the credentials are gone from `$DOCKER_CONFIG` and
