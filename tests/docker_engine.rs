@@ -108,6 +108,21 @@ impl Setup {
         self.ok(&format!("docker {args:?}"), docker.run(args, None))
     }
 
+    /// `docker push image`, asserting it worked without the engine retrying
+    /// a layer (a retry hides a failed request behind seconds of back-off);
+    /// stdout + stderr.
+    fn push(&self, docker: &Docker, image: &str) -> String {
+        let mark = self.mark();
+        let out = self.docker_ok(docker, &["push", image]);
+        assert!(
+            !out.contains("Retrying in"),
+            "docker push {image} retried: {out}\naccess log:\n{}\n{}",
+            both_lines(&self.access_since(mark)),
+            self.engine.logs()
+        );
+        out
+    }
+
     /// The access-log lines since the first `mark` of them.
     fn access_since(&self, mark: usize) -> Vec<String> {
         access_lines(&self.proxy).split_off(mark)
@@ -263,7 +278,7 @@ fn push_rmi_pull(mode: Mode) {
     let tagged = s.image("team-a/app:1");
     let id = docker.build_scratch(&tagged, 3, 1);
     let mark = s.mark();
-    let out = s.docker_ok(&docker, &["push", &tagged]);
+    let out = s.push(&docker, &tagged);
     let digest = pushed_digest(&out);
 
     // the registry itself holds it: the tag, the manifest with the 3 layers
@@ -320,7 +335,7 @@ fn pull_only_user_cannot_push(mode: Mode) {
     s.login(&alice, (USER, PASS));
     let app = s.image("team-a/app:1");
     let id = alice.build_scratch(&app, 2, 2);
-    s.docker_ok(&alice, &["push", &app]);
+    s.push(&alice, &app);
     s.docker_ok(&alice, &["rmi", &app]);
 
     let bob = s.engine.client();
@@ -438,7 +453,7 @@ fn logout_forgets_the_credentials(mode: Mode) {
     s.login(&docker, (USER, PASS));
     let app = s.image("team-a/app:1");
     docker.build_scratch(&app, 1, 3);
-    s.docker_ok(&docker, &["push", &app]);
+    s.push(&docker, &app);
     s.docker_ok(&docker, &["rmi", &app]);
 
     let out = s.docker_ok(&docker, &["logout", &s.host()]);
@@ -517,7 +532,7 @@ fn token_login_keeps_an_identity_token_not_the_password() {
     let app = s.image("team-a/app:1");
     docker.build_scratch(&app, 1, 4);
     let mark = s.mark();
-    s.docker_ok(&docker, &["push", &app]);
+    s.push(&docker, &app);
     let lines = s.access_since(mark);
     assert!(
         !matching(
@@ -544,7 +559,7 @@ fn anonymous_pull_of_public(mode: Mode) {
     s.login(&docker, (USER, PASS));
     let base = s.image("public/base:1");
     let id = docker.build_scratch(&base, 2, 5);
-    s.docker_ok(&docker, &["push", &base]);
+    s.push(&docker, &base);
     s.docker_ok(&docker, &["logout", &s.host()]);
     s.docker_ok(&docker, &["rmi", &base]);
     assert!(!docker.has_image(&id), "{id} still there after docker rmi");
