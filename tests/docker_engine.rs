@@ -1,8 +1,9 @@
 //! The real Docker engine (`dockerd` + the `docker` CLI) through the proxy,
 //! in Basic and in token mode: login refused and accepted, push and pull
 //! of a multi-layer image built with `docker build`, pull by digest, a
-//! pull-only user's push refused with nothing stored, logout, the identity
-//! token kept by a token-mode login, anonymous pull of a public repository.
+//! pull-only user's push refused with nothing stored (and not retried),
+//! logout, the identity token kept by a token-mode login, anonymous pull of
+//! a public repository.
 //!
 //! The engine treats 127.0.0.0/8 registries as insecure and retries over
 //! plain HTTP when HTTPS fails, so the message a failed command prints is
