@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs (Debian packages, cargo-nextest) and
 # runs every test: formatting, clippy, unit and integration tests against
-# real docker-registry, skopeo and podman on loopback.
+# real docker-registry, skopeo, podman and the Docker engine on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +9,7 @@ packages=(
   cmake gcc g++ make pkg-config curl ca-certificates openssl
   docker-registry skopeo podman buildah uidmap apache2-utils
   slapd ldap-utils pebble prometheus
-  docker-compose shellcheck systemd python3-venv
+  docker-compose docker.io shellcheck systemd python3-venv
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,6 +7,7 @@
 
 pub mod clients;
 pub mod config;
+pub mod docker;
 pub mod echo_upstream;
 pub mod fixtures;
 pub mod pebble;
@@ -20,6 +21,8 @@ pub mod slapd;
 pub use clients::*;
 #[allow(unused_imports)]
 pub use config::*;
+#[allow(unused_imports)]
+pub use docker::*;
 #[allow(unused_imports)]
 pub use echo_upstream::*;
 #[allow(unused_imports)]
