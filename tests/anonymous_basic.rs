@@ -29,6 +29,19 @@ fn challenges(r: &reqwest::blocking::Response) -> Vec<String> {
         .collect()
 }
 
+/// A token from the token endpoint (200 required).
+fn token_of(proxy: &Proxy, creds: Option<(&str, &str)>, scopes: &[&str]) -> String {
+    let (status, body) = proxy.get_token(creds, scopes, false);
+    assert_eq!(status, 200, "token for {scopes:?}: {body}");
+    body["token"].as_str().expect("token").to_string()
+}
+
+/// The status of `method path` with `token`.
+fn with_token(proxy: &Proxy, method: Method, path: &str, token: &str) -> u16 {
+    let r = proxy.anon(method, path).bearer_auth(token).send().unwrap();
+    r.status().as_u16()
+}
+
 #[test]
 fn an_anonymous_docker_pull_gets_a_bearer_challenge_and_an_anonymous_token() {
     let (_reg, proxy) = start();
@@ -48,9 +61,7 @@ fn an_anonymous_docker_pull_gets_a_bearer_challenge_and_an_anonymous_token() {
     // (anonymous pulls of public/** are allowed without any token too)
     let r = accept_oci(proxy.anon(Method::GET, "/v2/public/tools/manifests/v1"));
     assert_eq!(r.status(), 200);
-    let (status, body) = proxy.get_token(None, &["repository:public/tools:pull"], false);
-    assert_eq!(status, 200, "anonymous token: {body}");
-    let token = body["token"].as_str().expect("token").to_string();
+    let token = token_of(&proxy, None, &["repository:public/tools:pull"]);
     let r = accept_oci(
         proxy
             .anon(Method::GET, "/v2/public/tools/manifests/v1")
@@ -60,15 +71,9 @@ fn an_anonymous_docker_pull_gets_a_bearer_challenge_and_an_anonymous_token() {
     assert_eq!(r.bytes().unwrap().to_vec(), manifest);
 
     // the anonymous token grants nothing beyond the rules
-    let (status, body) = proxy.get_token(None, &["repository:team/app:pull,push"], false);
-    assert_eq!(status, 200, "{body}");
-    let token = body["token"].as_str().unwrap().to_string();
-    let r = proxy
-        .anon(Method::POST, "/v2/team/app/blobs/uploads/")
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 401, "push with an anonymous token");
+    let token = token_of(&proxy, None, &["repository:team/app:pull,push"]);
+    let status = with_token(&proxy, Method::POST, "/v2/team/app/blobs/uploads/", &token);
+    assert_eq!(status, 401, "push with an anonymous token");
 }
 
 #[test]
@@ -77,15 +82,9 @@ fn docker_login_still_checks_the_password() {
     // docker login: the token endpoint with Basic credentials
     let (status, _) = proxy.get_token(Some((USER, "wrong")), &[], false);
     assert_eq!(status, 401, "login with a wrong password");
-    let (status, body) = proxy.get_token(Some((USER, PASS)), &[], false);
-    assert_eq!(status, 200, "login with the right password: {body}");
-    let token = body["token"].as_str().unwrap().to_string();
-    let r = proxy
-        .anon(Method::GET, "/v2/")
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "GET /v2/ with the login's token");
+    let token = token_of(&proxy, Some((USER, PASS)), &[]);
+    let status = with_token(&proxy, Method::GET, "/v2/", &token);
+    assert_eq!(status, 200, "GET /v2/ with the login's token");
     // and Basic credentials keep working on every request (curl, scripts)
     let r = proxy.send_as(Method::GET, "/v2/", USER, PASS);
     assert_eq!(r.status(), 200, "GET /v2/ with Basic credentials");

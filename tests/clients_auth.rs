@@ -8,27 +8,6 @@ mod support;
 use std::process::Output;
 use support::*;
 
-/// The tests `$basic` and `$token`: `$body` in Basic and in token mode.
-macro_rules! in_both_modes {
-    ($body:ident: $basic:ident, $token:ident) => {
-        #[test]
-        fn $basic() {
-            $body(Mode::Basic);
-        }
-
-        #[test]
-        fn $token() {
-            $body(Mode::Token);
-        }
-    };
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    Basic,
-    Token,
-}
-
 struct Setup {
     reg: Registry,
     proxy: Proxy,

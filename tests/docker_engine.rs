@@ -16,30 +16,6 @@ use std::process::Output;
 
 use support::*;
 
-/// The tests `$basic` and `$token`: `$body` in Basic and in token mode
-/// (attributes before a name apply to that test only).
-macro_rules! in_both_modes {
-    ($body:ident: $(#[$b:meta])* $basic:ident, $(#[$t:meta])* $token:ident) => {
-        #[test]
-        $(#[$b])*
-        fn $basic() {
-            $body(Mode::Basic);
-        }
-
-        #[test]
-        $(#[$t])*
-        fn $token() {
-            $body(Mode::Token);
-        }
-    };
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    Basic,
-    Token,
-}
-
 /// A registry, a proxy in front of it with the team-a rules (alice pulls
 /// and pushes team-a/** and public/**, bob only pulls team-a/**, anyone
 /// pulls public/**), and an engine that trusts the proxy's CA.
@@ -596,5 +572,5 @@ fn anonymous_pull_of_public(mode: Mode) {
 }
 
 in_both_modes!(anonymous_pull_of_public:
-    #[ignore = "issue 13 defect 1: anonymous pull in Basic mode"] anonymous_pull_of_public_basic,
+    anonymous_pull_of_public_basic,
     anonymous_pull_of_public_token);

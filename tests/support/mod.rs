@@ -10,6 +10,7 @@ pub mod config;
 pub mod docker;
 pub mod echo_upstream;
 pub mod fixtures;
+pub mod modes;
 pub mod pebble;
 pub mod process;
 pub mod prometheus;
@@ -27,6 +28,8 @@ pub use docker::*;
 pub use echo_upstream::*;
 #[allow(unused_imports)]
 pub use fixtures::*;
+#[allow(unused_imports)]
+pub use modes::*;
 #[allow(unused_imports)]
 pub use process::*;
 #[allow(unused_imports)]
