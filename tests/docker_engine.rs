@@ -419,7 +419,7 @@ fn refused_push_is_not_retried(mode: Mode) {
 }
 
 in_both_modes!(refused_push_is_not_retried:
-    #[ignore = "defect: the Basic-mode 403 DENIED body makes the engine retry the upload for ~50 s"] refused_push_is_not_retried_basic,
+    #[ignore = "defect A of issue 13: in plain Basic mode a 403 DENIED with the stock message is retried by the engine for ~50 s; this test's config also has an anonymous rule, which now brings Bearer challenges, so it must move to a config without one when the defect is fixed"] refused_push_is_not_retried_basic,
     refused_push_is_not_retried_token);
 
 /// After `docker logout` the credentials are gone from `$DOCKER_CONFIG` and
