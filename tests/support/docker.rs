@@ -277,14 +277,24 @@ impl Docker<'_> {
             .cloned()
     }
 
-    /// `docker inspect --format FORMAT image`, asserting it worked; trimmed.
-    pub fn inspect(&self, format: &str, image: &str) -> String {
-        let o = self.run(&["inspect", "--format", format, image], None);
+    /// `Cli::run` without stdin, asserting it worked (with the
+    /// engine's log if not).
+    fn run_ok(&self, what: &str, args: &[&str]) -> Output {
+        let o = self.run(args, None);
         assert!(
             o.status.success(),
-            "docker inspect {image}: {}\n{}",
+            "{what}: {}\n{}",
             out_text(&o),
             self.engine.logs()
+        );
+        o
+    }
+
+    /// `docker inspect --format FORMAT image`, asserting it worked; trimmed.
+    pub fn inspect(&self, format: &str, image: &str) -> String {
+        let o = self.run_ok(
+            &format!("docker inspect {image}"),
+            &["inspect", "--format", format, image],
         );
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
@@ -319,12 +329,9 @@ impl Docker<'_> {
         dockerfile.push_str(&format!("LABEL portcullis.test.tag=\"{tag}\"\n"));
         fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
         let context = ctx.path().to_str().unwrap();
-        let o = self.run(&["build", "--tag", tag, context], None);
-        assert!(
-            o.status.success(),
-            "docker build {tag}: {}\n{}",
-            out_text(&o),
-            self.engine.logs()
+        self.run_ok(
+            &format!("docker build {tag}"),
+            &["build", "--tag", tag, context],
         );
         self.image_id(tag)
     }
