@@ -287,7 +287,11 @@ impl ProxyHttp for RegistryProxy {
                 .or_else(|| ctx.route.as_ref().map(Route::kind))
                 .unwrap_or("other"),
             route: ctx.route.as_ref().map(Route::kind),
-            user: ctx.principal.as_ref().and_then(Principal::user),
+            user: ctx
+                .principal
+                .as_ref()
+                .and_then(Principal::user)
+                .or_else(|| ctx.login.as_ref().and_then(LoginOutcome::claimed_user)),
             started: ctx.start,
             upstream_ms: ctx.upstream_ms,
             error: e.map(|e| e.etype().as_str()),
@@ -418,8 +422,16 @@ impl RegistryProxy {
 
     /// Writes one of the proxy's own answers.
     async fn answer(&self, session: &mut Session, ctx: &RequestCtx, reply: Reply) -> Result<()> {
-        if let (Reply::Refused(_), Some(LoginOutcome::Failed(f))) = (&reply, ctx.login) {
-            tracing::info!(target: "auth", client = %client_addr(session), reason = f.as_str(), "login refused");
+        if let (Reply::Refused(_), Some(LoginOutcome::Failed { failure, user })) =
+            (&reply, &ctx.login)
+        {
+            tracing::info!(
+                target: "auth",
+                user = user.as_deref().unwrap_or("-"),
+                client = %client_addr(session),
+                reason = failure.as_str(),
+                "login refused"
+            );
         }
         // the token endpoint itself is protected by Basic auth
         let mode = match ctx.own_route {

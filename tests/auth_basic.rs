@@ -5,6 +5,7 @@ mod support;
 
 use base64::Engine;
 use reqwest::Method;
+use std::time::Duration;
 use support::*;
 
 fn assert_unauthorized(what: &str, resp: reqwest::blocking::Response) {
@@ -176,4 +177,58 @@ fn several_users_each_with_their_own_password() {
     assert_eq!(ok("ci-bot", "p@ss w0rd ünicode"), 200);
     assert_eq!(ok("alice", "pw-bob"), 401);
     assert_eq!(ok("bob", "pw-alice"), 401);
+}
+
+/// A refused login names the user it was for, in the access log and in the
+/// `login refused` line (as nginx's `$remote_user` and sshd do), never the
+/// password; a name with a quote and a line break stays on its one line.
+#[test]
+fn a_failed_login_is_logged_with_the_name_it_gave() {
+    let (_reg, proxy) = registry_and_proxy(ProxyOptions::default());
+    let c = proxy.client();
+    let url = proxy.url("/v2/");
+    // (the harness's own start-up probe is logged before)
+    let lines = |l: &str| l.lines().filter(|l| l.contains(" access: ")).count();
+    let before = lines(&proxy.log_text());
+    let r = c.get(&url).basic_auth(USER, Some("wrong")).send().unwrap();
+    assert_eq!(r.status(), 401);
+    let forged = "mallory\"\nINFO access: user=\"root";
+    let r = c.get(&url).basic_auth(forged, Some("x")).send().unwrap();
+    assert_eq!(r.status(), 401);
+    // the access line is written after the answer: wait for both
+    wait_until(
+        "two access lines",
+        Duration::from_secs(5),
+        || lines(&proxy.log_text()) >= before + 2,
+        || proxy.logs(),
+    );
+    let logs = proxy.log_text();
+    let access: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(" access: "))
+        .skip(before)
+        .collect();
+    assert_eq!(access.len(), 2, "{logs}");
+    assert_eq!(log_field(access[0], "user"), Some(USER), "{logs}");
+    assert_eq!(log_field(access[0], "status"), Some("401"), "{logs}");
+    let refused: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("login refused"))
+        .collect();
+    assert_eq!(log_field(refused[0], "user"), Some(USER), "{logs}");
+    assert_eq!(
+        log_field(refused[0], "reason"),
+        Some("bad_credentials"),
+        "{logs}"
+    );
+    // the forged name is escaped inside its field: no extra line
+    assert_eq!(log_field(access[1], "status"), Some("401"), "{logs}");
+    // (Basic splits at the first colon: the rest is the password)
+    assert!(
+        access[1].contains(r#"user="mallory\"\nINFO access""#),
+        "{logs}"
+    );
+    assert!(!logs.contains("user=\"root"), "{logs}");
+    assert!(!logs.contains("wrong"), "a password in the log:\n{logs}");
+    assert!(!logs.contains("root:x"), "a password in the log:\n{logs}");
 }

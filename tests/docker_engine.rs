@@ -14,6 +14,7 @@ mod support;
 
 use std::process::Output;
 
+use support::slapd::*;
 use support::*;
 
 /// A registry, a proxy in front of it with the team-a rules (alice pulls
@@ -27,15 +28,28 @@ struct Setup {
 }
 
 fn start(mode: Mode) -> Setup {
+    start_with(mode, team_a_rules(&["pull", "push"]))
+}
+
+/// [`start`] with other rules.
+fn start_with(mode: Mode, rules: Vec<Rule>) -> Setup {
+    start_on(mode, &[(USER, PASS), BOB], rules, |o| o)
+}
+
+/// A setup with these htpasswd users and rules, and `more` config.
+fn start_on(
+    mode: Mode,
+    users: &[(&str, &str)],
+    rules: Vec<Rule>,
+    more: impl FnOnce(ProxyOptions) -> ProxyOptions,
+) -> Setup {
     let reg = Registry::start();
     let keys = tempfile::tempdir().unwrap();
-    let users = [(USER, PASS), BOB];
-    let rules = team_a_rules(&["pull", "push"]);
     let opts = match mode {
-        Mode::Basic => ProxyOptions::basic(&users),
-        Mode::Token => ProxyOptions::token(&users, keys.path()),
+        Mode::Basic => ProxyOptions::basic(users),
+        Mode::Token => ProxyOptions::token(users, keys.path()),
     };
-    let proxy = Proxy::start(&reg, opts.rules(&rules));
+    let proxy = Proxy::start(&reg, more(opts.rules(&rules)));
     let engine = Engine::start();
     engine.trust(&proxy);
     Setup {
@@ -201,6 +215,16 @@ fn login_refused_then_accepted(mode: Mode) {
         "no 401 for {checked} in the access log of the refused login:\n{}",
         both_lines(&lines)
     );
+    // whose login failed: the name given, on the refused request's line
+    assert!(
+        !matching(
+            &lines,
+            &[("user", USER), ("path", checked), ("status", "401")]
+        )
+        .is_empty(),
+        "the refused login's 401 does not name {USER}:\n{}",
+        both_lines(&lines)
+    );
     assert!(
         with_status(&lines, "200", "/").is_empty(),
         "something answered 200 during the refused login:\n{}",
@@ -301,11 +325,55 @@ fn push_rmi_pull(mode: Mode) {
 
 in_both_modes!(push_rmi_pull: push_rmi_pull_basic, push_rmi_pull_token);
 
+/// Directory accounts (a real slapd): bob (group ci-pushers) logs in with
+/// `docker login` and pushes, alice (group devs) pulls what he pushed and
+/// may not push; the rules go by their directory groups. The htpasswd file
+/// holds only a robot, so every login here is checked against LDAP.
+fn ldap_accounts_log_in_push_and_pull(mode: Mode) {
+    let slapd = Slapd::start();
+    let rules = vec![
+        Rule::groups(&["ci-pushers"]).on(&["team/*"]).pull_push(),
+        Rule::groups(&["devs"]).on(&["team/*"]).pull(),
+    ];
+    let ldap = slapd.ldap_config();
+    let s = start_on(mode, &[("robot", "robot-pw")], rules, |o| o.ldap(&ldap));
+    let bob = s.engine.client();
+    let o = bob.login(&[], "bob", Password::Arg("not-bob-pw"), &s.host());
+    assert_failed("docker login of bob with a wrong password", &o);
+    s.login(&bob, ("bob", "bob-pw"));
+    assert!(
+        slapd.binds_as("uid=bob,ou=people,dc=example,dc=org") > 0,
+        "{}",
+        slapd.log()
+    );
+    let app = s.image("team/app:1");
+    let id = bob.build_scratch(&app, 2, 7);
+    let mark = s.mark();
+    s.push(&bob, &app);
+    assert!(
+        !matching(&s.access_since(mark), &[("user", "bob"), ("status", "201")]).is_empty(),
+        "bob's push: no 201 as bob"
+    );
+    assert_eq!(s.registry_tags("team/app"), ["1"]);
+
+    let alice = s.engine.client();
+    s.login(&alice, ALICE);
+    s.docker_ok(&alice, &["pull", &app]);
+    assert_eq!(alice.image_id(&app), id, "alice's pull of bob's push");
+    let mine = s.image("team/app:alice");
+    s.docker_ok(&alice, &["tag", &app, &mine]);
+    let o = alice.run(&["push", &mine], None);
+    assert_failed("alice's push (devs only pull)", &o);
+    assert_eq!(s.registry_tags("team/app"), ["1"]);
+}
+
+in_both_modes!(ldap_accounts_log_in_push_and_pull:
+    ldap_accounts_log_in_push_and_pull_basic,
+    ldap_accounts_log_in_push_and_pull_token);
+
 /// bob may only pull team-a/**: he pulls alice's image, but his pushes (a
 /// new repository, a new tag of alice's) are refused by the proxy and
-/// nothing reaches the registry's storage. (In Basic mode the engine
-/// retries the refused layer uploads for about 50 s today: see
-/// [`refused_push_is_not_retried`].)
+/// nothing reaches the registry's storage.
 fn pull_only_user_cannot_push(mode: Mode) {
     let s = start(mode);
     let alice = s.engine.client();
@@ -367,16 +435,20 @@ in_both_modes!(pull_only_user_cannot_push: pull_only_user_cannot_push_basic, pul
 /// A refused layer upload ends the push at once: the engine does not retry
 /// it (dockerd logs `Upload failed, retrying: …` for each retry, and backs
 /// off 5, 10, 15 then 20 s). It retries any error it does not recognise as
-/// final. In Basic mode the proxy answers the upload `POST` with 403
-/// `{"errors":[{"code":"DENIED","message":"requested access to the resource
-/// is denied","detail":null}]}`: an error whose message is the code's stock
-/// text and whose detail is null is decoded by the engine's registry client
-/// as a bare error code, which its retry logic does not take for a denial
-/// (checked against a stub registry: the same 403 with another message, or
-/// with a detail, fails the push at once). In token mode the refusal is a
-/// 401 with an `insufficient_scope` challenge, which is final.
+/// final. The rules here have no anonymous rule, so Basic mode is plain
+/// Basic (Basic challenges, no token endpoint) and the upload `POST` is
+/// answered 403 `DENIED`; its detail names the refused access, as
+/// `registry:2`'s refusals do. Without it (a null detail and the code's
+/// stock message) the engine's registry client decodes the error as a
+/// bare code, which its retry logic does not take for a denial: the push
+/// was retried for about 50 s. In token mode the refusal is a 401 with an
+/// `insufficient_scope` challenge, which is final.
 fn refused_push_is_not_retried(mode: Mode) {
-    let s = start(mode);
+    let rules: Vec<Rule> = team_a_rules(&["pull", "push"])
+        .into_iter()
+        .filter(|r| !r.is_anonymous())
+        .collect();
+    let s = start_with(mode, rules);
     let bob = s.engine.client();
     s.login(&bob, BOB);
     let image = s.image("team-a/bob-app:1");
@@ -419,7 +491,7 @@ fn refused_push_is_not_retried(mode: Mode) {
 }
 
 in_both_modes!(refused_push_is_not_retried:
-    #[ignore = "defect A of issue 13: in plain Basic mode a 403 DENIED with the stock message is retried by the engine for ~50 s; this test's config also has an anonymous rule, which now brings Bearer challenges, so it must move to a config without one when the defect is fixed"] refused_push_is_not_retried_basic,
+    refused_push_is_not_retried_basic,
     refused_push_is_not_retried_token);
 
 /// After `docker logout` the credentials are gone from `$DOCKER_CONFIG` and

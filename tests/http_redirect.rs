@@ -64,3 +64,42 @@ fn plain_http_listener_redirects_to_https_and_forwards_nothing() {
         "plain-HTTP requests reached the registry: {plain_seen:?}"
     );
 }
+
+/// Plain HTTP sent to the TLS port — what the Docker engine does after
+/// each failed HTTPS attempt against a 127.0.0.0/8 registry, or curl given
+/// `http://` — is the client's mistake: the connection is closed without a
+/// TLS answer and no ERROR is logged (Pingora's `Downstream handshake
+/// error … InvalidContentType` is logged at DEBUG), and the proxy goes on
+/// serving TLS.
+#[test]
+fn plain_http_to_the_tls_port_is_no_error() {
+    use std::io::{Read, Write};
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg, ProxyOptions::default());
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        // Pingora logs the failed handshake, then closes: EOF (or a reset)
+        // means the line, if any, is written.
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        assert!(
+            !String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"),
+            "plain HTTP was served on the TLS port"
+        );
+    }
+    let r = get_as_user(&proxy.client(), &proxy.url("/v2/"));
+    assert_eq!(r.status(), 200, "TLS after the plain-HTTP attempts");
+    let logs = proxy.log_text();
+    assert!(
+        !logs.contains("InvalidContentType"),
+        "plain HTTP on the TLS port logged at INFO or above:\n{logs}"
+    );
+    assert!(
+        !logs.lines().any(|l| l.contains(" ERROR ")),
+        "an ERROR line:\n{logs}"
+    );
+}

@@ -48,12 +48,32 @@ pub struct Gate {
 }
 
 /// What a login attempt found, for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginOutcome {
     Ok,
-    Failed(AuthFailure),
-    Throttled,
+    /// The credentials did not verify; `user` is the name they gave (none
+    /// for an unknown scheme), so the logs say whose login failed, as
+    /// nginx's `$remote_user` and sshd do.
+    Failed {
+        failure: AuthFailure,
+        user: Option<String>,
+    },
+    /// Refused unchecked: too many failed logins for `user` or the address.
+    Throttled {
+        user: String,
+    },
     BadToken(&'static str),
+}
+
+impl LoginOutcome {
+    /// The user name a refused login gave.
+    pub fn claimed_user(&self) -> Option<&str> {
+        match self {
+            LoginOutcome::Failed { user, .. } => user.as_deref(),
+            LoginOutcome::Throttled { user } => Some(user),
+            LoginOutcome::Ok | LoginOutcome::BadToken(_) => None,
+        }
+    }
 }
 
 impl Gate {
@@ -108,7 +128,8 @@ impl Gate {
             let refusal = Refusal::Throttled {
                 retry_after: wait.as_secs().max(1),
             };
-            return (Err(refusal), LoginOutcome::Throttled);
+            let user = user.to_owned();
+            return (Err(refusal), LoginOutcome::Throttled { user });
         }
         let creds = basic::BasicCredentials {
             user: user.to_owned(),
@@ -133,7 +154,8 @@ impl Gate {
                     AuthFailure::Unavailable => Refusal::Unavailable,
                     _ => Refusal::Unauthenticated { scope: None },
                 };
-                (Err(refusal), LoginOutcome::Failed(failure))
+                let user = Some(user.to_owned());
+                (Err(refusal), LoginOutcome::Failed { failure, user })
             }
         }
     }
@@ -197,7 +219,10 @@ impl Gate {
         // An unknown scheme, or Bearer in Basic mode: ask for credentials.
         (
             Err(Refusal::Unauthenticated { scope: None }),
-            Some(LoginOutcome::Failed(AuthFailure::BadCredentials)),
+            Some(LoginOutcome::Failed {
+                failure: AuthFailure::BadCredentials,
+                user: None,
+            }),
         )
     }
 }

@@ -1,6 +1,6 @@
 //! Why a request is refused, and so what the client is told.
 
-use crate::registry::errors::RegistryError;
+use crate::registry::errors::{AccessRecord, RegistryError};
 
 /// Why a request is refused, and so what the client is told: the JSON
 /// error, whether it is asked to authenticate ([`Refusal::challenge`], the
@@ -15,9 +15,9 @@ pub enum Refusal {
     /// A valid token that does not grant what the request needs: 401, so
     /// the client asks the token endpoint for `scope`.
     InsufficientScope { scope: String },
-    /// An authenticated user the rules do not allow: 403, no challenge
-    /// (logging in again would not help).
-    Denied,
+    /// An authenticated user the rules do not allow `scope`: 403, no
+    /// challenge (logging in again would not help).
+    Denied { scope: String },
     /// Too many failed logins: 429 with `Retry-After`.
     Throttled { retry_after: u64 },
     /// The backend that would decide is down (fail closed): 503.
@@ -42,10 +42,24 @@ impl Refusal {
             Refusal::Unauthenticated { .. } => RegistryError::UNAUTHORIZED,
             Refusal::InvalidToken => RegistryError::INVALID_TOKEN,
             Refusal::InsufficientScope { .. } => RegistryError::INSUFFICIENT_SCOPE,
-            Refusal::Denied => RegistryError::DENIED,
+            Refusal::Denied { .. } => RegistryError::DENIED,
             Refusal::Throttled { .. } => RegistryError::TOO_MANY_REQUESTS,
             Refusal::Unavailable => RegistryError::UNAVAILABLE,
         }
+    }
+
+    /// The JSON body: the error, with the access the request needed as its
+    /// detail where there is one (as `registry:2` answers).
+    pub fn body(&self) -> Vec<u8> {
+        let scope = match self {
+            Refusal::Unauthenticated { scope } => scope.as_deref(),
+            Refusal::InsufficientScope { scope } | Refusal::Denied { scope } => {
+                Some(scope.as_str())
+            }
+            Refusal::InvalidToken | Refusal::Throttled { .. } | Refusal::Unavailable => None,
+        };
+        self.error()
+            .body_with(&scope.map(AccessRecord::of_scope).unwrap_or_default())
     }
 
     /// Seconds a throttled client should wait.
@@ -66,7 +80,9 @@ impl Refusal {
             Refusal::InsufficientScope { scope } => {
                 (Some(scope.clone()), Some("insufficient_scope"))
             }
-            Refusal::Denied | Refusal::Throttled { .. } | Refusal::Unavailable => return None,
+            Refusal::Denied { .. } | Refusal::Throttled { .. } | Refusal::Unavailable => {
+                return None
+            }
         };
         Some(match mode {
             Mode::Basic => Challenge::Basic,
@@ -87,6 +103,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_denial_names_what_was_denied() {
+        let r = Refusal::Denied {
+            scope: "repository:team-a/app:push".into(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&r.body()).unwrap();
+        assert_eq!(v["errors"][0]["code"], "DENIED");
+        assert_eq!(v["errors"][0]["detail"][0]["Name"], "team-a/app");
+        assert_eq!(v["errors"][0]["detail"][0]["Action"], "push");
+    }
+
+    #[test]
     fn the_scheme_decides_the_challenge() {
         let r = Refusal::InvalidToken;
         assert_eq!(r.error(), RegistryError::INVALID_TOKEN);
@@ -99,6 +126,7 @@ mod tests {
             })
         );
         let r = Refusal::Throttled { retry_after: 2 };
+        assert!(String::from_utf8_lossy(&r.body()).contains(r#""detail":null"#));
         assert_eq!((r.challenge(Mode::Token), r.retry_after()), (None, Some(2)));
     }
 }

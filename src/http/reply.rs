@@ -175,7 +175,7 @@ impl Parts {
         use http::header;
         match reply {
             Reply::Error(e) => Parts::new(e.status, Some(JSON), e.body()),
-            Reply::Refused(r) => Parts::new(r.error().status, Some(JSON), r.error().body())
+            Reply::Refused(r) => Parts::new(r.error().status, Some(JSON), r.body())
                 .with(
                     header::WWW_AUTHENTICATE,
                     r.challenge(ctx.mode).and_then(|c| ctx.challenge_header(&c)),

@@ -45,21 +45,39 @@ fn bridge_log() {
     }
 }
 
-/// Pingora's `failed to acquire reusable stream` at DEBUG, not ERROR: its
-/// upstream pool could not take back an idle connection (a race with the
-/// task watching it), so it opens a new one and the request goes on
-/// unharmed. It is not a proxy error, and at ERROR it sends operators
-/// looking for one (it showed up under load in the benchmarks). Every
-/// other record keeps its level.
+/// Records Pingora logs at ERROR that are no proxy error, logged at DEBUG
+/// instead (every other record keeps its level):
+/// - `failed to acquire reusable stream`: its upstream pool could not take
+///   back an idle connection (a race with the task watching it), so it
+///   opens a new one and the request goes on unharmed. At ERROR it sends
+///   operators looking for a fault (it showed up under load in the
+///   benchmarks).
+/// - `Downstream handshake error … InvalidContentType`: a client spoke
+///   plain HTTP to the TLS port. The Docker engine does it after every
+///   failed HTTPS attempt against a 127.0.0.0/8 or `insecure-registries`
+///   registry, so one refused `docker login` logged an ERROR of its own;
+///   it is the client's mistake, and the attempt still shows as a
+///   ClientHello-less failure in the handshake counters.
 struct Demote(LogTracer);
 
 /// Where Pingora's upstream connector logs from.
 const CONNECTORS: &str = "pingora_core::connectors";
 
-fn is_reuse_miss(record: &log::Record<'_>) -> bool {
-    record.level() == log::Level::Error
-        && record.target() == CONNECTORS
-        && record.args().to_string() == "failed to acquire reusable stream"
+fn is_noise(record: &log::Record<'_>) -> bool {
+    if record.level() != log::Level::Error {
+        return false;
+    }
+    match record.target() {
+        CONNECTORS => record.args().to_string() == "failed to acquire reusable stream",
+        LISTENER => is_plain_http_on_tls(&record.args().to_string()),
+        _ => false,
+    }
+}
+
+/// rustls' `InvalidMessage(InvalidContentType)`: the first bytes were no
+/// TLS record (`GET / HTTP/1.1` starts with a byte no record type has).
+fn is_plain_http_on_tls(message: &str) -> bool {
+    message.starts_with("Downstream handshake error") && message.contains("InvalidContentType")
 }
 
 impl log::Log for Demote {
@@ -68,7 +86,7 @@ impl log::Log for Demote {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if !is_reuse_miss(record) {
+        if !is_noise(record) {
             return self.0.log(record);
         }
         self.0.log(
@@ -205,6 +223,43 @@ mod tests {
         assert!(text.contains("Accept() failed"), "{text}");
         assert!(text.contains("upstream said: tls handshake eof"), "{text}");
         assert_eq!(text.lines().count(), 4, "{text}");
+    }
+
+    #[test]
+    fn plain_http_on_the_tls_port_is_logged_at_debug_not_error() {
+        let logged = |level: &str| {
+            let out = Captured::default();
+            let writer = out.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_env_filter(EnvFilter::new(level))
+                .finish()
+                .with(QuietHangups);
+            bridge_log();
+            tracing::subscriber::with_default(subscriber, || {
+                // as Pingora's listener logs it (rustls 0.23's wording)
+                log::error!(
+                    target: "pingora_core::services::listening",
+                    "Downstream handshake error from 127.0.0.1:40003:  TLSHandshakeFailure context: tls connect error: received corrupt message of type InvalidContentType"
+                );
+                log::error!(
+                    target: "pingora_core::services::listening",
+                    "Downstream handshake error from 127.0.0.1:40004:  TLSHandshakeFailure context: tls connect error: received corrupt message of type InvalidHandshakeData"
+                );
+            });
+            let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+            text
+        };
+        let info = logged("info");
+        assert!(!info.contains("40003"), "{info}");
+        assert!(info.contains("ERROR") && info.contains("40004"), "{info}");
+        assert_eq!(info.lines().count(), 1, "{info}");
+        let debug = logged("debug");
+        assert!(
+            debug.contains("DEBUG pingora_core::services::listening: Downstream handshake error from 127.0.0.1:40003"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -292,6 +292,11 @@ impl Rule {
         self
     }
 
+    /// Whether it is a rule for requests without credentials.
+    pub fn is_anonymous(&self) -> bool {
+        self.anonymous
+    }
+
     /// The `[[access]]` table.
     pub fn toml(&self) -> String {
         let mut t = String::from("[[access]]\n");

@@ -82,7 +82,7 @@ impl<'p> Authorization<'p> {
             return Err(match self.principal {
                 Principal::Anonymous => Refusal::Unauthenticated { scope: Some(scope) },
                 Principal::Token { .. } => Refusal::InsufficientScope { scope },
-                Principal::User { .. } => Refusal::Denied,
+                Principal::User { .. } => Refusal::Denied { scope },
             });
         }
         Ok(())

@@ -80,7 +80,12 @@ fn anonymous_pull_but_push_asks_for_login() {
 fn authenticated_but_not_allowed_is_denied() {
     let r = repo("private/x");
     let e = check(&user("bob"), &[(Some(&r), Action::Pull)]).unwrap_err();
-    assert_eq!(e, Refusal::Denied);
+    assert_eq!(
+        e,
+        Refusal::Denied {
+            scope: "repository:private/x:pull".into()
+        }
+    );
     assert_eq!(e.challenge(Mode::Basic), None);
     assert!(check(&user("admin"), &[(Some(&r), Action::Delete)]).is_ok());
 }
@@ -90,7 +95,12 @@ fn mount_needs_both_repositories() {
     let (dst, src) = (repo("public/x"), repo("private/y"));
     // bob may pull public/x but push nothing
     let needs = [(Some(&dst), Action::Push), (Some(&src), Action::Pull)];
-    assert_eq!(check(&user("bob"), &needs), Err(Refusal::Denied));
+    assert_eq!(
+        check(&user("bob"), &needs),
+        Err(Refusal::Denied {
+            scope: "repository:public/x:push".into()
+        })
+    );
 }
 
 #[test]
