@@ -70,7 +70,12 @@ fn fixture() -> Vec<Vec<String>> {
     }
     cmd(&["group", "addmembers", "Inner", ALICE.0]);
     cmd(&["group", "addmembers", "Outer", "Inner"]);
-    cmd(&["group", "addmembers", "Readers", &format!("{},{}", BOB.0, DAVE.0)]);
+    cmd(&[
+        "group",
+        "addmembers",
+        "Readers",
+        &format!("{},{}", BOB.0, DAVE.0),
+    ]);
     cmds
 }
 
