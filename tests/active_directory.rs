@@ -342,6 +342,87 @@ fn nested_groups_grant_push_through_the_in_chain_rule() {
         "without the in-chain rule alice is only in Inner\n{}",
         direct.logs()
     );
+
+    // required_group counts nested membership: alice (Outer through
+    // Inner) logs in, carol and bob are unknown users
+    let Setup { proxy: gated, .. } =
+        &proxy_for(&dc, Some(&dc.ca_path()), "required_group = \"Outer\"");
+    assert_eq!(
+        gated.status_as(Method::GET, "/v2/", ALICE),
+        200,
+        "{}",
+        gated.logs()
+    );
+    for creds in [CAROL, BOB] {
+        assert_eq!(
+            gated.status_as(Method::GET, "/v2/", creds),
+            401,
+            "{} is outside required_group\n{}",
+            creds.0,
+            gated.logs()
+        );
+    }
+    assert!(
+        gated.log_text().contains("reason=\"unknown_user\""),
+        "{}",
+        gated.logs()
+    );
+}
+
+/// The preset's `password_changed_attribute` is `pwdLastSet`: a password
+/// reset on the DC (`samba-tool user setpassword`) ends the refresh tokens
+/// minted before it; the new password gets new ones.
+///
+/// The old password itself is the DC's business: Samba still accepts it
+/// in simple binds for `old password allowed period` (60 minutes by
+/// default) after a reset, so it still logs in; that is asserted as the
+/// DC's behaviour, not the proxy's.
+#[test]
+fn a_password_reset_on_the_dc_ends_refresh_tokens() {
+    let dc = SambaDc::start();
+    let keys = temp_dir("portcullis-ad-keys-");
+    let opts = ProxyOptions::token(&[], keys.path())
+        .toml(&dc.ldap_toml(Some(&dc.ca_path()), ""))
+        .rules(&rules());
+    let (_reg, proxy) = registry_and_proxy(opts);
+    let d = || diag(&proxy, &dc);
+    let scope = ["repository:team/app:pull"];
+    let (status, v) = proxy.get_token(Some(BOB), &scope, true);
+    assert_eq!(status, 200, "{v}\n{}", d());
+    let old = v["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_owned();
+    assert_eq!(proxy.refresh(&old, "").0, 200, "{}", d());
+
+    let new_pw = "Fresh-Pipes-43!";
+    dc.tool(&[
+        "user",
+        "setpassword",
+        BOB.0,
+        &format!("--newpassword={new_pw}"),
+    ]);
+    // past the verified login's cache_ttl (1s)
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        proxy.refresh(&old, "").0,
+        401,
+        "a refresh token outlived the reset\n{}",
+        d()
+    );
+    let before = dc.binds_as(&samba::dn_of(BOB.0)).len();
+    let old_password = proxy.get_token(Some(BOB), &scope, true).0;
+    let binds = dc.binds_as(&samba::dn_of(BOB.0));
+    assert_eq!(binds.len(), before + 1, "{}", d());
+    match binds.last().map(String::as_str) {
+        // the DC's old password allowed period: it says OK, so may the proxy
+        Some("NT_STATUS_OK") => assert_eq!(old_password, 200, "{}", d()),
+        _ => assert_eq!(old_password, 401, "{}", d()),
+    }
+    let (status, v) = proxy.get_token(Some((BOB.0, new_pw)), &scope, true);
+    assert_eq!(status, 200, "{v}\n{}", d());
+    let fresh = v["refresh_token"].as_str().expect("refresh_token");
+    assert_eq!(proxy.refresh(fresh, "").0, 200, "{}", d());
 }
 
 /// LDAPS is verified. Without `ca_file` the system roots do not know the
