@@ -7,10 +7,10 @@
 //! binds only there (`interfaces = DC_IP/8`, `bind interfaces only`), with
 //! only its LDAP service (`server services = ldap`: no SMB, NetBIOS,
 //! Kerberos or RPC ports). One DC runs at a time on the machine: a
-//! [`SambaDc`] holds an exclusive lock on a file in the temp dir for its
-//! whole life (threads of one test binary, nextest's processes, other
-//! checkouts of the repository), and the nextest test-group `samba-ad`
-//! keeps the suite from even trying to run two.
+//! [`SambaDc`] holds a lock for its whole life (a listening unix socket of
+//! an abstract name: threads of one test binary, nextest's processes and
+//! other checkouts of the repository all wait for it), and the nextest
+//! test-group `samba-ad` keeps the suite from even trying to run two.
 //!
 //! Provisioning takes seconds (about 7 s on the 2-core CI machine), and
 //! so do the first start (Samba makes its TLS keys) and the fixture's
@@ -26,8 +26,10 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,10 +110,13 @@ pub struct SambaDc {
     dir: TempDir,
     pub tls: DcTls,
     /// Field order: the lock is released last, once samba is gone.
-    _lock: File,
+    _lock: UnixListener,
 }
 
-fn addr(port: u16) -> SocketAddr {
+/// The abstract unix socket name of [`lock`].
+const LOCK_NAME: &[u8] = b"portcullis-tests-samba-dc";
+
+fn addr(port: u16) -> std::net::SocketAddr {
     format!("{DC_IP}:{port}").parse().expect("DC address")
 }
 
@@ -119,21 +124,29 @@ fn dc_port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&addr(port), Duration::from_millis(200)).is_ok()
 }
 
-/// The machine-wide lock: one DC at a time (Samba's ports are fixed).
-fn lock() -> File {
-    let path = std::env::temp_dir().join("portcullis-samba-dc.lock");
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    if f.try_lock().is_err() {
-        eprintln!("waiting for another test's Samba DC ({})", path.display());
-        f.lock()
-            .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+/// The machine-wide lock: one DC at a time (Samba's ports are fixed). It
+/// is a listening unix socket of an abstract name: only one can exist, and
+/// the kernel drops it when its process ends, however it ends.
+fn lock() -> UnixListener {
+    let name = SocketAddr::from_abstract_name(LOCK_NAME).expect("abstract socket name");
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        match UnixListener::bind_addr(&name) {
+            Ok(l) => return l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(e) => panic!("bind @{}: {e}", String::from_utf8_lossy(LOCK_NAME)),
+        }
+        if !said {
+            eprintln!("waiting for another test's Samba DC to stop");
+            said = true;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "another Samba DC of the tests ran for 15 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
-    f
 }
 
 fn samba_version() -> String {
