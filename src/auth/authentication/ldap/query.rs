@@ -345,7 +345,7 @@ mod tests {
              (|(sAMAccountName=j\\2adoe)(userPrincipalName=j\\2adoe)))\
              (!(userAccountControl:1.2.840.113556.1.4.803:=2)))"
         );
-        // the userPrincipalName finds the same entry as the account name
+        // a UPN is looked up as a userPrincipalName (and as an account name)
         assert_eq!(
             q.user_filter.filter("jdoe@corp.example", ""),
             "(&(&(objectCategory=person)(objectClass=user)\
