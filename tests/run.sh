@@ -9,6 +9,7 @@ packages=(
   cmake gcc g++ make pkg-config curl ca-certificates openssl
   docker-registry skopeo podman buildah uidmap apache2-utils
   slapd ldap-utils pebble prometheus
+  samba samba-ad-dc samba-ad-provision samba-dsdb-modules
   docker-compose docker.io shellcheck systemd python3-venv
 )
 missing=()
@@ -20,6 +21,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # On a host that runs systemd, installing slapd and samba starts their
+  # system services (slapd on *:389 would keep the test DC of
+  # tests/support/samba.rs from binding 127.77.3.89:389). The tests start
+  # their own, on their own addresses and ports: stop the ones this
+  # install just started. (Containers refuse service starts anyway.)
+  if [ -d /run/systemd/system ]; then
+    for unit in slapd smbd nmbd winbind samba-ad-dc; do
+      # the package whose install started it (winbind comes with samba-ad-dc)
+      case $unit in smbd|nmbd) pkg=samba ;; winbind|samba-ad-dc) pkg=samba-ad-dc ;; *) pkg=$unit ;; esac
+      if printf '%s\n' "${missing[@]}" | grep -qx "$pkg"; then
+        as_root systemctl disable --now "$unit" >/dev/null 2>&1 || true
+      fi
+    done
+  fi
 fi
 # validators for deploy/ (tests/deploy_files.rs runs deploy/check.sh)
 deploy_tools=target/deploy-tools

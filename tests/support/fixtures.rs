@@ -96,8 +96,14 @@ impl Ca {
 
     /// A server certificate for 127.0.0.1 and localhost signed by this CA.
     pub fn leaf(&self, common_name: &str) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        self.leaf_for(common_name, &["127.0.0.1", "localhost"])
+    }
+
+    /// A server certificate for these names (IP addresses become IP
+    /// subjectAltNames) signed by this CA.
+    pub fn leaf_for(&self, common_name: &str, names: &[&str]) -> Leaf {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);

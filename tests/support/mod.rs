@@ -16,6 +16,7 @@ pub mod process;
 pub mod prometheus;
 pub mod proxy;
 pub mod registry;
+pub mod samba;
 pub mod slapd;
 
 #[allow(unused_imports)]

@@ -9,8 +9,12 @@ use ldap3::{dn_escape, ldap_escape};
 use crate::config::ldap::{LdapConfig, LdapPreset};
 
 pub const OPENLDAP_USER_FILTER: &str = "(&(objectClass=person)(uid={username}))";
-pub const AD_USER_FILTER: &str =
-    "(&(objectCategory=person)(objectClass=user)(sAMAccountName={username}))";
+/// Active Directory users log in by either name they have: the
+/// pre-Windows 2000 `sAMAccountName` (`jdoe`) or the userPrincipalName
+/// (`jdoe@corp.example`). A name that matches two entries is refused as
+/// ambiguous, like any other.
+pub const AD_USER_FILTER: &str = "(&(objectCategory=person)(objectClass=user)\
+     (|(sAMAccountName={username})(userPrincipalName={username})))";
 /// `userAccountControl` bit 2 (ACCOUNTDISABLE), tested bitwise
 /// (LDAP_MATCHING_RULE_BIT_AND).
 pub const AD_ENABLED_ONLY: &str = "(!(userAccountControl:1.2.840.113556.1.4.803:=2))";
@@ -337,9 +341,18 @@ mod tests {
         let q = Queries::new(&c).unwrap();
         assert_eq!(
             q.user_filter.filter("j*doe", ""),
-            "(&(&(objectCategory=person)(objectClass=user)(sAMAccountName=j\\2adoe))\
+            "(&(&(objectCategory=person)(objectClass=user)\
+             (|(sAMAccountName=j\\2adoe)(userPrincipalName=j\\2adoe)))\
              (!(userAccountControl:1.2.840.113556.1.4.803:=2)))"
         );
+        // a UPN is looked up as a userPrincipalName (and as an account name)
+        assert_eq!(
+            q.user_filter.filter("jdoe@corp.example", ""),
+            "(&(&(objectCategory=person)(objectClass=user)\
+             (|(sAMAccountName=jdoe@corp.example)(userPrincipalName=jdoe@corp.example)))\
+             (!(userAccountControl:1.2.840.113556.1.4.803:=2)))"
+        );
+        assert!(ldap3::parse_filter(q.user_filter.filter("a)(b", "")).is_ok());
         assert_eq!(
             q.group_filter
                 .unwrap()
