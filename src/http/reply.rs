@@ -346,7 +346,12 @@ mod tests {
                  scope=\"repository:a/b:pull\""
             )
         );
-        assert_eq!(body, Bytes::from(RegistryError::UNAUTHORIZED.body()));
+        // the body lists the access asked for, as registry:2's 401 does
+        let records = crate::registry::errors::AccessRecord::of_scope("repository:a/b:pull");
+        assert_eq!(
+            body,
+            Bytes::from(RegistryError::UNAUTHORIZED.body_with(&records))
+        );
         assert_eq!(
             header(&resp, "strict-transport-security").as_deref(),
             Some("max-age=60")
