@@ -100,6 +100,7 @@ pub fn explain(path: &Path, args: &[String], from: std::net::IpAddr) -> ExitCode
                 credential_stamp: None,
                 backend: "check",
                 groups: Vec::new(),
+                credential: crate::auth::authentication::Credential::Password,
             }),
             acl.static_groups(u),
         ),

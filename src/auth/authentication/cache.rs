@@ -65,6 +65,7 @@ mod tests {
             user: u.into(),
             backend: "htpasswd",
             groups: Vec::new(),
+            credential: crate::auth::authentication::Credential::Password,
         })
     }
 

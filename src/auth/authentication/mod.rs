@@ -46,6 +46,20 @@ pub struct Identity {
     /// Groups the backend knows the user by (a directory's); the config's
     /// static groups are added when the principal is made.
     pub groups: Vec<String>,
+    /// How the caller proved it.
+    pub credential: Credential,
+}
+
+/// How a caller proved who it is: for the audit log, and for rules that
+/// ask for one kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A password, checked by the backend that knows the user.
+    Password,
+    /// An access token of `[auth.tokens]`, by its name.
+    AccessToken { name: String },
+    /// A client certificate verified in the TLS handshake, by subject.
+    Certificate { subject: String },
 }
 
 /// Why a login failed. Clients see the same 401 for all of these; the
@@ -198,6 +212,7 @@ impl Authenticator {
                             credential_stamp: Some(hash.to_owned()),
                             backend: "htpasswd",
                             groups: Vec::new(),
+                            credential: Credential::Password,
                         });
                     }
                 }
@@ -210,6 +225,7 @@ impl Authenticator {
                                 credential_stamp: entry.password_changed,
                                 backend: "ldap",
                                 groups: entry.groups,
+                                credential: Credential::Password,
                             })
                         }
                         Ok(None) => {}
@@ -325,6 +341,7 @@ impl Authenticator {
             credential_stamp: Some(stamp),
             backend: "htpasswd",
             groups: Vec::new(),
+            credential: Credential::Password,
         });
         if self.generation.load(Ordering::SeqCst) == generation {
             self.cache
@@ -362,6 +379,7 @@ impl Authenticator {
                             credential_stamp: password_changed,
                             backend: "ldap",
                             groups,
+                            credential: Credential::Password,
                         });
                         if let Some(c) = &self.ldap_cache {
                             c.insert(&creds.user, &creds.password, Arc::clone(&id));

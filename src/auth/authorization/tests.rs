@@ -34,6 +34,7 @@ fn user(name: &str) -> Principal {
         user: name.into(),
         backend: "htpasswd",
         groups: Vec::new(),
+        credential: crate::auth::authentication::Credential::Password,
     };
     Principal::user_of(Arc::new(identity), &[])
 }
