@@ -10,6 +10,7 @@ packages=(
   docker-registry skopeo podman buildah uidmap apache2-utils
   slapd ldap-utils pebble prometheus
   docker-compose docker.io shellcheck systemd python3-venv
+  debootstrap binutils
 )
 missing=()
 for p in "${packages[@]}"; do
