@@ -122,7 +122,12 @@ fn give(path: &Path, mode: u32) {
 /// A config dir for `/etc/portcullis`: the certificate of `ca` for
 /// 127.0.0.1, the htpasswd of USER, and a proxy.toml per `(name, options)`
 /// listening on `port`.
-fn config_dir(ca: &Ca, port: u16, configs: &[(&str, ProxyOptions)], upstream: &str) -> tempfile::TempDir {
+fn config_dir(
+    ca: &Ca,
+    port: u16,
+    configs: &[(&str, ProxyOptions)],
+    upstream: &str,
+) -> tempfile::TempDir {
     let dir = temp_dir("pc-image-config-");
     // the mount's root: the image's user must be able to enter it
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -170,7 +175,8 @@ fn round_trip(docker: &Docker, host: &str, seed: u64) -> (String, String) {
 
 #[test]
 fn apt_sources_name_the_debian_mirror() {
-    let deb822 = "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n\
+    let deb822 =
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n\
                   Components: main\n\nTypes: deb\nURIs: http://sec.example/debian-security\n\
                   Suites: bookworm-security\nComponents: main\n";
     assert_eq!(
@@ -237,7 +243,12 @@ fn image_runs_unprivileged_read_only_healthy_and_proxies_push_and_pull() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let sick = run_container(&docker, "pc-no-admin", &args);
     let took = sick.wait_health("unhealthy");
-    assert_eq!(sick.inspect("{{.State.Running}}"), "true", "{}", sick.logs());
+    assert_eq!(
+        sick.inspect("{{.State.Running}}"),
+        "true",
+        "{}",
+        sick.logs()
+    );
     eprintln!("unhealthy after {took:?}");
     drop(sick);
 
@@ -302,7 +313,10 @@ fn image_runs_unprivileged_read_only_healthy_and_proxies_push_and_pull() {
             && log_field(l, "path") == Some("/v2/team-a/app/manifests/1")
             && log_field(l, "status") == Some("201")
     });
-    assert!(manifest_put, "no PUT of the manifest in the proxy's log:\n{logs}");
+    assert!(
+        manifest_put,
+        "no PUT of the manifest in the proxy's log:\n{logs}"
+    );
 }
 
 /// `docker-compose` (v1) on `engine` with the shipped compose file plus
@@ -346,6 +360,7 @@ impl Compose<'_> {
         )
     }
 
+    /// Runs, asserting it worked; stdout (compose warns on stderr).
     fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
         assert!(
@@ -355,7 +370,7 @@ impl Compose<'_> {
             out_text(&self.run(&["logs", "--no-color", "--tail", "40"])),
             self.engine.logs()
         );
-        both(&o)
+        String::from_utf8_lossy(&o.stdout).into_owned()
     }
 }
 
@@ -429,7 +444,10 @@ fn compose_files_variant_serves_login_push_and_pull_on_published_ports() {
         project: format!("pcimage{}", std::process::id()),
         dir: dir.path().to_path_buf(),
         override_file,
-        env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
         up: false,
     };
     let start = Instant::now();
@@ -462,7 +480,10 @@ fn compose_files_variant_serves_login_push_and_pull_on_published_ports() {
         .unwrap();
     assert!(r.status().is_redirection(), "port 80: {}", r.status());
     let location = r.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with("https://registry.example.com"), "{location}");
+    assert!(
+        location.starts_with("https://registry.example.com"),
+        "{location}"
+    );
     let r = plain
         .get(format!("http://127.0.0.1:{admin}/healthz"))
         .send()

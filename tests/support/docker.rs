@@ -250,7 +250,13 @@ impl Engine {
                 .output();
             if let Ok(o) = version {
                 let v = String::from_utf8_lossy(&o.stdout);
-                let major: u32 = v.split('.').next().unwrap_or("").trim().parse().unwrap_or(0);
+                let major: u32 = v
+                    .split('.')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
                 // 18.09 to 22.x: BuildKit in the CLI itself
                 if (18..23).contains(&major) {
                     return cli.clone();
@@ -394,7 +400,12 @@ impl Docker<'_> {
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_TLS_VERIFY")
             .env_remove("DOCKER_CERT_PATH");
-        let o = run_bounded(&mut cmd, None, BUILD_WAIT, &format!("docker build {args:?}"));
+        let o = run_bounded(
+            &mut cmd,
+            None,
+            BUILD_WAIT,
+            &format!("docker build {args:?}"),
+        );
         assert!(
             o.status.success(),
             "docker build {args:?}: {}\n{}",

@@ -240,8 +240,16 @@ pub fn portcullis_image(docker: &Docker) -> (Duration, bool) {
         .arg(&packed)
         .output()
         .expect("objcopy (apt-get install binutils; tests/run.sh does)");
-    assert!(o.status.success(), "objcopy --strip-debug: {}", out_text(&o));
-    fs::copy(repo_root().join("proxy.toml"), ctx.path().join("proxy.toml")).unwrap();
+    assert!(
+        o.status.success(),
+        "objcopy --strip-debug: {}",
+        out_text(&o)
+    );
+    fs::copy(
+        repo_root().join("proxy.toml"),
+        ctx.path().join("proxy.toml"),
+    )
+    .unwrap();
     let dockerfile = repo_root().join("deploy/Dockerfile");
     docker.build_kit(&[
         // the engine has no default bridge: apt-get reaches the mirror
@@ -261,7 +269,10 @@ pub fn portcullis_image(docker: &Docker) -> (Duration, bool) {
     let built = start.elapsed();
     // only the newest image is kept
     for e in fs::read_dir(&cache).unwrap().flatten() {
-        if e.file_name().to_string_lossy().starts_with("portcullis-image-") {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("portcullis-image-")
+        {
             let _ = fs::remove_file(e.path());
         }
     }
