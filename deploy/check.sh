@@ -3,7 +3,8 @@
 # container engine or a cluster allows. Sections (default: all of them):
 #
 #   dockerfile  hadolint; the build context has what the Dockerfile copies
-#               (but a build argument's path: tests/image.rs builds it);
+#               and Dockerfile.dockerignore lets it through (but a build
+#               argument's path: tests/image.rs builds with it);
 #               Cargo.lock is current (the image runs cargo build --locked)
 #   compose     `docker compose config` (or docker-compose v1) per profile;
 #               a missing REGISTRY_HTTP_SECRET is refused; every variant's
@@ -112,10 +113,14 @@ check_dockerfile() {
       # COPY ${PORTCULLIS_BINARY}: a binary built before the image
       # (BINARY_SOURCE=prebuilt); tests/image.rs builds the image that way
       note "dockerfile: COPY $src: named by a build argument"
-    elif [ -e "$repo/$src" ]; then
-      ok "dockerfile: build context has $src"
-    else
+    elif ! [ -e "$repo/$src" ]; then
       fail "dockerfile: COPY $src: not in the repository"
+    elif [ -f "$f.dockerignore" ] && grep -qx '\*' "$f.dockerignore" &&
+      ! grep -qxF -e "!$src" -e "!$src/" "$f.dockerignore"; then
+      # everything is ignored but what is let through by name
+      fail "dockerfile: COPY $src: excluded by $(basename "$f").dockerignore"
+    else
+      ok "dockerfile: build context has $src"
     fi
   done < <(awk 'toupper($1) == "COPY" && $2 !~ /^--/ { for (i = 2; i < NF; i++) print $i }' "$f")
   if command -v cargo >/dev/null 2>&1; then
