@@ -288,6 +288,29 @@ impl Engine {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        self.unmount_leftovers();
+    }
+
+    /// Unmounts what dockerd left mounted under its directory (it keeps
+    /// `exec/netns/default`, the host network's namespace, bound after
+    /// host-network containers and builds), so the directory can be
+    /// removed.
+    fn unmount_leftovers(&self) {
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|p| p.starts_with(&format!("{root}/")))
+            .collect();
+        // the deepest first
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let o = Command::new("umount").args(["--lazy", p]).output();
+            if !o.is_ok_and(|o| o.status.success()) {
+                eprintln!("umount {p} failed: {} stays behind", root);
+            }
+        }
     }
 }
 
