@@ -2,7 +2,9 @@
 # Validates the deployment files under deploy/ as far as a machine without a
 # container engine or a cluster allows. Sections (default: all of them):
 #
-#   dockerfile  hadolint; the build context has what the Dockerfile copies;
+#   dockerfile  hadolint; the build context has what the Dockerfile copies
+#               and Dockerfile.dockerignore lets it through (but a build
+#               argument's path: tests/image.rs builds with it);
 #               Cargo.lock is current (the image runs cargo build --locked)
 #   compose     `docker compose config` (or docker-compose v1) per profile;
 #               a missing REGISTRY_HTTP_SECRET is refused; every variant's
@@ -107,10 +109,18 @@ check_dockerfile() {
   fi
   # what COPY takes from the build context (the repository root) exists
   while read -r src; do
-    if [ -e "$repo/$src" ]; then
-      ok "dockerfile: build context has $src"
-    else
+    if [[ $src == *'$'* ]]; then
+      # COPY ${PORTCULLIS_BINARY}: a binary built before the image
+      # (BINARY_SOURCE=prebuilt); tests/image.rs builds the image that way
+      note "dockerfile: COPY $src: named by a build argument"
+    elif ! [ -e "$repo/$src" ]; then
       fail "dockerfile: COPY $src: not in the repository"
+    elif [ -f "$f.dockerignore" ] && grep -qx '\*' "$f.dockerignore" &&
+      ! grep -qxF -e "!$src" -e "!$src/" "$f.dockerignore"; then
+      # everything is ignored but what is let through by name
+      fail "dockerfile: COPY $src: excluded by $(basename "$f").dockerignore"
+    else
+      ok "dockerfile: build context has $src"
     fi
   done < <(awk 'toupper($1) == "COPY" && $2 !~ /^--/ { for (i = 2; i < NF; i++) print $i }' "$f")
   if command -v cargo >/dev/null 2>&1; then

@@ -1,6 +1,6 @@
 //! The deployment files in deploy/ (image, compose, systemd, Kubernetes),
 //! checked as far as a machine without a container engine or a cluster
-//! allows.
+//! allows (tests/image.rs builds and runs the image and the compose file).
 //!
 //! `deploy/check.sh` runs the external validators (hadolint, docker compose
 //! config, kubectl kustomize + kubernetes-validate, systemd-analyze,
@@ -119,6 +119,13 @@ fn dockerfile_check_fails_on_a_lint_error() {
         "Dockerfile",
         |s| s.replace("COPY src ./src", "COPY srcs ./src"),
         "COPY srcs: not in the repository",
+    );
+    // the source build's COPY .cargo once failed this way
+    fails_on_broken_copy(
+        "dockerfile",
+        "Dockerfile.dockerignore",
+        |s| s.replace("!.cargo/\n", ""),
+        "COPY .cargo: excluded by Dockerfile.dockerignore",
     );
 }
 
@@ -571,6 +578,17 @@ fn dockerfile_settings() {
     assert!(df.contains("ARG DEBIAN_SUITE=bookworm"));
     assert!(df.contains("cmake"), "Pingora's libz-ng-sys needs cmake");
     assert!(df.contains("cargo build --release --locked --bin portcullis"));
+    // tests/image.rs builds the image with BINARY_SOURCE=prebuilt (the
+    // binary of the test build); the default stays the build from source
+    assert!(df.contains("ARG BINARY_SOURCE=build"));
+    assert!(has("FROM scratch AS prebuilt"));
+    assert!(has("COPY ${PORTCULLIS_BINARY} /out/portcullis"));
+    assert!(has("FROM ${BINARY_SOURCE} AS binary"));
+    assert!(df.contains("--mount=type=bind,from=binary,source=/out,target=/out"));
+    // BuildKit would pull docker/dockerfile for a syntax line: none
+    assert!(!lines
+        .iter()
+        .any(|l| l.to_lowercase().replace(' ', "").starts_with("#syntax=")));
     assert!(has("FROM debian:${DEBIAN_SUITE}-slim AS runtime"));
     assert!(has("USER 10001:10001"), "non-root");
     assert!(df.contains("setcap cap_net_bind_service=+ep /usr/local/bin/portcullis"));
@@ -587,7 +605,14 @@ fn dockerfile_settings() {
     assert!(lines[last_from].ends_with("AS runtime"));
     // the build context keeps what COPY needs
     let ignore = read("deploy/Dockerfile.dockerignore");
-    for keep in ["!Cargo.toml", "!Cargo.lock", "!src/", "!proxy.toml"] {
+    for keep in [
+        "!Cargo.toml",
+        "!Cargo.lock",
+        "!.cargo/",
+        "!src/",
+        "!proxy.toml",
+        "!target/release/portcullis",
+    ] {
         assert!(
             ignore.lines().any(|l| l == keep),
             "{keep} in Dockerfile.dockerignore"

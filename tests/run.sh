@@ -11,6 +11,7 @@ packages=(
   slapd ldap-utils pebble prometheus
   samba samba-ad-dc samba-ad-provision samba-dsdb-modules
   docker-compose docker.io shellcheck systemd python3-venv
+  debootstrap binutils
 )
 missing=()
 for p in "${packages[@]}"; do

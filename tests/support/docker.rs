@@ -21,6 +21,8 @@ use super::*;
 /// Upper bound of one `docker` command (a push or pull of a small image
 /// takes a second or two).
 pub const DOCKER_COMMAND: Duration = Duration::from_secs(120);
+/// Upper bound of one `docker build` (apt-get from the Debian mirror).
+pub const BUILD_WAIT: Duration = Duration::from_secs(600);
 /// Upper bound of the engine's start and of its stop.
 pub const ENGINE_WAIT: Duration = Duration::from_secs(60);
 
@@ -172,7 +174,7 @@ impl Engine {
 
     /// `docker ARGS` against this engine with the config dir `config`
     /// (none: the engine's own, empty).
-    fn command(&self, config: Option<&Path>, args: &[&str]) -> Command {
+    pub fn command(&self, config: Option<&Path>, args: &[&str]) -> Command {
         let config = config
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.dir.path().join("config"));
@@ -212,11 +214,59 @@ impl Engine {
     /// Makes the engine trust `proxy`'s CA for `127.0.0.1:PORT` (its
     /// `certs.d` entry is removed when the engine stops).
     pub fn trust(&self, proxy: &Proxy) {
-        let dir = Path::new(CERTS_D).join(format!("127.0.0.1:{}", proxy.port()));
+        self.trust_ca(proxy.port(), &proxy.ca.pem);
+    }
+
+    /// Makes the engine trust the CA `ca_pem` for `127.0.0.1:PORT` (a proxy
+    /// not started by the harness: in a container).
+    pub fn trust_ca(&self, port: u16, ca_pem: &str) {
+        let dir = Path::new(CERTS_D).join(format!("127.0.0.1:{port}"));
         fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("{}: {e} (the engine tests run as root)", dir.display()));
-        fs::write(dir.join("ca.crt"), &proxy.ca.pem).unwrap();
+        fs::write(dir.join("ca.crt"), ca_pem).unwrap();
         self.trusted.borrow_mut().push(dir);
+    }
+
+    /// A `docker` CLI that builds with BuildKit (`RUN --mount`): one with
+    /// the buildx plugin, or Debian's 20.10 CLI (`/usr/bin/docker`), whose
+    /// builder is built in (`DOCKER_BUILDKIT=1`). A newer CLI without
+    /// buildx cannot: it only has the classic builder.
+    pub fn buildkit_cli(&self) -> PathBuf {
+        let mut candidates = vec![self.docker.clone()];
+        if Path::new("/usr/bin/docker").is_file() {
+            candidates.push(PathBuf::from("/usr/bin/docker"));
+        }
+        for cli in &candidates {
+            let plugin = Command::new(cli)
+                .args(["buildx", "version"])
+                .env("DOCKER_CONFIG", self.dir.path().join("config"))
+                .output();
+            if plugin.is_ok_and(|o| o.status.success()) {
+                return cli.clone();
+            }
+            let version = Command::new(cli)
+                .args(["version", "--format", "{{.Client.Version}}"])
+                .env("DOCKER_HOST", self.docker_host())
+                .output();
+            if let Ok(o) = version {
+                let v = String::from_utf8_lossy(&o.stdout);
+                let major: u32 = v
+                    .split('.')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
+                // 18.09 to 22.x: BuildKit in the CLI itself
+                if (18..23).contains(&major) {
+                    return cli.clone();
+                }
+            }
+        }
+        panic!(
+            "no docker CLI that builds with BuildKit among {candidates:?}: install the \
+             buildx plugin, or Debian's docker.io (its /usr/bin/docker 20.10 has BuildKit built in)"
+        )
     }
 
     /// Sends SIGTERM to dockerd (it stops its containerd), waits for it,
@@ -237,6 +287,29 @@ impl Engine {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+        self.unmount_leftovers();
+    }
+
+    /// Unmounts what dockerd left mounted under its directory (it keeps
+    /// `exec/netns/default`, the host network's namespace, bound after
+    /// host-network containers and builds), so the directory can be
+    /// removed.
+    fn unmount_leftovers(&self) {
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|p| p.starts_with(&format!("{root}/")))
+            .collect();
+        // the deepest first
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let o = Command::new("umount").args(["--lazy", p]).output();
+            if !o.is_ok_and(|o| o.status.success()) {
+                eprintln!("umount {p} failed: {} stays behind", root);
+            }
         }
     }
 }
@@ -334,6 +407,41 @@ impl Docker<'_> {
             &["build", "--tag", tag, context],
         );
         self.image_id(tag)
+    }
+}
+
+impl Docker<'_> {
+    /// `docker build ARGS` with BuildKit ([`Engine::buildkit_cli`]),
+    /// `--progress plain`, asserting it worked; its output.
+    pub fn build_kit(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new(self.engine.buildkit_cli());
+        cmd.args(["build", "--progress", "plain"])
+            .args(args)
+            .env("DOCKER_HOST", self.engine.docker_host())
+            .env("DOCKER_CONFIG", self.config.path())
+            .env("DOCKER_BUILDKIT", "1")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH");
+        let o = run_bounded(
+            &mut cmd,
+            None,
+            BUILD_WAIT,
+            &format!("docker build {args:?}"),
+        );
+        assert!(
+            o.status.success(),
+            "docker build {args:?}: {}\n{}",
+            out_text(&o),
+            self.engine.logs()
+        );
+        both(&o)
+    }
+
+    /// `docker ARGS`, asserting it worked; trimmed stdout.
+    pub fn stdout_ok(&self, args: &[&str]) -> String {
+        let o = self.run_ok(&format!("docker {args:?}"), args);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 }
 
