@@ -148,8 +148,13 @@ impl Endpoint {
                 tracing::error!(target: "auth", error = %e, "cannot issue a token");
                 Refusal::Unavailable
             })?;
+        // No refresh token for an access-token login: the client keeps
+        // the access token and shows it again, so its revocation and
+        // expiry apply at once.
         let refresh = match (principal, request.offline) {
-            (Principal::User { identity, .. }, true) => {
+            (Principal::User { identity, .. }, true)
+                if identity.credential == crate::auth::authentication::Credential::Password =>
+            {
                 let cfp = jwt::fingerprint(&identity.user, identity.credential_stamp.as_deref());
                 self.issuer
                     .issue_refresh_for(&identity.user, Some(cfp), self.refresh_lifetime)

@@ -101,6 +101,7 @@ pub fn explain(path: &Path, args: &[String], from: std::net::IpAddr) -> ExitCode
                 backend: "check",
                 groups: Vec::new(),
                 credential: crate::auth::authentication::Credential::Password,
+                restriction: None,
             }),
             acl.static_groups(u),
         ),

@@ -2,6 +2,7 @@
 
 mod check;
 mod password;
+mod token;
 mod user;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Manage access tokens and robot accounts ([auth.tokens]).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Print a bcrypt hash of a password, for an htpasswd line.
     Hash {
         #[command(flatten)]
@@ -98,6 +104,50 @@ enum UserAction {
     List {
         #[arg(long, short)]
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Make a token; prints its secret once, as the last word of the output.
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The person the token acts for (never more than their rules).
+        #[arg(long, required_unless_present = "robot", conflicts_with = "robot")]
+        owner: Option<String>,
+        /// A robot account: owned by no person, logs in as robot$NAME.
+        #[arg(long)]
+        robot: bool,
+        /// The token's name (a-z, 0-9, '.', '_', '-').
+        #[arg(long)]
+        name: String,
+        /// PATTERN:ACTIONS, e.g. 'team/**:pull,push', or catalog; repeatable.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// A robot's groups, for [[access]] rules; repeatable.
+        #[arg(long = "group", requires = "robot")]
+        groups: Vec<String>,
+        /// Lifetime, e.g. 30d, 12h (default: none, unless max_lifetime).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<std::time::Duration>,
+    },
+    /// List the tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// One token's details.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
+    },
+    /// Remove a token: refused from the proxy's next reload on.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
     },
 }
 
@@ -144,6 +194,29 @@ impl Cli {
                 } => user::add(&file, &user, &password),
                 UserAction::Remove { file, user } => user::remove(&file, &user),
                 UserAction::List { file } => user::list(&file),
+            },
+            Command::Token { action } => match action {
+                TokenAction::Create {
+                    config,
+                    owner,
+                    robot: _,
+                    name,
+                    scopes,
+                    groups,
+                    expires,
+                } => token::create(
+                    &config.path,
+                    &token::NewToken {
+                        name: &name,
+                        owner: owner.as_deref(),
+                        groups: &groups,
+                        scopes: &scopes,
+                        expires,
+                    },
+                ),
+                TokenAction::List { config } => token::list(&config.path),
+                TokenAction::Show { config, name } => token::show(&config.path, &name),
+                TokenAction::Revoke { config, name } => token::revoke(&config.path, &name),
             },
             Command::Hash { password } => password::hash(&password).map(|h| println!("{h}")),
         };

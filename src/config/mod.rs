@@ -288,6 +288,45 @@ pub struct AuthConfig {
     pub throttle: ThrottleConfig,
     #[serde(default)]
     pub token: TokenConfig,
+    /// Named access tokens and robot accounts (`portcullis token`).
+    pub tokens: Option<AccessTokensConfig>,
+}
+
+/// `[auth.tokens]`: the token file `portcullis token` writes and the proxy
+/// reloads when it changes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessTokensConfig {
+    pub path: PathBuf,
+    /// The key the secrets are hashed with (HMAC-SHA256); made by the
+    /// first `portcullis token create`. Default: `path` + `.key`.
+    pub key_file: Option<PathBuf>,
+    /// The longest lifetime a token may have; when set, tokens without an
+    /// expiry are refused.
+    #[serde(default, with = "humantime_serde")]
+    pub max_lifetime: Option<Duration>,
+    /// How stale the "last used" times may get: they are written to
+    /// `path` + `.last-used` at most this often, never once per request.
+    #[serde(default = "defaults::last_used_interval", with = "humantime_serde")]
+    pub last_used_interval: Duration,
+}
+
+impl AccessTokensConfig {
+    pub fn key_path(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| suffixed(&self.path, ".key"))
+    }
+
+    pub fn last_used_path(&self) -> PathBuf {
+        suffixed(&self.path, ".last-used")
+    }
+}
+
+fn suffixed(path: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
 }
 
 impl Default for AuthConfig {
@@ -305,6 +344,7 @@ impl Default for AuthConfig {
             htpasswd: None,
             ldap: None,
             backends: Vec::new(),
+            tokens: None,
         }
     }
 }
@@ -379,6 +419,9 @@ impl Default for LogConfig {
 
 mod defaults {
     use std::time::Duration;
+    pub fn last_used_interval() -> Duration {
+        Duration::from_secs(60)
+    }
     pub fn grace_period() -> Duration {
         Duration::from_secs(30)
     }

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub tls_handshakes: IntCounter,
     pub tls_hellos: IntCounter,
     pub cert_expiry: GaugeVec,
+    pub access_token_expiry: GaugeVec,
     pub acme_renewals: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub tokens_issued: IntCounter,
@@ -183,6 +184,12 @@ impl Metrics {
                 &r,
                 "portcullis_certificate_expiry_timestamp_seconds",
                 "Expiry (notAfter) of each served certificate, by its first name.",
+                &["name"],
+            ),
+            access_token_expiry: gauge(
+                &r,
+                "portcullis_access_token_expiry_timestamp_seconds",
+                "Expiry of each access token of [auth.tokens] that has one, by token name (as many series as tokens).",
                 &["name"],
             ),
             acme_renewals: counter(

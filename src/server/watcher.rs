@@ -39,11 +39,13 @@ pub struct Watcher {
     interval: Duration,
     /// Set by a SIGHUP that arrives before the service runs.
     early_hup: Arc<AtomicBool>,
+    auth: Arc<Authenticator>,
 }
 
 struct State {
     w: Watched,
     htpasswd: FileWatch,
+    tokens: FileWatch,
     policy: FileWatch,
     last_resolve: Instant,
 }
@@ -62,6 +64,9 @@ impl Watcher {
                 .collect(),
         );
         htpasswd.changed();
+        let auth = Arc::clone(&w.auth);
+        let mut tokens = FileWatch::new(w.auth.tokens().map(|t| t.paths()).unwrap_or_default());
+        tokens.changed();
         let mut policy = FileWatch::new(
             std::iter::once(w.config_path.clone())
                 .chain(w.groups_file.clone())
@@ -72,11 +77,13 @@ impl Watcher {
             state: Arc::new(Mutex::new(State {
                 w,
                 htpasswd,
+                tokens,
                 policy,
                 last_resolve: Instant::now(),
             })),
             interval,
             early_hup,
+            auth,
         })
     }
 
@@ -108,7 +115,13 @@ impl pingora::services::background::BackgroundService for Watcher {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let signalled = tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    // the uses not yet written
+                    if let Some(tokens) = self.auth.tokens() {
+                        tokens.flush();
+                    }
+                    return;
+                }
                 _ = tick.tick() => false,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
             };
@@ -135,6 +148,12 @@ impl State {
         if self.htpasswd.changed() || hangup {
             reload_users(&w.auth);
         }
+        if self.tokens.changed() || hangup {
+            reload_tokens(&w.auth);
+        }
+        if let Some(tokens) = w.auth.tokens().filter(|t| t.flush_due()) {
+            tokens.flush();
+        }
         if self.policy.changed() || hangup {
             reload_policy(&w.config_path, &w.acl, &w.upstream);
         }
@@ -156,6 +175,21 @@ fn reload_users(auth: &Authenticator) {
             target: "auth",
             error = %e,
             "htpasswd file changed but does not load; keeping the previous users"
+        ),
+    }
+}
+
+fn reload_tokens(auth: &Authenticator) {
+    let Some(result) = auth.reload_tokens() else {
+        return;
+    };
+    reloaded("tokens", result.is_ok());
+    match result {
+        Ok(n) => tracing::info!(target: "auth", tokens = n, "token file reloaded"),
+        Err(e) => tracing::error!(
+            target: "auth",
+            error = %e,
+            "token file changed but does not load; keeping the previous tokens"
         ),
     }
 }

@@ -66,6 +66,7 @@ mod tests {
             backend: "htpasswd",
             groups: Vec::new(),
             credential: crate::auth::authentication::Credential::Password,
+            restriction: None,
         })
     }
 

@@ -14,6 +14,7 @@ pub mod hash_pool;
 pub mod htpasswd;
 pub mod ldap;
 pub mod throttle;
+pub mod tokens;
 
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,9 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// How the caller proved it.
     pub credential: Credential,
+    /// An access token's scopes: the most it may do, whatever the rules
+    /// grant its user.
+    pub restriction: Option<Arc<tokens::scopes::Restriction>>,
 }
 
 /// How a caller proved who it is: for the audit log, and for rules that
@@ -72,6 +76,8 @@ pub enum AuthFailure {
     UnknownUser,
     #[error("authentication backend unavailable")]
     Unavailable,
+    #[error("access token expired or beyond auth.tokens.max_lifetime")]
+    TokenExpired,
 }
 
 impl AuthFailure {
@@ -80,6 +86,7 @@ impl AuthFailure {
             AuthFailure::BadCredentials => "bad_credentials",
             AuthFailure::UnknownUser => "unknown_user",
             AuthFailure::Unavailable => "backend_error",
+            AuthFailure::TokenExpired => "token_expired",
         }
     }
 }
@@ -98,6 +105,8 @@ pub enum AuthSetupError {
     Dummy(#[from] bcrypt::BcryptError),
     #[error(transparent)]
     Ldap(#[from] ldap::LdapError),
+    #[error(transparent)]
+    Tokens(#[from] tokens::file::TokenFileError),
 }
 
 impl AuthSetupError {
@@ -117,6 +126,7 @@ impl AuthSetupError {
                 format!("cannot make the dummy hash: {e}"),
             )],
             AuthSetupError::Ldap(e) => e.problems(),
+            AuthSetupError::Tokens(e) => vec![Problem::new("auth.tokens.path", e.to_string())],
         }
     }
 }
@@ -154,6 +164,7 @@ pub struct Authenticator {
     /// The directory failed its last operation: cached directory logins
     /// are refused until it answers again, unless allow_stale_on_outage.
     ldap_down: AtomicBool,
+    tokens: Option<tokens::TokenStore>,
 }
 
 impl Authenticator {
@@ -184,7 +195,24 @@ impl Authenticator {
             ldap,
             ldap_cache,
             ldap_down: AtomicBool::new(false),
+            tokens: cfg
+                .tokens
+                .as_ref()
+                .map(tokens::TokenStore::new)
+                .transpose()?,
         })
+    }
+
+    /// The access tokens of `[auth.tokens]`, if configured.
+    pub fn tokens(&self) -> Option<&tokens::TokenStore> {
+        self.tokens.as_ref()
+    }
+
+    /// Re-reads the token file; on error the previous tokens stay.
+    /// Cached token logins are checked against the new file on their next
+    /// use, so a revoked token stops at once.
+    pub fn reload_tokens(&self) -> Option<Result<usize, tokens::file::TokenFileError>> {
+        self.tokens.as_ref().map(tokens::TokenStore::reload)
     }
 
     pub fn htpasswd_path(&self) -> Option<&Path> {
@@ -213,6 +241,7 @@ impl Authenticator {
                             backend: "htpasswd",
                             groups: Vec::new(),
                             credential: Credential::Password,
+                            restriction: None,
                         });
                     }
                 }
@@ -226,6 +255,7 @@ impl Authenticator {
                                 backend: "ldap",
                                 groups: entry.groups,
                                 credential: Credential::Password,
+                                restriction: None,
                             })
                         }
                         Ok(None) => {}
@@ -272,8 +302,19 @@ impl Authenticator {
     pub async fn verify(&self, creds: &BasicCredentials) -> Result<Arc<Identity>, AuthFailure> {
         let cache = &crate::observe::metrics::metrics().credential_cache;
         if let Some(id) = self.cache.get(&creds.user, &creds.password) {
-            cache.with_label_values(&["hit"]).inc();
-            return Ok(id);
+            match self.token_of(&id) {
+                None => {
+                    cache.with_label_values(&["hit"]).inc();
+                    return Ok(id);
+                }
+                Some((tokens, token_id)) if tokens.still_valid(token_id) => {
+                    cache.with_label_values(&["hit"]).inc();
+                    tokens.touch(token_id);
+                    return Ok(id);
+                }
+                // revoked or expired since: checked again below, and refused
+                Some(_) => {}
+            }
         }
         if let Some(id) = self
             .ldap_cache
@@ -291,6 +332,11 @@ impl Authenticator {
             // fall through: ask the directory, which fails closed
         }
         cache.with_label_values(&["miss"]).inc();
+        if let Some(store) = &self.tokens {
+            if tokens::file::secret_id(&creds.password).is_some() {
+                return self.verify_token(store, creds).await;
+            }
+        }
         // No backend stores a name with surrounding white space, but a
         // directory's matching ignores it: refused before any backend.
         let decidable = creds.user.trim() == creds.user;
@@ -313,6 +359,62 @@ impl Authenticator {
                 .await;
         }
         Err(AuthFailure::UnknownUser)
+    }
+
+    /// The token store and token id of a cached token login.
+    fn token_of<'a>(&'a self, id: &'a Identity) -> Option<(&'a tokens::TokenStore, &'a str)> {
+        match id.credential {
+            Credential::AccessToken { .. } => {
+                let token_id = id.credential_stamp.as_deref()?.strip_prefix("token:")?;
+                Some((self.tokens.as_ref()?, token_id))
+            }
+            _ => None,
+        }
+    }
+
+    /// An access token as the password: its owner must still be known to
+    /// a backend (a removed or disabled person's tokens stop working), and
+    /// it logs in with the owner's groups (a robot with its own).
+    async fn verify_token(
+        &self,
+        store: &tokens::TokenStore,
+        creds: &BasicCredentials,
+    ) -> Result<Arc<Identity>, AuthFailure> {
+        use tokens::TokenRefusal;
+        let generation = self.generation.load(Ordering::SeqCst);
+        let token = store.check(&creds.user, &creds.password).map_err(|r| {
+            tracing::info!(target: "auth", user = %creds.user, reason = ?r, "access token refused");
+            match r {
+                TokenRefusal::Expired | TokenRefusal::OverLifetime => AuthFailure::TokenExpired,
+                TokenRefusal::Unknown | TokenRefusal::WrongUser => AuthFailure::BadCredentials,
+            }
+        })?;
+        let groups = match &token.entry.owner {
+            None => token.entry.groups.clone(),
+            Some(owner) => match self.identity_of(owner).await {
+                Some(owner) => owner.groups,
+                None => {
+                    tracing::info!(target: "auth", user = %owner, token = %token.entry.name, "access token refused: its owner is no longer known");
+                    return Err(AuthFailure::UnknownUser);
+                }
+            },
+        };
+        let id = Arc::new(Identity {
+            user: token.user.clone(),
+            credential_stamp: Some(format!("token:{}", token.entry.id)),
+            backend: "token",
+            groups,
+            credential: Credential::AccessToken {
+                name: token.entry.name.clone(),
+            },
+            restriction: Some(Arc::clone(&token.restriction)),
+        });
+        store.touch(&token.entry.id);
+        if self.generation.load(Ordering::SeqCst) == generation {
+            self.cache
+                .insert(&creds.user, &creds.password, Arc::clone(&id));
+        }
+        Ok(id)
     }
 
     /// `Ok(None)`: the file does not know the user.
@@ -342,6 +444,7 @@ impl Authenticator {
             backend: "htpasswd",
             groups: Vec::new(),
             credential: Credential::Password,
+            restriction: None,
         });
         if self.generation.load(Ordering::SeqCst) == generation {
             self.cache
@@ -380,6 +483,7 @@ impl Authenticator {
                             backend: "ldap",
                             groups,
                             credential: Credential::Password,
+                            restriction: None,
                         });
                         if let Some(c) = &self.ldap_cache {
                             c.insert(&creds.user, &creds.password, Arc::clone(&id));

@@ -48,7 +48,20 @@ impl<'p> Authorization<'p> {
     /// Whether the rules let the caller do `action` to `repo` (`None`:
     /// registry-wide), whatever a token of it grants.
     pub fn permits(&self, repo: Option<&str>, action: Action) -> bool {
-        self.acl.check(&self.caller, repo, action).allowed()
+        self.within_token_scopes(repo, action)
+            && self.acl.check(&self.caller, repo, action).allowed()
+    }
+
+    /// Whether an access token's scopes (if the caller logged in with one)
+    /// cover `action` on `repo`: a token never grants more than them.
+    fn within_token_scopes(&self, repo: Option<&str>, action: Action) -> bool {
+        match self.principal {
+            Principal::User { identity, .. } => identity
+                .restriction
+                .as_ref()
+                .is_none_or(|r| r.allows(repo, action)),
+            _ => true,
+        }
     }
 
     /// Checks every (repository, action) a route needs.
@@ -111,7 +124,10 @@ impl<'p> Authorization<'p> {
         };
         let mut actions: Vec<String> = Vec::new();
         for asked in &scope.actions {
-            for a in allowed.iter() {
+            let in_scope = allowed
+                .iter()
+                .filter(|&a| self.within_token_scopes(Some(&scope.name), a));
+            for a in in_scope {
                 if (asked == "*" || asked == a.as_str()) && !actions.iter().any(|x| x == a.as_str())
                 {
                     actions.push(a.as_str().to_owned());

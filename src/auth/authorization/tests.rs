@@ -35,6 +35,7 @@ fn user(name: &str) -> Principal {
         backend: "htpasswd",
         groups: Vec::new(),
         credential: crate::auth::authentication::Credential::Password,
+        restriction: None,
     };
     Principal::user_of(Arc::new(identity), &[])
 }

@@ -9,7 +9,7 @@
 //! Nothing here knows HTTP sessions: the HTTP side is `crate::http::token`.
 
 pub mod endpoint;
-mod files;
+pub(crate) mod files;
 pub mod jwt;
 pub mod keys;
 pub mod public;
