@@ -99,6 +99,11 @@ const CASES: &[Case] = &[
         edit: |t, d| t.replace(&format!("{d}/htpasswd"), &format!("{d}/md5-htpasswd")),
     },
     Case {
+        key: "auth.tokens.path",
+        // a token file that is no token file (the directory itself)
+        edit: |t, d| format!("{t}\n[auth.tokens]\npath = \"{d}\"\n"),
+    },
+    Case {
         key: "auth.groups_file",
         edit: |t, d| {
             t.replace(

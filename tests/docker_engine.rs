@@ -13,6 +13,7 @@
 mod support;
 
 use std::process::Output;
+use std::time::Duration;
 
 use support::slapd::*;
 use support::*;
@@ -363,6 +364,79 @@ fn ldap_accounts_log_in_push_and_pull(mode: Mode) {
     assert_failed("alice's push (devs only pull)", &o);
     assert_eq!(s.registry_tags("team/app"), ["1"]);
 }
+
+/// A robot account's access token as the `docker login` password: the
+/// engine pushes with it and pulls back the same image; a push outside
+/// the token's scopes is refused; after `portcullis token revoke` the
+/// engine's stored credentials stop working.
+fn robot_token_logs_in_and_pushes(mode: Mode) {
+    let rules = vec![
+        Rule::groups(&["ci"]).on(&["team-a/**"]).all(),
+        Rule::users(&["alice"]).on(&["team-a/**"]).pull_push(),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    let table = format!("[auth.tokens]\npath = \"{}\"\n", tokens.display());
+    let s = start_on(mode, &[(USER, PASS)], rules, |o| o.toml(&table));
+    let config = s.proxy.config_path().display().to_string();
+    let o = portcullis(
+        &[
+            "token",
+            "create",
+            "--config",
+            &config,
+            "--robot",
+            "--name",
+            "builder",
+            "--group",
+            "ci",
+            "--scope",
+            "team-a/app:pull,push",
+            "--expires",
+            "1h",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "token create: {o:?}");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let secret = out.split_whitespace().last().unwrap().to_string();
+    let robot = s.engine.client();
+    wait_until(
+        "the proxy loaded the token file",
+        Duration::from_secs(10),
+        || s.proxy.log_text().contains("token file reloaded"),
+        || s.proxy.logs(),
+    );
+    s.login(&robot, ("robot$builder", &secret));
+    let app = s.image("team-a/app:1");
+    let id = robot.build_scratch(&app, 2, 11);
+    s.push(&robot, &app);
+    s.docker_ok(&robot, &["rmi", &app]);
+    s.docker_ok(&robot, &["pull", &app]);
+    assert_eq!(robot.image_id(&app), id, "the robot's pull");
+    // the group's rule allows team-a/**, the token only team-a/app
+    let other = s.image("team-a/other:1");
+    s.docker_ok(&robot, &["tag", &app, &other]);
+    assert_failed(
+        "push outside the token's scopes",
+        &robot.run(&["push", &other], None),
+    );
+    assert_eq!(s.registry_tags("team-a/other"), Vec::<String>::new());
+
+    let o = portcullis(&["token", "revoke", "--config", &config, "builder"], None);
+    assert!(o.status.success(), "token revoke: {o:?}");
+    s.docker_ok(&robot, &["rmi", &app]);
+    wait_until(
+        "the revoked token's pull is refused",
+        Duration::from_secs(20),
+        || !robot.run(&["pull", &app], None).status.success(),
+        || s.proxy.logs(),
+    );
+}
+
+in_both_modes!(robot_token_logs_in_and_pushes:
+    robot_token_logs_in_and_pushes_basic,
+    robot_token_logs_in_and_pushes_token);
 
 in_both_modes!(ldap_accounts_log_in_push_and_pull:
     ldap_accounts_log_in_push_and_pull_basic,

@@ -386,7 +386,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = HashKey::load_or_create(&dir.path().join("k")).unwrap();
         let (e, secret) = entry(&key, "ci", None, None);
-        let (tmp, store) = store_with(&[e.clone()], None);
+        let (tmp, store) = store_with(std::slice::from_ref(&e), None);
         std::fs::copy(dir.path().join("k"), tmp.path().join("tokens.toml.key")).unwrap();
         store.reload().unwrap();
         let path = tmp.path().join("tokens.toml");
