@@ -404,3 +404,56 @@ fn base64_url_decode(s: &str) -> Vec<u8> {
         .decode(s.trim_end_matches('='))
         .unwrap()
 }
+
+/// skopeo pushes and pulls with a robot's token as `--creds`, and is
+/// refused outside the token's scopes.
+#[test]
+fn skopeo_copies_with_a_robot_token() {
+    let s = start(false);
+    let secret = s.create(&[
+        "--robot",
+        "--name",
+        "mirror",
+        "--group",
+        "ci",
+        "--scope",
+        "team/app:pull,push",
+        "--expires",
+        "1d",
+    ]);
+    s.wait_login("robot$mirror", &secret, 200);
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_oci_layout(&src, "v1", 2, 21);
+    let skopeo = Skopeo::in_dir(work.path());
+    let creds = format!("robot$mirror:{secret}");
+    let host = format!("127.0.0.1:{}", s.proxy.port());
+    skopeo.push_layout(
+        &s.proxy,
+        &creds,
+        &src,
+        "v1",
+        &format!("docker://{host}/team/app:v1"),
+    );
+    skopeo.pull_layout(
+        &s.proxy,
+        &creds,
+        &format!("docker://{host}/team/app:v1"),
+        &work.path().join("out"),
+        "v1",
+    );
+    let cert_dir = s.proxy.cert_dir().display().to_string();
+    let o = skopeo.run(
+        &[
+            "copy",
+            "--dest-creds",
+            &creds,
+            "--dest-cert-dir",
+            &cert_dir,
+            &format!("oci:{}:v1", src.display()),
+            &format!("docker://{host}/team/other:v1"),
+        ],
+        None,
+    );
+    assert_failed("skopeo push outside the token's scopes", &o);
+}
