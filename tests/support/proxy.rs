@@ -105,7 +105,8 @@ impl Proxy {
             .spawn()
             .expect("spawn portcullis serve");
 
-        let client = Self::build_client(&ca.pem, false);
+        let identity = opts.client_identity.clone();
+        let client = Self::build_client(&ca.pem, false, identity.as_deref());
         let mut p = Proxy {
             dir,
             port,
@@ -118,7 +119,7 @@ impl Proxy {
             stderr,
         };
         let url = p.url("/v2/");
-        let probe = Self::build_client(&p.ca.pem, false);
+        let probe = Self::build_client(&p.ca.pem, false, identity.as_deref());
         let start = Instant::now();
         loop {
             if let Ok(Some(st)) = p.child.as_mut().unwrap().try_wait() {
@@ -143,8 +144,12 @@ impl Proxy {
         p
     }
 
-    fn build_client(ca_pem: &str, http1: bool) -> Client {
-        let mut b = Client::builder()
+    fn build_client(ca_pem: &str, http1: bool, identity: Option<&str>) -> Client {
+        let mut b = Client::builder();
+        if let Some(pem) = identity {
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        let mut b = b
             .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
             .tls_built_in_root_certs(false)
             .tls_info(true)
@@ -179,7 +184,14 @@ impl Proxy {
 
     /// A fresh client (fresh connections), optionally HTTP/1.1 only.
     pub fn new_client(&self, http1: bool) -> Client {
-        Self::build_client(&self.ca.pem, http1)
+        Self::build_client(&self.ca.pem, http1, self.opts.client_identity.as_deref())
+    }
+
+    /// A fresh client presenting `identity` (PEM of a certificate and its
+    /// key), or no client certificate at all.
+    pub fn client_with_identity(&self, identity: Option<&Leaf>) -> Client {
+        let pem = identity.map(|l| format!("{}{}", l.cert_pem, l.key_pem));
+        Self::build_client(&self.ca.pem, false, pem.as_deref())
     }
 
     /// A request with the default user's credentials.
@@ -253,7 +265,7 @@ impl Proxy {
 
     /// The leaf certificate (DER) a brand-new TLS connection is served.
     pub fn served_cert(&self) -> Result<Vec<u8>, String> {
-        let c = Self::build_client(&self.ca.pem, true);
+        let c = Self::build_client(&self.ca.pem, true, self.opts.client_identity.as_deref());
         let resp = c
             .get(self.url("/v2/"))
             .timeout(Duration::from_secs(5))

@@ -531,8 +531,10 @@ actions = ["pull"]
         .err()
         .unwrap();
         assert_eq!(e[0].key, "access[0].credential");
-        let typo = "[[access]]\ncredential = \"passkey\"\nactions = [\"pull\"]\n";
-        assert!(toml::from_str::<crate::config::Config>(typo).is_err());
+        let typo = toml::from_str::<RuleConfig>("credential = \"passkey\"\nactions = [\"pull\"]");
+        assert!(typo.unwrap_err().to_string().contains("unknown variant"));
+        let ok = toml::from_str::<RuleConfig>("credential = \"token\"\nactions = [\"pull\"]");
+        assert_eq!(ok.unwrap().credential, Some(CredentialKind::Token));
     }
 
     /// The rules most tests decide with.
