@@ -40,6 +40,18 @@ fn start(mode: &str, extra: &str, rules: &[Rule]) -> Mtls {
 
 /// [`start`] with this client CA, its files in `dir`.
 fn start_ca(ca: Ca, dir: tempfile::TempDir, mode: &str, extra: &str, rules: &[Rule]) -> Mtls {
+    start_tweaked(ca, dir, mode, extra, rules, |o| o)
+}
+
+/// [`start_ca`], with the proxy's options changed by `tweak`.
+fn start_tweaked(
+    ca: Ca,
+    dir: tempfile::TempDir,
+    mode: &str,
+    extra: &str,
+    rules: &[Rule],
+    tweak: impl FnOnce(ProxyOptions) -> ProxyOptions,
+) -> Mtls {
     fs::write(dir.path().join("client-ca.pem"), &ca.pem).unwrap();
     // the harness's probe: a certificate of its own
     let probe = ca.client_cert_with(&ClientSpec {
@@ -54,7 +66,7 @@ fn start_ca(ca: Ca, dir: tempfile::TempDir, mode: &str, extra: &str, rules: &[Ru
     if !rules.is_empty() {
         opts = opts.rules(rules);
     }
-    let (reg, proxy) = registry_and_proxy(opts.client_identity(&probe));
+    let (reg, proxy) = registry_and_proxy(tweak(opts.client_identity(&probe)));
     Mtls {
         reg,
         proxy,
@@ -474,19 +486,33 @@ fn clients_skopeo_and_podman_push_with_only_a_certificate() {
     );
 }
 
+/// The name the engine knows the proxy by: `::1` in its `/etc/hosts`.
+/// (It treats registries on 127.0.0.0/8 as insecure, and for those reads
+/// no `certs.d`, so it would present no certificate there.)
+const ENGINE_NAME: &str = "pc-mtls-registry";
+
 #[test]
 fn docker_engine_pulls_and_pushes_with_a_certificate() {
     let rules = [Rule::users(&["alice"]).on(&["team-a/**"]).pull_push()];
-    let m = start("required", "", &rules);
-    let engine = Engine::start();
-    engine.trust(&m.proxy);
+    let m = start_tweaked(
+        Ca::new("portcullis client CA"),
+        temp_dir("portcullis-mtls-"),
+        "required",
+        "",
+        &rules,
+        |o| {
+            let mut o = o.listen_host("[::1]");
+            o.server_names = vec!["::1".into(), ENGINE_NAME.into()];
+            o
+        },
+    );
+    let engine = Engine::start_with_hosts(&[("::1", ENGINE_NAME)]);
+    let host = format!("{ENGINE_NAME}:{}", m.proxy.port());
     let alice = m.ca.client_cert("alice");
-    let certs_d = Path::new("/etc/docker/certs.d").join(format!("127.0.0.1:{}", m.proxy.port()));
-    fs::write(certs_d.join("client.cert"), &alice.cert_pem).unwrap();
-    fs::write(certs_d.join("client.key"), &alice.key_pem).unwrap();
+    engine.trust_with_client_cert(&host, &m.proxy.ca.pem, (&alice.cert_pem, &alice.key_pem));
 
     let docker = engine.client();
-    let tag = format!("127.0.0.1:{}/team-a/app:1", m.proxy.port());
+    let tag = format!("{host}/team-a/app:1");
     let id = docker.build_scratch(&tag, 2, 21);
     let out = docker.stdout_ok(&["push", &tag]);
     assert!(!out.contains("Retrying in"), "docker push retried: {out}");
@@ -497,9 +523,7 @@ fn docker_engine_pulls_and_pushes_with_a_certificate() {
         "{stored}"
     );
     assert!(
-        docker
-            .auth_entry(&format!("127.0.0.1:{}", m.proxy.port()))
-            .is_none(),
+        docker.auth_entry(&host).is_none(),
         "the engine has no login for the proxy"
     );
     docker.stdout_ok(&["rmi", &tag]);
@@ -517,5 +541,32 @@ fn docker_engine_pulls_and_pushes_with_a_certificate() {
             .iter()
             .any(|l| log_field(l, "user") == Some("alice") && log_field(l, "status") == Some("201")),
         "{lines:#?}"
+    );
+    // and without the certificate the engine gets nowhere
+    let other = format!("{host}/team-a/other:1");
+    docker.stdout_ok(&["tag", &tag, &other]);
+    fs::remove_file(
+        Path::new("/etc/docker/certs.d")
+            .join(&host)
+            .join("client.cert"),
+    )
+    .unwrap();
+    fs::remove_file(
+        Path::new("/etc/docker/certs.d")
+            .join(&host)
+            .join("client.key"),
+    )
+    .unwrap();
+    let o = docker.run(&["push", &other], None);
+    assert_failed("docker push without the client certificate", &o);
+    assert!(
+        m.reg
+            .direct()
+            .get(format!("{}/v2/team-a/other/tags/list", m.reg.url()))
+            .send()
+            .unwrap()
+            .status()
+            == 404,
+        "pushed without a certificate"
     );
 }

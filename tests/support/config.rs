@@ -36,6 +36,9 @@ pub struct ProxyOptions {
     /// with `tls.client_auth.mode = "required"` refuses handshakes
     /// without one).
     pub client_identity: Option<String>,
+    /// More names (DNS or IP) of the proxy's server certificate, besides
+    /// 127.0.0.1 and localhost.
+    pub server_names: Vec<String>,
 }
 
 impl Default for ProxyOptions {
@@ -51,6 +54,7 @@ impl Default for ProxyOptions {
             extra_upstream: String::new(),
             listen_host: "127.0.0.1".to_string(),
             client_identity: None,
+            server_names: Vec::new(),
         }
     }
 }

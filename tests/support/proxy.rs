@@ -45,7 +45,9 @@ impl Proxy {
         opts.upstream_url = Some(upstream.to_string());
         let dir = temp_dir("portcullis-proxy-");
         let ca = Ca::new("portcullis test CA");
-        let leaf = ca.leaf("portcullis-test-initial");
+        let mut names = vec!["127.0.0.1", "localhost"];
+        names.extend(opts.server_names.iter().map(String::as_str));
+        let leaf = ca.leaf_for("portcullis-test-initial", &names);
         fs::create_dir_all(dir.path().join("certs.d")).unwrap();
         fs::write(dir.path().join("certs.d/ca.crt"), &ca.pem).unwrap();
         fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
@@ -169,8 +171,13 @@ impl Proxy {
         self.child.as_ref().expect("proxy running").id()
     }
 
+    /// `https://127.0.0.1:PORT` (`[::1]` for a proxy listening there only).
     pub fn base(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        let host = match self.opts.listen_host.as_str() {
+            "[::1]" => "[::1]",
+            _ => "127.0.0.1",
+        };
+        format!("https://{host}:{}", self.port)
     }
 
     pub fn url(&self, path: &str) -> String {
