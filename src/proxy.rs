@@ -376,7 +376,11 @@ impl RegistryProxy {
         // 2. authenticate
         let authorization = req.headers.get(http::header::AUTHORIZATION);
         let authorization = authorization.map(|v| v.as_bytes().to_vec());
-        let (principal, login) = self.gate.authenticate(authorization.as_deref(), ip).await;
+        let peer = peer_certificate(session);
+        let (principal, login) = self
+            .gate
+            .authenticate_with_certificate(authorization.as_deref(), peer.as_ref(), ip)
+            .await;
         ctx.login = login;
         let principal = ctx.principal.insert(principal?);
         // 3. authorize
@@ -551,4 +555,16 @@ fn checked_origin(req: &RequestHeader) -> Result<String, RegistryError> {
 
 fn client_ip(session: &Session) -> String {
     client_addr(session).to_string()
+}
+
+/// The client certificate verified in this connection's handshake, as the
+/// handshake callback put it on the TLS digest.
+fn peer_certificate(session: &Session) -> Option<crate::tls::client_auth::PeerCertificate> {
+    session
+        .digest()?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<crate::tls::client_auth::PeerCertificate>()
+        .cloned()
 }

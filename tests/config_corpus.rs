@@ -95,6 +95,24 @@ const CASES: &[Case] = &[
         edit: |t, d| t.replace(&format!("{d}/key.pem"), &format!("{d}/other-key.pem")),
     },
     Case {
+        key: "tls.client_auth.ca_file",
+        edit: |t, d| format!("{t}\n[tls.client_auth]\nca_file = \"{d}/no-client-ca.pem\"\n"),
+    },
+    Case {
+        key: "tls.client_auth.crl_files",
+        edit: |t, d| {
+            format!(
+                "{t}\n[tls.client_auth]\nca_file = \"{d}/cert.pem\"\ncrl_files = [\"{d}/htpasswd\"]\n"
+            )
+        },
+    },
+    Case {
+        key: "access[0].credential",
+        edit: |t, _| {
+            format!("{t}\n[[access]]\nanonymous = true\ncredential = \"certificate\"\nactions = [\"pull\"]\n")
+        },
+    },
+    Case {
         key: "auth.htpasswd.path",
         edit: |t, d| t.replace(&format!("{d}/htpasswd"), &format!("{d}/md5-htpasswd")),
     },

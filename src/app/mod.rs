@@ -183,6 +183,7 @@ fn tls_problems(cfg: &crate::config::TlsConfig, e: crate::tls::TlsError) -> Vec<
         TlsError::Files(_) => "tls.cert",
         TlsError::SelfSigned(_) => "tls.self_signed",
         TlsError::Acme(_) => "tls.acme",
+        TlsError::ClientAuth(ce) => ce.key(),
     };
     vec![Problem::new(key, e.to_string())]
 }

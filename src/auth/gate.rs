@@ -6,6 +6,7 @@ use arc_swap::ArcSwap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::authentication::certificate::CertificateMapping;
 use super::authentication::throttle::Throttle;
 use super::authentication::{basic, AuthFailure, Authenticator, Identity};
 use super::authorization::acl::Acl;
@@ -14,6 +15,7 @@ use super::principal::Principal;
 use super::refusal::{Mode, Refusal};
 use super::token::jwt::{self, Claims, TokenIssuer};
 use crate::config::ThrottleConfig;
+use crate::tls::client_auth::PeerCertificate;
 
 /// Bearer tokens whose signature was checked: a client sends the same
 /// token with every request of a pull, and an ES256 verification costs
@@ -45,6 +47,8 @@ pub struct Gate {
     /// Present in token mode.
     tokens: Option<Arc<TokenIssuer>>,
     verified: VerifiedTokens,
+    /// `[tls.client_auth]`: how a verified client certificate names its user.
+    certificates: Option<CertificateMapping>,
 }
 
 /// What a login attempt found, for logs and metrics.
@@ -91,6 +95,54 @@ impl Gate {
             throttle: Throttle::new(throttle),
             tokens,
             verified: VerifiedTokens::default(),
+            certificates: None,
+        }
+    }
+
+    /// Accepts verified client certificates as a credential, mapped to a
+    /// user by `mapping`.
+    pub fn with_certificates(mut self, mapping: Option<CertificateMapping>) -> Self {
+        self.certificates = mapping;
+        self
+    }
+
+    /// The principal of a `/v2/` request on a connection that may carry a
+    /// client certificate (verified in the handshake): credentials sent
+    /// with the request decide, as without a certificate; a request
+    /// without any is the certificate's user.
+    pub async fn authenticate_with_certificate(
+        &self,
+        authorization: Option<&[u8]>,
+        peer: Option<&PeerCertificate>,
+        ip: IpAddr,
+    ) -> (Result<Principal, Refusal>, Option<LoginOutcome>) {
+        let sends_credentials = authorization.is_some_and(|h| !basic::is_empty(h));
+        let (Some(mapping), Some(cert), false) = (&self.certificates, peer, sends_credentials)
+        else {
+            return self.authenticate(authorization, ip).await;
+        };
+        let attempts = &crate::observe::metrics::metrics().auth_attempts;
+        match mapping.identity(cert) {
+            Ok(identity) => {
+                attempts.with_label_values(&["certificate", "ok"]).inc();
+                let principal = self.user_principal(Arc::new(identity));
+                (Ok(principal), Some(LoginOutcome::Ok))
+            }
+            Err(e) => {
+                attempts
+                    .with_label_values(&["certificate", AuthFailure::UnknownUser.as_str()])
+                    .inc();
+                tracing::warn!(target: "auth", error = %e, "client certificate refused as a credential");
+                let failure = AuthFailure::UnknownUser;
+                let refusal = Refusal::Unauthenticated { scope: None };
+                (
+                    Err(refusal),
+                    Some(LoginOutcome::Failed {
+                        failure,
+                        user: None,
+                    }),
+                )
+            }
         }
     }
 

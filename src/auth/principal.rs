@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use super::authentication::Identity;
+use super::authentication::{Credential, Identity};
 use super::token::jwt::Claims;
+use crate::config::CredentialKind;
 
 /// The authenticated (or not) caller of one request.
 #[derive(Debug, Clone)]
@@ -46,6 +47,20 @@ impl Principal {
 
     pub fn is_anonymous(&self) -> bool {
         self.user().is_none()
+    }
+
+    /// How the caller proved who it is, as rules name it: `None` for
+    /// anonymous callers and for bearer tokens we issued (their access
+    /// was decided by the credential they were issued for).
+    pub fn credential(&self) -> Option<CredentialKind> {
+        match self {
+            Principal::Anonymous | Principal::Token { .. } => None,
+            Principal::User { identity, .. } => Some(match identity.credential {
+                Credential::Password => CredentialKind::Password,
+                Credential::AccessToken { .. } => CredentialKind::Token,
+                Credential::Certificate { .. } => CredentialKind::Certificate,
+            }),
+        }
     }
 
     /// The groups the rules see: a user's (directory and config) or those

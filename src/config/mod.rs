@@ -5,6 +5,7 @@
 //! with the dotted key it concerns, so `portcullis check` can name it.
 
 pub mod acme;
+pub mod client_auth;
 pub mod ldap;
 mod problem;
 mod secret;
@@ -94,7 +95,21 @@ pub struct RuleConfig {
     pub repositories: Option<Vec<String>>,
     pub networks: Option<Vec<String>>,
     pub actions: Vec<String>,
+    /// Match only callers who proved who they are this way.
+    pub credential: Option<CredentialKind>,
     pub comment: Option<String>,
+}
+
+/// How a caller proved who it is, as a rule names it (`access.credential`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialKind {
+    /// A password (Basic credentials, or a login at the token endpoint).
+    Password,
+    /// An access token of its owner.
+    Token,
+    /// A client certificate verified in the TLS handshake.
+    Certificate,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -258,6 +273,8 @@ pub struct TlsConfig {
     /// Certificates over ACME; alone, a self-signed fallback serves until
     /// the first is issued (and for names no certificate covers).
     pub acme: Option<acme::AcmeConfig>,
+    /// Client certificates (mutual TLS).
+    pub client_auth: Option<client_auth::ClientAuthConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -622,6 +639,9 @@ impl Config {
         }
         if let Some(acme) = &tls.acme {
             p.extend(acme.validate(self.server.http_listen.is_some()));
+        }
+        if let Some(c) = &tls.client_auth {
+            p.extend(c.validate());
         }
         if self.auth.realm.is_empty() || self.auth.realm.contains('"') {
             p.push(Problem::new(

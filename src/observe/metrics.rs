@@ -32,6 +32,7 @@ pub struct Metrics {
     pub ldap_duration: HistogramVec,
     pub tls_handshakes: IntCounter,
     pub tls_hellos: IntCounter,
+    pub client_cert_refusals: IntCounter,
     pub cert_expiry: GaugeVec,
     pub access_token_expiry: GaugeVec,
     pub acme_renewals: IntCounterVec,
@@ -179,6 +180,11 @@ impl Metrics {
                 &r,
                 "portcullis_tls_client_hellos_total",
                 "TLS ClientHellos answered with a certificate; minus completed handshakes, the failed ones.",
+            ),
+            client_cert_refusals: plain_counter(
+                &r,
+                "portcullis_tls_client_certificate_refusals_total",
+                "Client certificates refused in the TLS handshake (unknown CA, expired, revoked).",
             ),
             cert_expiry: gauge(
                 &r,

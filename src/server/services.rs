@@ -74,12 +74,20 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
     let proxy = RegistryProxy::new(
         &cfg,
         Arc::clone(&upstream),
-        Arc::new(Gate::new(
-            Arc::clone(&auth),
-            Arc::clone(&acl),
-            &cfg.auth.throttle,
-            tokens.clone(),
-        )),
+        Arc::new(
+            Gate::new(
+                Arc::clone(&auth),
+                Arc::clone(&acl),
+                &cfg.auth.throttle,
+                tokens.clone(),
+            )
+            .with_certificates(
+                cfg.tls
+                    .client_auth
+                    .as_ref()
+                    .map(crate::auth::authentication::certificate::CertificateMapping::new),
+            ),
+        ),
         tokens
             .as_ref()
             .map(|t| Endpoint::new(&cfg.auth.token, Arc::clone(t))),
@@ -122,6 +130,9 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
     let mut tls_settings =
         TlsSettings::with_callbacks(Box::new(HandshakeCounter)).map_err(ServeError::TlsListener)?;
     tls_settings.set_cert_resolver(tls.store.clone());
+    if let Some(client_auth) = &tls.client_auth {
+        tls_settings.set_client_cert_verifier(client_auth.verifier.clone());
+    }
     tls_settings.enable_h2();
     service.add_tls_with_settings(&cfg.server.listen.to_string(), None, tls_settings);
     if let Some(responder) = acme.as_ref().and_then(|a| a.alpn.clone()) {
@@ -175,16 +186,30 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
 }
 
 /// Counts completed TLS handshakes (ClientHellos are counted by the
-/// certificate resolver, so the difference is the failed ones).
+/// certificate resolver, so the difference is the failed ones), and puts
+/// the client certificate, if any, on the connection's TLS digest, where
+/// authentication finds it (`ssl_digest.extension`).
+///
+/// rustls exposes a peer certificate only after the listener's verifier
+/// (`[tls.client_auth]`) accepted it; without client_auth none is asked
+/// for.
 struct HandshakeCounter;
 
 #[async_trait]
 impl pingora::listeners::TlsAccept for HandshakeCounter {
     async fn handshake_complete_callback(
         &self,
-        _tls: &pingora::protocols::tls::TlsRef,
+        tls: &pingora::protocols::tls::TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
         metrics().tls_handshakes.inc();
-        None
+        let der = tls.peer_certificate_der()?;
+        match crate::tls::client_auth::PeerCertificate::parse(der) {
+            Ok(peer) => Some(Arc::new(peer)),
+            Err(e) => {
+                // (the verifier parsed it already: not expected)
+                tracing::warn!(target: "tls", error = %e, "verified client certificate cannot be parsed; ignoring it");
+                None
+            }
+        }
     }
 }

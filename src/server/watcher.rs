@@ -145,6 +145,9 @@ impl State {
         if let Some(files) = w.tls.files.as_mut() {
             files.poll(&w.tls.store);
         }
+        if let Some(client_auth) = w.tls.client_auth.as_mut() {
+            client_auth.poll();
+        }
         if self.htpasswd.changed() || hangup {
             reload_users(&w.auth);
         }

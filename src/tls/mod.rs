@@ -2,6 +2,7 @@
 //! replaced without a restart.
 
 pub mod acme;
+pub mod client_auth;
 pub mod pem;
 pub mod self_signed;
 pub mod store;
@@ -22,6 +23,8 @@ pub enum TlsError {
     SelfSigned(#[from] self_signed::SelfSignedError),
     #[error("tls.acme: {0}")]
     Acme(#[from] acme::AcmeError),
+    #[error("{key}: {0}", key = .0.key())]
+    ClientAuth(#[from] client_auth::ClientAuthError),
 }
 
 /// The counters TLS reports to, handed in by whoever exports them (tls
@@ -48,10 +51,25 @@ pub struct TlsState {
     pub files: Option<CertFiles>,
     /// PEM of the generated certificate, for the quick start to hand out.
     pub self_signed_pem: Option<String>,
+    /// The client certificate verifier of `[tls.client_auth]`.
+    pub client_auth: Option<client_auth::ClientAuth>,
 }
 
 impl TlsState {
     pub fn new(cfg: &TlsConfig, counters: TlsCounters) -> Result<Self, TlsError> {
+        let client_auth = match &cfg.client_auth {
+            Some(c) => Some(client_auth::ClientAuth::new(
+                c,
+                counters.reload_failures.clone(),
+            )?),
+            None => None,
+        };
+        let mut state = Self::server_certificate(cfg, counters)?;
+        state.client_auth = client_auth;
+        Ok(state)
+    }
+
+    fn server_certificate(cfg: &TlsConfig, counters: TlsCounters) -> Result<Self, TlsError> {
         match (&cfg.cert, &cfg.key) {
             (Some(cert), Some(key)) => {
                 let mut watch = FileWatch::new(vec![cert.clone(), key.clone()]);
@@ -67,6 +85,7 @@ impl TlsState {
                         reload_failures: counters.reload_failures,
                     }),
                     self_signed_pem: None,
+                    client_auth: None,
                 })
             }
             _ => {
@@ -87,6 +106,7 @@ impl TlsState {
                     store: Arc::new(CertStore::counting(loaded, counters.hellos)),
                     files: None,
                     self_signed_pem: Some(pem),
+                    client_auth: None,
                 })
             }
         }
@@ -133,6 +153,9 @@ fn log_loaded(what: &str, info: &CertInfo) {
 
 /// Used by `check`: loads what the config names, without serving it.
 pub fn check(cfg: &TlsConfig) -> Result<Option<LoadedCert>, TlsError> {
+    if let Some(c) = &cfg.client_auth {
+        client_auth::load_verifier(c)?;
+    }
     match (&cfg.cert, &cfg.key) {
         (Some(c), Some(k)) => Ok(Some(pem::load_pair(c, k)?)),
         _ => Ok(None),

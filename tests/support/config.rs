@@ -31,6 +31,14 @@ pub struct ProxyOptions {
     /// The TLS listener's address without the port (`[::]` for a
     /// dual-stack listener); default `127.0.0.1`.
     pub listen_host: String,
+    /// A client certificate and its key (PEM) that the harness's own
+    /// clients present: the start-up probe and [`Proxy::client`] (a proxy
+    /// with `tls.client_auth.mode = "required"` refuses handshakes
+    /// without one).
+    pub client_identity: Option<String>,
+    /// More names (DNS or IP) of the proxy's server certificate, besides
+    /// 127.0.0.1 and localhost.
+    pub server_names: Vec<String>,
 }
 
 impl Default for ProxyOptions {
@@ -45,6 +53,8 @@ impl Default for ProxyOptions {
             extra_auth: String::new(),
             extra_upstream: String::new(),
             listen_host: "127.0.0.1".to_string(),
+            client_identity: None,
+            server_names: Vec::new(),
         }
     }
 }
@@ -119,6 +129,13 @@ impl ProxyOptions {
             _ => panic!("no raw lines for [{table}]"),
         };
         push_line(lines, line);
+        self
+    }
+
+    /// The harness's clients present this certificate (PEM of the
+    /// certificate and its key).
+    pub fn client_identity(mut self, leaf: &Leaf) -> ProxyOptions {
+        self.client_identity = Some(format!("{}{}", leaf.cert_pem, leaf.key_pem));
         self
     }
 
@@ -224,6 +241,7 @@ pub struct Rule {
     repositories: Vec<String>,
     networks: Vec<String>,
     actions: Vec<String>,
+    credential: Option<String>,
     comment: Option<String>,
 }
 
@@ -287,6 +305,13 @@ impl Rule {
         self.may(&["*"])
     }
 
+    /// Only for callers who proved who they are this way (`password`,
+    /// `token`, `certificate`).
+    pub fn credential(mut self, kind: &str) -> Rule {
+        self.credential = Some(kind.to_string());
+        self
+    }
+
     pub fn comment(mut self, text: &str) -> Rule {
         self.comment = Some(text.to_string());
         self
@@ -317,6 +342,9 @@ impl Rule {
             line("networks", string_array(&self.networks));
         }
         line("actions", string_array(&self.actions));
+        if let Some(c) = &self.credential {
+            line("credential", quoted(c));
+        }
         if let Some(c) = &self.comment {
             line("comment", quoted(c));
         }

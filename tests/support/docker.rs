@@ -58,6 +58,16 @@ impl Engine {
     /// Starts a `dockerd` and waits until `docker version` answers over its
     /// socket. Fails the test (never skips it) if dockerd is not installed.
     pub fn start() -> Engine {
+        Self::start_with_hosts(&[])
+    }
+
+    /// [`Engine::start`], with these `(address, name)` lines added to the
+    /// `/etc/hosts` dockerd sees (a bind mount in a mount namespace of its
+    /// own; the machine's file is untouched). The engine treats registries
+    /// on 127.0.0.0/8 as insecure and then reads no `certs.d` (no client
+    /// certificate): a name for `::1` is a loopback registry it treats as
+    /// secure.
+    pub fn start_with_hosts(hosts: &[(&str, &str)]) -> Engine {
         let dockerd = find_program("dockerd").unwrap_or_else(|| {
             panic!(
                 "dockerd not found (PATH, /usr/sbin): the engine tests need the Docker \
@@ -79,9 +89,24 @@ impl Engine {
         let d = dir.path();
         let log = d.join("dockerd.log");
         let start = Instant::now();
-        let child = spawn_logged(
+        let mut cmd = if hosts.is_empty() {
             Command::new(&dockerd)
-                .arg("--data-root")
+        } else {
+            let mut text = fs::read_to_string("/etc/hosts").unwrap_or_default();
+            for (addr, name) in hosts {
+                text.push_str(&format!("\n{addr} {name}\n"));
+            }
+            let file = d.join("hosts");
+            fs::write(&file, text).unwrap();
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+                .arg(&file)
+                .arg(&dockerd);
+            c
+        };
+        let child = spawn_logged(
+            cmd.arg("--data-root")
                 .arg(d.join("root"))
                 .arg("--exec-root")
                 .arg(d.join("exec"))
@@ -224,6 +249,19 @@ impl Engine {
         fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("{}: {e} (the engine tests run as root)", dir.display()));
         fs::write(dir.join("ca.crt"), ca_pem).unwrap();
+        self.trusted.borrow_mut().push(dir);
+    }
+
+    /// Makes the engine trust `ca_pem` for `host` (`name:PORT`) and present
+    /// the client certificate `client` (PEM of the certificate, of the key)
+    /// there; removed when the engine stops.
+    pub fn trust_with_client_cert(&self, host: &str, ca_pem: &str, client: (&str, &str)) {
+        let dir = Path::new(CERTS_D).join(host);
+        fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e} (the engine tests run as root)", dir.display()));
+        fs::write(dir.join("ca.crt"), ca_pem).unwrap();
+        fs::write(dir.join("client.cert"), client.0).unwrap();
+        fs::write(dir.join("client.key"), client.1).unwrap();
         self.trusted.borrow_mut().push(dir);
     }
 

@@ -118,6 +118,93 @@ impl Ca {
     }
 }
 
+/// What a client certificate of [`Ca::client_cert_with`] says.
+#[derive(Clone, Debug)]
+pub struct ClientSpec<'a> {
+    pub common_name: &'a str,
+    pub organizational_units: &'a [&'a str],
+    pub organizations: &'a [&'a str],
+    /// URI subjectAltNames (a SPIFFE ID).
+    pub uris: &'a [&'a str],
+    pub serial: u64,
+    /// Valid 2020-2021 only.
+    pub expired: bool,
+}
+
+impl<'a> ClientSpec<'a> {
+    pub fn new(common_name: &'a str) -> ClientSpec<'a> {
+        ClientSpec {
+            common_name,
+            organizational_units: &[],
+            organizations: &[],
+            uris: &[],
+            serial: 1,
+            expired: false,
+        }
+    }
+}
+
+impl Ca {
+    /// A client certificate (clientAuth) for `common_name`.
+    pub fn client_cert(&self, common_name: &str) -> Leaf {
+        self.client_cert_with(&ClientSpec::new(common_name))
+    }
+
+    pub fn client_cert_with(&self, spec: &ClientSpec) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let dn = &mut params.distinguished_name;
+        dn.push(DnType::CommonName, spec.common_name);
+        for o in spec.organizations {
+            dn.push(DnType::OrganizationName, *o);
+        }
+        for ou in spec.organizational_units {
+            dn.push(DnType::OrganizationalUnitName, *ou);
+        }
+        params.subject_alt_names = spec
+            .uris
+            .iter()
+            .map(|u| rcgen::SanType::URI((*u).try_into().unwrap()))
+            .collect();
+        params.serial_number = Some(rcgen::SerialNumber::from(spec.serial));
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        if spec.expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
+    }
+
+    /// A CRL (PEM) of this CA revoking the certificates of these serials.
+    pub fn crl(&self, revoked: &[u64]) -> String {
+        rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(revoked.len() as u64 + 1),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: rcgen::date_time_ymd(2020, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.cert, &self.key)
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+}
+
 // ---------------------------------------------------------------------------
 // htpasswd
 // ---------------------------------------------------------------------------

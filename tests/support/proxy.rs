@@ -45,7 +45,9 @@ impl Proxy {
         opts.upstream_url = Some(upstream.to_string());
         let dir = temp_dir("portcullis-proxy-");
         let ca = Ca::new("portcullis test CA");
-        let leaf = ca.leaf("portcullis-test-initial");
+        let mut names = vec!["127.0.0.1", "localhost"];
+        names.extend(opts.server_names.iter().map(String::as_str));
+        let leaf = ca.leaf_for("portcullis-test-initial", &names);
         fs::create_dir_all(dir.path().join("certs.d")).unwrap();
         fs::write(dir.path().join("certs.d/ca.crt"), &ca.pem).unwrap();
         fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
@@ -105,7 +107,8 @@ impl Proxy {
             .spawn()
             .expect("spawn portcullis serve");
 
-        let client = Self::build_client(&ca.pem, false);
+        let identity = opts.client_identity.clone();
+        let client = Self::build_client(&ca.pem, false, identity.as_deref());
         let mut p = Proxy {
             dir,
             port,
@@ -118,7 +121,7 @@ impl Proxy {
             stderr,
         };
         let url = p.url("/v2/");
-        let probe = Self::build_client(&p.ca.pem, false);
+        let probe = Self::build_client(&p.ca.pem, false, identity.as_deref());
         let start = Instant::now();
         loop {
             if let Ok(Some(st)) = p.child.as_mut().unwrap().try_wait() {
@@ -143,8 +146,12 @@ impl Proxy {
         p
     }
 
-    fn build_client(ca_pem: &str, http1: bool) -> Client {
-        let mut b = Client::builder()
+    fn build_client(ca_pem: &str, http1: bool, identity: Option<&str>) -> Client {
+        let mut b = Client::builder();
+        if let Some(pem) = identity {
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        let mut b = b
             .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
             .tls_built_in_root_certs(false)
             .tls_info(true)
@@ -164,8 +171,13 @@ impl Proxy {
         self.child.as_ref().expect("proxy running").id()
     }
 
+    /// `https://127.0.0.1:PORT` (`[::1]` for a proxy listening there only).
     pub fn base(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        let host = match self.opts.listen_host.as_str() {
+            "[::1]" => "[::1]",
+            _ => "127.0.0.1",
+        };
+        format!("https://{host}:{}", self.port)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -179,7 +191,14 @@ impl Proxy {
 
     /// A fresh client (fresh connections), optionally HTTP/1.1 only.
     pub fn new_client(&self, http1: bool) -> Client {
-        Self::build_client(&self.ca.pem, http1)
+        Self::build_client(&self.ca.pem, http1, self.opts.client_identity.as_deref())
+    }
+
+    /// A fresh client presenting `identity` (PEM of a certificate and its
+    /// key), or no client certificate at all.
+    pub fn client_with_identity(&self, identity: Option<&Leaf>) -> Client {
+        let pem = identity.map(|l| format!("{}{}", l.cert_pem, l.key_pem));
+        Self::build_client(&self.ca.pem, false, pem.as_deref())
     }
 
     /// A request with the default user's credentials.
@@ -253,7 +272,7 @@ impl Proxy {
 
     /// The leaf certificate (DER) a brand-new TLS connection is served.
     pub fn served_cert(&self) -> Result<Vec<u8>, String> {
-        let c = Self::build_client(&self.ca.pem, true);
+        let c = Self::build_client(&self.ca.pem, true, self.opts.client_identity.as_deref());
         let resp = c
             .get(self.url("/v2/"))
             .timeout(Duration::from_secs(5))

@@ -10,6 +10,7 @@
 
 pub mod basic;
 pub mod cache;
+pub mod certificate;
 pub mod hash_pool;
 pub mod htpasswd;
 pub mod ldap;

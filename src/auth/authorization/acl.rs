@@ -13,7 +13,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::{Problem, RuleConfig};
+use crate::config::{CredentialKind, Problem, RuleConfig};
 use crate::registry::route::{Action, RepoName};
 
 /// A set of actions, as granted by a rule or a token.
@@ -92,6 +92,11 @@ pub struct Caller<'a> {
     pub user: Option<&'a str>,
     pub groups: &'a [String],
     pub ip: IpAddr,
+    /// How the caller proved who it is. `None` for anonymous callers, and
+    /// for bearer tokens of the token endpoint: those carry what the rules
+    /// granted the credential they were issued for, so a rule's
+    /// `credential` does not restrict them again.
+    pub credential: Option<CredentialKind>,
 }
 
 /// A repository pattern; `${user}` is replaced by the caller's name.
@@ -108,6 +113,7 @@ pub struct Rule {
     anonymous: bool,
     repositories: Option<Vec<RepoPattern>>,
     networks: Option<Vec<IpNet>>,
+    credential: Option<CredentialKind>,
     pub actions: Actions,
     pub comment: Option<String>,
 }
@@ -182,6 +188,13 @@ impl Rule {
                 "a rule matching anonymous callers may only grant pull and catalog",
             ));
         }
+        if cfg.anonymous && cfg.credential.is_some() {
+            problems.push(Problem::new(
+                key("credential"),
+                "anonymous callers present no credential: a rule with `credential` cannot \
+                 also match them (write two rules)",
+            ));
+        }
         if problems.len() > before {
             return None;
         }
@@ -192,6 +205,7 @@ impl Rule {
             anonymous: cfg.anonymous,
             repositories,
             networks,
+            credential: cfg.credential,
             actions,
             comment: cfg.comment.clone(),
         })
@@ -215,6 +229,16 @@ impl Rule {
                 match (by_user, by_group) {
                     (None, None) | (Some(true), _) | (_, Some(true)) => {}
                     _ => return Err(format!("user {user:?} is not among its users or groups")),
+                }
+                match (self.credential, caller.credential) {
+                    (Some(wanted), Some(used)) if wanted != used => {
+                        return Err(format!(
+                            "it asks for a {} and the caller used a {}",
+                            credential_name(wanted),
+                            credential_name(used)
+                        ))
+                    }
+                    _ => {}
                 }
             }
         }
@@ -254,6 +278,14 @@ impl Rule {
         }
         parts.push(format!("grants {}", self.actions));
         parts.join(", ")
+    }
+}
+
+fn credential_name(c: CredentialKind) -> &'static str {
+    match c {
+        CredentialKind::Password => "password",
+        CredentialKind::Token => "token",
+        CredentialKind::Certificate => "certificate",
     }
 }
 
@@ -454,7 +486,55 @@ mod tests {
             user,
             groups,
             ip: ip.parse().unwrap(),
+            credential: user.map(|_| CredentialKind::Password),
         }
+    }
+
+    #[test]
+    fn credential_condition() {
+        let acl = rules(
+            r#"
+[[access]]
+users = ["alice"]
+repositories = ["team-a/**"]
+credential = "certificate"
+actions = ["pull", "push"]
+
+[[access]]
+users = ["alice"]
+repositories = ["team-a/**"]
+actions = ["pull"]
+"#,
+        );
+        let none: Vec<String> = vec![];
+        let with = |credential| Caller {
+            credential,
+            ..caller(Some("alice"), &none, "192.0.2.1")
+        };
+        let cert = with(Some(CredentialKind::Certificate));
+        assert!(allows(&acl, &cert, "team-a/app", Action::Push));
+        let password = with(Some(CredentialKind::Password));
+        assert!(!allows(&acl, &password, "team-a/app", Action::Push));
+        assert!(allows(&acl, &password, "team-a/app", Action::Pull));
+        let token = with(Some(CredentialKind::Token));
+        assert!(!allows(&acl, &token, "team-a/app", Action::Push));
+        assert!(acl
+            .explain(&password, Some("team-a/app"), Action::Push)
+            .contains("rule 1 skipped: it asks for a certificate and the caller used a password"));
+        // a bearer token of the token endpoint: decided when it was issued
+        let bearer = with(None);
+        assert!(allows(&acl, &bearer, "team-a/app", Action::Push));
+        // never anonymous
+        let e = compile(
+            "[[access]]\nanonymous = true\ncredential = \"password\"\nactions = [\"pull\"]\n",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e[0].key, "access[0].credential");
+        let typo = toml::from_str::<RuleConfig>("credential = \"passkey\"\nactions = [\"pull\"]");
+        assert!(typo.unwrap_err().to_string().contains("unknown variant"));
+        let ok = toml::from_str::<RuleConfig>("credential = \"token\"\nactions = [\"pull\"]");
+        assert_eq!(ok.unwrap().credential, Some(CredentialKind::Token));
     }
 
     /// The rules most tests decide with.

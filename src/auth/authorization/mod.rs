@@ -32,6 +32,7 @@ impl<'p> Authorization<'p> {
             user: principal.user(),
             groups: principal.groups(),
             ip,
+            credential: principal.credential(),
         };
         Authorization {
             acl,
