@@ -173,6 +173,7 @@ fn tls_counters() -> crate::tls::TlsCounters {
         reload_failures: m
             .config_reloads
             .with_label_values(&["certificate", "error"]),
+        client_cert_refusals: m.client_cert_refusals.clone(),
     }
 }
 

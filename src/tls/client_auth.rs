@@ -126,13 +126,20 @@ fn read(path: &Path) -> Result<Vec<u8>, ClientAuthError> {
 pub struct ReloadingVerifier {
     current: ArcSwap<Arc<dyn ClientCertVerifier>>,
     mandatory: bool,
+    /// Certificates refused (counted by the exporter that handed it in).
+    refusals: prometheus::IntCounter,
 }
 
 impl ReloadingVerifier {
-    pub fn new(initial: Arc<dyn ClientCertVerifier>, mode: ClientAuthMode) -> Self {
+    pub fn new(
+        initial: Arc<dyn ClientCertVerifier>,
+        mode: ClientAuthMode,
+        refusals: prometheus::IntCounter,
+    ) -> Self {
         ReloadingVerifier {
             current: ArcSwap::from_pointee(initial),
             mandatory: mode == ClientAuthMode::Required,
+            refusals,
         }
     }
 
@@ -169,9 +176,7 @@ impl ClientCertVerifier for ReloadingVerifier {
             .load()
             .verify_client_cert(end_entity, intermediates, now);
         if let Err(e) = &result {
-            crate::observe::metrics::metrics()
-                .client_cert_refusals
-                .inc();
+            self.refusals.inc();
             tracing::info!(target: "tls", error = %e, "client certificate refused");
         }
         result
@@ -216,6 +221,7 @@ impl ClientAuth {
     pub fn new(
         cfg: &ClientAuthConfig,
         reload_failures: prometheus::IntCounter,
+        refusals: prometheus::IntCounter,
     ) -> Result<Self, ClientAuthError> {
         let mut watch = FileWatch::new(cfg.ca_file.iter().chain(&cfg.crl_files).cloned().collect());
         watch.changed();
@@ -228,7 +234,7 @@ impl ClientAuth {
             "client certificates: verifier loaded"
         );
         Ok(ClientAuth {
-            verifier: Arc::new(ReloadingVerifier::new(verifier, cfg.mode)),
+            verifier: Arc::new(ReloadingVerifier::new(verifier, cfg.mode, refusals)),
             cfg: cfg.clone(),
             watch,
             reload_failures,
@@ -445,7 +451,7 @@ mod tests {
         let (a, b) = (ca("A"), ca("B"));
         let cfg = config(dir.path(), &[&a], &[], "required");
         let counter = prometheus::IntCounter::new("x", "x").unwrap();
-        let mut auth = ClientAuth::new(&cfg, counter.clone()).unwrap();
+        let mut auth = ClientAuth::new(&cfg, counter.clone(), counter.clone()).unwrap();
         assert!(verifies(&*auth.verifier, &client(&a, 1)));
         // a broken file: A still verifies
         std::fs::write(dir.path().join("ca.pem"), "garbage").unwrap();

@@ -35,6 +35,8 @@ pub struct TlsCounters {
     pub hellos: prometheus::IntCounter,
     /// Certificate files that changed but did not load.
     pub reload_failures: prometheus::IntCounter,
+    /// Client certificates refused by `[tls.client_auth]`.
+    pub client_cert_refusals: prometheus::IntCounter,
 }
 
 /// Certificate files being watched for renewal.
@@ -61,6 +63,7 @@ impl TlsState {
             Some(c) => Some(client_auth::ClientAuth::new(
                 c,
                 counters.reload_failures.clone(),
+                counters.client_cert_refusals.clone(),
             )?),
             None => None,
         };

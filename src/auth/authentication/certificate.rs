@@ -61,6 +61,7 @@ impl CertificateMapping {
             credential: Credential::Certificate {
                 subject: cert.subject.clone(),
             },
+            restriction: None,
         })
     }
 }
