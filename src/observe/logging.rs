@@ -225,19 +225,26 @@ mod tests {
         assert_eq!(text.lines().count(), 4, "{text}");
     }
 
+    /// What `emit` logs (through the `log` bridge, as Pingora does) at `level`.
+    fn logged_at(level: &str, emit: impl FnOnce()) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_env_filter(EnvFilter::new(level))
+            .finish()
+            .with(QuietHangups);
+        bridge_log();
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+        text
+    }
+
     #[test]
     fn plain_http_on_the_tls_port_is_logged_at_debug_not_error() {
         let logged = |level: &str| {
-            let out = Captured::default();
-            let writer = out.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .with_env_filter(EnvFilter::new(level))
-                .finish()
-                .with(QuietHangups);
-            bridge_log();
-            tracing::subscriber::with_default(subscriber, || {
+            logged_at(level, || {
                 // as Pingora's listener logs it (rustls 0.23's wording)
                 log::error!(
                     target: "pingora_core::services::listening",
@@ -247,9 +254,7 @@ mod tests {
                     target: "pingora_core::services::listening",
                     "Downstream handshake error from 127.0.0.1:40004:  TLSHandshakeFailure context: tls connect error: received corrupt message of type InvalidHandshakeData"
                 );
-            });
-            let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
-            text
+            })
         };
         let info = logged("info");
         assert!(!info.contains("40003"), "{info}");
@@ -265,23 +270,12 @@ mod tests {
     #[test]
     fn a_pooled_connection_not_taken_back_is_logged_at_debug_not_error() {
         let logged = |level: &str| {
-            let out = Captured::default();
-            let writer = out.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .with_env_filter(EnvFilter::new(level))
-                .finish()
-                .with(QuietHangups);
-            bridge_log();
-            tracing::subscriber::with_default(subscriber, || {
+            logged_at(level, || {
                 // as Pingora's connector logs it
                 log::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
                 log::error!(target: "pingora_core::connectors", "other connector trouble");
                 log::error!(target: "portcullis::proxy", "failed to acquire reusable stream");
-            });
-            let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
-            text
+            })
         };
         let info = logged("info");
         assert!(
