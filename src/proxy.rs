@@ -299,8 +299,44 @@ impl ProxyHttp for RegistryProxy {
         .record(session, self.access_log);
         if let Some(log) = &self.audit {
             self.audit(log, session, ctx, status);
+            audit_login(log, session, ctx, status);
         }
     }
+}
+
+/// A login event: every refused login, wherever it was tried, and each
+/// accepted one at the routes clients log in with (`GET /v2/`, the token
+/// endpoint) — not every request of a pull, which all carry credentials.
+fn audit_login(log: &AuditLog, session: &Session, ctx: &RequestCtx, status: u16) {
+    let Some(login) = &ctx.login else { return };
+    let at_login = ctx.own_route == Some(TOKEN_ROUTE) || ctx.route == Some(Route::Base);
+    let (action, reason) = match login {
+        LoginOutcome::Ok if at_login => ("login", None),
+        LoginOutcome::Ok => return,
+        LoginOutcome::Failed { failure, .. } => ("login_refused", Some(failure.as_str())),
+        LoginOutcome::Throttled { .. } => ("login_refused", Some("throttled")),
+        LoginOutcome::BadToken(why) => ("login_refused", Some(*why)),
+    };
+    let identity = match &ctx.principal {
+        Some(Principal::User { identity, .. }) => Some(identity),
+        _ => None,
+    };
+    log.write(&AuditEvent {
+        time: audit::now_rfc3339(),
+        action,
+        user: identity
+            .map(|i| i.user.as_str())
+            .or_else(|| login.claimed_user()),
+        client: client_ip(session),
+        repository: "",
+        reference: None,
+        digest: None,
+        from: None,
+        status,
+        bytes: 0,
+        credential: identity.map(|i| i.credential.describe()),
+        reason,
+    });
 }
 
 impl RegistryProxy {
@@ -352,6 +388,8 @@ impl RegistryProxy {
             from,
             status,
             bytes: session.body_bytes_sent().max(session.body_bytes_read()),
+            credential: None,
+            reason: None,
         });
     }
 

@@ -37,6 +37,13 @@ fn start(token_mode: bool) -> Setup {
         "[auth.tokens]\npath = \"{}\"\nmax_lifetime = \"30d\"\nlast_used_interval = \"1s\"\n",
         tokens.display()
     ));
+    let mut opts = opts;
+    // a line of the [log] table the harness config ends with
+    opts.extra_toml = format!(
+        "audit_file = {:?}\n{}",
+        dir.path().join("audit.log").display().to_string(),
+        opts.extra_toml
+    );
     let proxy = Proxy::start(&reg, opts);
     Setup {
         _reg: reg,
@@ -76,6 +83,21 @@ impl Setup {
         let secret = out.split_whitespace().last().unwrap().to_string();
         assert!(secret.starts_with("pcat_"), "{out}");
         secret
+    }
+
+    /// A robot `name` in `group` with one scope, for a day; its secret.
+    fn robot(&self, name: &str, group: &str, scope: &str) -> String {
+        self.create(&[
+            "--robot",
+            "--name",
+            name,
+            "--group",
+            group,
+            "--scope",
+            scope,
+            "--expires",
+            "1d",
+        ])
     }
 
     fn status(&self, method: Method, path: &str, user: &str, pass: &str) -> u16 {
@@ -311,17 +333,7 @@ fn expiry_owner_removal_and_max_lifetime() {
 #[test]
 fn a_broken_token_file_keeps_the_previous_tokens() {
     let s = start(false);
-    let secret = s.create(&[
-        "--robot",
-        "--name",
-        "ci",
-        "--group",
-        "ci",
-        "--scope",
-        "team/**:pull",
-        "--expires",
-        "1d",
-    ]);
+    let secret = s.robot("ci", "ci", "team/**:pull");
     s.wait_login("robot$ci", &secret, 200);
     let good = std::fs::read_to_string(s.tokens_file()).unwrap();
     std::fs::write(s.tokens_file(), format!("{good}\n[[token]]\nname = \"half")).unwrap();
@@ -456,4 +468,59 @@ fn skopeo_copies_with_a_robot_token() {
         None,
     );
     assert_failed("skopeo push outside the token's scopes", &o);
+}
+
+/// Every login, accepted or refused, is an audit event with the user, the
+/// client and the kind of credential; so are token create and revoke. No
+/// secret is ever in the file.
+#[test]
+fn logins_and_token_changes_are_audited() {
+    let s = start(false);
+    let secret = s.robot("ci", "ci", "team/**:pull");
+    s.wait_login("robot$ci", &secret, 200);
+    assert_eq!(s.status(Method::GET, "/v2/", USER, PASS), 200);
+    assert_eq!(s.status(Method::GET, "/v2/", USER, "wrong"), 401);
+    // a pull's requests carry the credentials too: not each a login
+    assert_eq!(
+        s.status(Method::GET, "/v2/team/app/tags/list", USER, PASS),
+        404
+    );
+    let (ok, _, err) = s.token(&["revoke", "ci"]);
+    assert!(ok, "{err}");
+    let path = s.dir.path().join("audit.log");
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait_until(
+        "the refused login's audit line",
+        Duration::from_secs(5),
+        || events().iter().any(|e| e["action"] == "login_refused"),
+        || std::fs::read_to_string(&path).unwrap_or_default(),
+    );
+    let all = events();
+    let find = |action: &str, user: &str| {
+        all.iter()
+            .find(|e| e["action"] == action && e["user"] == user)
+            .unwrap_or_else(|| panic!("no {action} of {user} in {all:#?}"))
+            .clone()
+    };
+    assert_eq!(find("token_create", "robot$ci")["credential"], "token:ci");
+    assert_eq!(find("login", "robot$ci")["credential"], "token:ci");
+    assert_eq!(find("login", "alice")["credential"], "password");
+    assert_eq!(find("login", "alice")["client"], "127.0.0.1");
+    let refused = find("login_refused", "alice");
+    assert_eq!(refused["reason"], "bad_credentials");
+    assert_eq!(refused["status"], 401);
+    assert_eq!(find("token_revoke", "robot$ci")["credential"], "token:ci");
+    let logins = all
+        .iter()
+        .filter(|e| e["action"] == "login" && e["user"] == "alice")
+        .count();
+    assert_eq!(logins, 1, "the tags/list request is no login: {all:#?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains(&secret[18..]) && !text.contains(PASS) && !text.contains("wrong"));
 }

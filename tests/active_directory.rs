@@ -156,6 +156,18 @@ fn sam_account_name_and_upn_both_log_in_as_one_identity() {
         "no access line of alice's manifest push: {pushes:#?}\n{}",
         d()
     );
+    // audit lines are written once the answer is sent: wait for bob's two
+    let pulls = |a: &[serde_json::Value]| {
+        a.iter()
+            .filter(|l| l["action"] == "pull" && l["reference"] == "v1")
+            .count()
+    };
+    wait_until(
+        "bob's two pulls of v1 in the audit log",
+        Duration::from_secs(5),
+        || pulls(&audit_lines(audit)) >= 2,
+        || format!("{:#?}", audit_lines(audit)),
+    );
     let audit = audit_lines(audit);
     let who = |action: &str, reference: &str| -> Vec<String> {
         audit

@@ -9,6 +9,7 @@ use crate::auth::authentication::htpasswd::Htpasswd;
 use crate::auth::authentication::tokens::file::{self, HashKey, TokenEntry, TokenFile};
 use crate::auth::authentication::tokens::{self, scopes::Restriction};
 use crate::config::{AccessTokensConfig, Config};
+use crate::observe::audit::{self, AuditEvent, AuditLog};
 
 /// What `token create` was asked for.
 pub struct NewToken<'a> {
@@ -91,9 +92,10 @@ pub fn create(config: &Path, new: &NewToken<'_>) -> Result<(), String> {
     };
     let user = entry.user();
     let expires = entry.expires.clone().unwrap_or_else(|| "never".into());
-    f.tokens.push(entry);
+    f.tokens.push(entry.clone());
     tokens::compile(&f)?;
     f.save(&t.path).map_err(|e| e.to_string())?;
+    audit_token(&cfg, "token_create", &entry);
     println!(
         "token {} for {user} (scopes {}; expires {expires}); log in as {user} with: {secret}",
         new.name,
@@ -151,17 +153,47 @@ pub fn show(config: &Path, name: &str) -> Result<(), String> {
 }
 
 pub fn revoke(config: &Path, name: &str) -> Result<(), String> {
-    let (_, t) = tokens_config(config)?;
+    let (cfg, t) = tokens_config(config)?;
     let mut f = load(&t)?;
-    let before = f.tokens.len();
-    f.tokens.retain(|e| e.name != name);
-    if f.tokens.len() == before {
+    let Some(i) = f.tokens.iter().position(|e| e.name == name) else {
         return Err(format!("no token {name} in {}", t.path.display()));
-    }
+    };
+    let entry = f.tokens.remove(i);
     f.save(&t.path).map_err(|e| e.to_string())?;
+    audit_token(&cfg, "token_revoke", &entry);
     eprintln!(
         "revoked token {name}: refused as soon as the proxy reloads {} (server.watch_interval, or SIGHUP)",
         t.path.display()
     );
     Ok(())
+}
+
+/// A `token_create` / `token_revoke` line in the config's audit log (the
+/// proxy's own file: lines are appended with one write each).
+fn audit_token(cfg: &Config, action: &str, entry: &TokenEntry) {
+    let Some(path) = &cfg.log.audit_file else {
+        return;
+    };
+    let user = entry.user();
+    let event = AuditEvent {
+        time: audit::now_rfc3339(),
+        action,
+        user: Some(&user),
+        client: "cli".into(),
+        repository: "",
+        reference: None,
+        digest: None,
+        from: None,
+        status: 0,
+        bytes: 0,
+        credential: Some(format!("token:{}", entry.name)),
+        reason: None,
+    };
+    match AuditLog::open(path, cfg.log.audit_max_bytes) {
+        Ok(log) => log.write(&event),
+        Err(e) => eprintln!(
+            "warning: cannot write the audit log {}: {e}",
+            path.display()
+        ),
+    }
 }

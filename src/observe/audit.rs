@@ -1,5 +1,7 @@
-//! The audit trail: who pulled, pushed, mounted or deleted what, when and
-//! from where, as JSON lines in a file of its own.
+//! The audit trail: who pulled, pushed, mounted or deleted what, who logged
+//! in (or was refused) with which kind of credential, which access tokens
+//! were made and revoked, when and from where, as JSON lines in a file of
+//! its own.
 //!
 //! Each line is written with one `write` on a file opened with O_APPEND, so
 //! concurrent requests never interleave within a line and a reader never
@@ -31,6 +33,13 @@ pub struct AuditEvent<'a> {
     pub from: Option<&'a str>,
     pub status: u16,
     pub bytes: usize,
+    /// For login and token events: how the caller proved who it is
+    /// (`password`, `token:NAME`, `certificate:SUBJECT`). Never a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// For a refused login: why (`bad_credentials`, `throttled`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
 }
 
 pub struct AuditLog {
@@ -109,6 +118,8 @@ mod tests {
             from: None,
             status,
             bytes: 10,
+            credential: None,
+            reason: None,
         }
     }
 

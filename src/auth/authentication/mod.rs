@@ -67,6 +67,18 @@ pub enum Credential {
     Certificate { subject: String },
 }
 
+impl Credential {
+    /// `password`, `token:NAME` or `certificate:SUBJECT`, for the audit
+    /// log (never the secret itself).
+    pub fn describe(&self) -> String {
+        match self {
+            Credential::Password => "password".to_owned(),
+            Credential::AccessToken { name } => format!("token:{name}"),
+            Credential::Certificate { subject } => format!("certificate:{subject}"),
+        }
+    }
+}
+
 /// Why a login failed. Clients see the same 401 for all of these; the
 /// distinction is for logs and metrics only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
