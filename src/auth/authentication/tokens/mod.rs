@@ -6,7 +6,8 @@
 //! keeps the previous tokens). A token of a person acts as that person,
 //! cut down to its [`scopes`]; the authenticator checks that the owner
 //! still exists. "Last used" times are kept in memory and written to a
-//! file beside the token file at most every `last_used_interval`.
+//! file beside the token file by the watcher, at most every
+//! `last_used_interval`.
 
 pub mod file;
 pub mod scopes;
@@ -138,24 +139,23 @@ impl TokenStore {
         Ok(())
     }
 
-    /// Notes a use of token `id`, and writes the pending uses out when the
-    /// last write is `last_used_interval` old.
+    /// Notes a use of token `id`: in memory only (no I/O on the request
+    /// path); the watcher writes the uses out ([`TokenStore::flush`]).
     pub fn touch(&self, id: &str) {
-        let due = match self.last_used.lock() {
-            Ok(mut l) => {
-                l.pending.insert(id.to_owned(), SystemTime::now());
-                l.written.elapsed() >= self.cfg.last_used_interval
+        if let Ok(mut l) = self.last_used.lock() {
+            let now = SystemTime::now();
+            match l.pending.get_mut(id) {
+                Some(t) => *t = now,
+                None => {
+                    l.pending.insert(id.to_owned(), now);
+                }
             }
-            Err(_) => false,
-        };
-        if due {
-            self.flush();
         }
     }
 
-    /// Writes the pending "last used" times (merged with the file's).
-    /// Called from `touch` when due and from the watcher, so at most
-    /// `last_used_interval` of uses is ever unwritten.
+    /// Writes the pending "last used" times (merged with the file's). The
+    /// watcher calls it on its blocking pool when [`TokenStore::flush_due`],
+    /// and at shutdown.
     pub fn flush(&self) {
         let pending = match self.last_used.lock() {
             Ok(mut l) if !l.pending.is_empty() => {
@@ -282,10 +282,12 @@ pub fn expiry_after(lifetime: Duration) -> String {
 mod tests {
     use super::*;
 
+    /// A store over a file of the entries `make` writes with the store's
+    /// own key (each entry with its secret).
     fn store_with(
-        entries: &[TokenEntry],
         max: Option<Duration>,
-    ) -> (tempfile::TempDir, TokenStore) {
+        make: impl FnOnce(&HashKey) -> Vec<(TokenEntry, String)>,
+    ) -> (tempfile::TempDir, TokenStore, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = AccessTokensConfig {
             path: dir.path().join("tokens.toml"),
@@ -293,18 +295,15 @@ mod tests {
             max_lifetime: max,
             last_used_interval: Duration::from_secs(3600),
         };
-        HashKey::load_or_create(&cfg.key_path()).unwrap();
-        TokenFile {
-            tokens: entries.to_vec(),
-        }
-        .save(&cfg.path)
-        .unwrap();
+        let key = HashKey::load_or_create(&cfg.key_path()).unwrap();
+        let (tokens, secrets) = make(&key).into_iter().unzip();
+        TokenFile { tokens }.save(&cfg.path).unwrap();
         let store = TokenStore::new(&cfg).unwrap();
-        (dir, store)
+        (dir, store, secrets)
     }
 
     fn entry(
-        dir_key: &HashKey,
+        key: &HashKey,
         name: &str,
         owner: Option<&str>,
         expires: Option<&str>,
@@ -318,39 +317,31 @@ mod tests {
             scopes: vec!["team/**:pull".into()],
             created: "2026-01-01T00:00:00Z".into(),
             expires: expires.map(str::to_owned),
-            hash: dir_key.hash(&secret),
+            hash: key.hash(&secret),
         };
         (e, secret)
     }
 
     #[test]
     fn a_token_logs_in_as_its_owner_until_it_expires() {
-        // the key is made by the store's setup: make entries against it
-        let dir = tempfile::tempdir().unwrap();
-        let key = HashKey::load_or_create(&dir.path().join("k")).unwrap();
-        let (live, live_secret) = entry(&key, "live", Some("alice"), Some("2999-01-01T00:00:00Z"));
-        let (old, old_secret) = entry(&key, "old", Some("alice"), Some("2026-01-02T00:00:00Z"));
-        let (bot, bot_secret) = entry(&key, "ci", None, None);
-        let (tmp, store) = store_with(&[live, old, bot], None);
-        std::fs::copy(dir.path().join("k"), tmp.path().join("tokens.toml.key")).unwrap();
-        store.reload().unwrap();
+        let (_dir, store, s) = store_with(None, |key| {
+            vec![
+                entry(key, "live", Some("alice"), Some("2999-01-01T00:00:00Z")),
+                entry(key, "old", Some("alice"), Some("2026-01-02T00:00:00Z")),
+                entry(key, "ci", None, None),
+            ]
+        });
+        assert_eq!(store.check("alice", &s[0]).unwrap().entry.name, "live");
         assert_eq!(
-            store.check("alice", &live_secret).unwrap().entry.name,
-            "live"
-        );
-        assert_eq!(
-            store.check("bob", &live_secret).unwrap_err(),
+            store.check("bob", &s[0]).unwrap_err(),
             TokenRefusal::WrongUser
         );
         assert_eq!(
-            store.check("alice", &old_secret).unwrap_err(),
+            store.check("alice", &s[1]).unwrap_err(),
             TokenRefusal::Expired
         );
-        assert_eq!(
-            store.check("robot$ci", &bot_secret).unwrap().user,
-            "robot$ci"
-        );
-        let mut forged = live_secret.clone();
+        assert_eq!(store.check("robot$ci", &s[2]).unwrap().user, "robot$ci");
+        let mut forged = s[0].clone();
         forged.replace_range(20..21, if &forged[20..21] == "A" { "B" } else { "A" });
         assert_eq!(
             store.check("alice", &forged).unwrap_err(),
@@ -364,39 +355,49 @@ mod tests {
 
     #[test]
     fn max_lifetime_refuses_tokens_without_expiry_or_living_longer() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = HashKey::load_or_create(&dir.path().join("k")).unwrap();
-        let (forever, s1) = entry(&key, "forever", Some("alice"), None);
-        let (long, s2) = entry(&key, "long", Some("alice"), Some("2999-01-01T00:00:00Z"));
-        let (tmp, store) = store_with(&[forever, long], Some(Duration::from_secs(86400 * 30)));
-        std::fs::copy(dir.path().join("k"), tmp.path().join("tokens.toml.key")).unwrap();
-        store.reload().unwrap();
+        let (_dir, store, s) = store_with(Some(Duration::from_secs(86400 * 30)), |key| {
+            vec![
+                entry(key, "forever", Some("alice"), None),
+                entry(key, "long", Some("alice"), Some("2999-01-01T00:00:00Z")),
+            ]
+        });
         assert_eq!(
-            store.check("alice", &s1).unwrap_err(),
+            store.check("alice", &s[0]).unwrap_err(),
             TokenRefusal::OverLifetime
         );
         assert_eq!(
-            store.check("alice", &s2).unwrap_err(),
+            store.check("alice", &s[1]).unwrap_err(),
             TokenRefusal::OverLifetime
         );
     }
 
     #[test]
     fn a_broken_file_keeps_the_previous_tokens() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = HashKey::load_or_create(&dir.path().join("k")).unwrap();
-        let (e, secret) = entry(&key, "ci", None, None);
-        let (tmp, store) = store_with(std::slice::from_ref(&e), None);
-        std::fs::copy(dir.path().join("k"), tmp.path().join("tokens.toml.key")).unwrap();
-        store.reload().unwrap();
-        let path = tmp.path().join("tokens.toml");
+        let mut kept = None;
+        let (dir, store, s) = store_with(None, |key| {
+            let e = entry(key, "ci", None, None);
+            kept = Some(e.0.clone());
+            vec![e]
+        });
+        let e = kept.unwrap();
         TokenFile {
             tokens: vec![e.clone(), e],
         }
-        .save(&path)
+        .save(&dir.path().join("tokens.toml"))
         .unwrap();
         let err = store.reload().unwrap_err().to_string();
         assert!(err.contains("a second token of that name"), "{err}");
-        assert!(store.check("robot$ci", &secret).is_ok());
+        assert!(store.check("robot$ci", &s[0]).is_ok());
+    }
+
+    #[test]
+    fn uses_are_written_by_flush_not_by_touch() {
+        let (dir, store, s) = store_with(None, |key| vec![entry(key, "ci", None, None)]);
+        let id = store.check("robot$ci", &s[0]).unwrap().entry.id.clone();
+        store.touch(&id);
+        let path = dir.path().join("tokens.toml.last-used");
+        assert!(!path.exists(), "a use wrote the file");
+        store.flush();
+        assert!(read_last_used(&path).contains_key(&id));
     }
 }
