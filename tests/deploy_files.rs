@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+mod support;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -486,11 +488,7 @@ fn registry_config_of_kubernetes_starts_registry_2() {
         }
     }
     assert!(config.contains("s3:") && config.contains("regionendpoint:"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     // the S3 endpoint is replaced by a closed loopback port: the registry
     // must start (the config parses) without reaching any storage
     let endpoint = value_of(&config, "regionendpoint:").to_owned();

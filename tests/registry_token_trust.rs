@@ -4,7 +4,6 @@
 //! the registry directly over plain HTTP on 127.0.0.1.
 
 use std::fs::{self, File};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +14,8 @@ use portcullis::auth::token::scope::{parse_scope, Access};
 use reqwest::blocking::Client;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
+
+mod support;
 
 const ISSUER: &str = "portcullis-test-issuer";
 const SERVICE: &str = "registry.test";
@@ -37,11 +38,7 @@ impl TokenRegistry {
             .prefix("portcullis-tokreg-")
             .tempdir()
             .unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = support::free_port();
         let config = format!(
             "version: 0.1\n\
              log:\n  level: info\n\

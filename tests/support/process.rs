@@ -93,9 +93,56 @@ pub fn out_text(o: &Output) -> String {
 }
 
 /// An ephemeral loopback port (bind :0, read the port, drop the listener).
+/// A loopback port nothing listens on, for a child process to bind.
+///
+/// Ports come from below the kernel's ephemeral range: a port from
+/// `bind(:0)` is free only until the kernel hands it out again as the source
+/// port of some outgoing connection, which happened in CI (pebble's
+/// management port, "address already in use"). Below that range only
+/// another test can take it, and a reservation file under the temp dir,
+/// created exclusively, keeps the test processes nextest runs side by side
+/// from handing out the same port while its child starts.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
+    use rand::Rng;
+    let (lo, hi) = reservable_range();
+    let dir = std::env::temp_dir().join("portcullis-test-ports");
+    fs::create_dir_all(&dir).expect("create the port reservation dir");
+    let mut rng = rand::thread_rng();
+    for _ in 0..10_000 {
+        let port = rng.gen_range(lo..hi);
+        if !reserve(&dir.join(port.to_string())) {
+            continue;
+        }
+        // Free now, on both the address children bind and the wildcard.
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {lo}..{hi}");
+}
+
+/// Ports under the ephemeral range (`ip_local_port_range`), above the
+/// well-known and commonly configured ones.
+fn reservable_range() -> (u16, u16) {
+    let ephemeral_lo = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    (ephemeral_lo.saturating_sub(12_000).max(10_000), ephemeral_lo)
+}
+
+/// Claims a port for this test run: the file is created exclusively; one
+/// older than ten minutes belongs to a finished run and is taken over.
+fn reserve(file: &Path) -> bool {
+    const STALE: Duration = Duration::from_secs(600);
+    if OpenOptions::new().write(true).create_new(true).open(file).is_ok() {
+        return true;
+    }
+    let stale = fs::metadata(file)
+        .and_then(|m| m.modified())
+        .map(|t| t.elapsed().unwrap_or_default() > STALE)
+        .unwrap_or(false);
+    stale && fs::write(file, b"").is_ok()
 }
 
 /// Polls `f` every 50 ms until it returns true, at most `limit`; panics with
