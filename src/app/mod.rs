@@ -17,6 +17,7 @@ use crate::auth::authentication::Authenticator;
 use crate::auth::token::jwt::TokenIssuer;
 use crate::auth::token::keys::{KeySet, KeySettings};
 use crate::auth::token::public::Algorithm;
+use crate::auth::token::revocation::RevocationList;
 use crate::config::{AuthMode, Config, Problem};
 use crate::observe::admin::ScrapeAuth;
 use crate::observe::audit::AuditLog;
@@ -38,6 +39,8 @@ pub struct App {
     /// Whether clients are challenged with Bearer and served the token
     /// endpoint (token mode, or [`anonymous_needs_tokens`]).
     pub token_endpoint: bool,
+    /// With the token endpoint: issued tokens revoked before they expire.
+    pub revocations: Option<Arc<RevocationList>>,
     pub audit: Option<Arc<AuditLog>>,
     /// What scrapers of `/metrics` must present (`None`: anyone).
     pub scrape: Option<ScrapeAuth>,
@@ -91,6 +94,15 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
         ),
         false => Some(None),
     };
+    let revocations = match token_endpoint {
+        true => collect(
+            &mut problems,
+            RevocationList::load(&cfg.auth.token.revocation_path())
+                .map(|r| Some(Arc::new(r)))
+                .map_err(|e| vec![Problem::new("auth.token.revocation_file", e.to_string())]),
+        ),
+        false => Some(None),
+    };
     let audit = match &cfg.log.audit_file {
         Some(path) => collect(
             &mut problems,
@@ -106,21 +118,26 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
         None => Some(None),
     };
     let scrape = collect(&mut problems, secrets::scrape_auth(&cfg.metrics));
-    match (tls, auth, policy, issuer, audit, scrape) {
-        (Some(tls), Some(auth), Some(policy), Some(issuer), Some(audit), Some(scrape))
-            if problems.is_empty() =>
-        {
-            Ok(App {
-                config,
-                tls,
-                auth: Arc::new(auth),
-                policy,
-                issuer,
-                token_endpoint,
-                audit,
-                scrape,
-            })
-        }
+    match (tls, auth, policy, issuer, revocations, audit, scrape) {
+        (
+            Some(tls),
+            Some(auth),
+            Some(policy),
+            Some(issuer),
+            Some(revocations),
+            Some(audit),
+            Some(scrape),
+        ) if problems.is_empty() => Ok(App {
+            config,
+            tls,
+            auth: Arc::new(auth),
+            policy,
+            issuer,
+            token_endpoint,
+            revocations,
+            audit,
+            scrape,
+        }),
         _ => Err(problems),
     }
 }

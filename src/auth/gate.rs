@@ -14,6 +14,7 @@ use super::authorization::Authorization;
 use super::principal::Principal;
 use super::refusal::{Mode, Refusal};
 use super::token::jwt::{self, Claims, TokenIssuer};
+use super::token::revocation::RevocationList;
 use crate::config::ThrottleConfig;
 use crate::tls::client_auth::PeerCertificate;
 
@@ -49,6 +50,8 @@ pub struct Gate {
     verified: VerifiedTokens,
     /// `[tls.client_auth]`: how a verified client certificate names its user.
     certificates: Option<CertificateMapping>,
+    /// Issued tokens refused before their `exp` (token mode).
+    revocations: Option<Arc<RevocationList>>,
 }
 
 /// What a login attempt found, for logs and metrics.
@@ -96,7 +99,19 @@ impl Gate {
             tokens,
             verified: VerifiedTokens::default(),
             certificates: None,
+            revocations: None,
         }
+    }
+
+    /// Refuses the issued tokens `list` names, at every request.
+    pub fn with_revocations(mut self, list: Option<Arc<RevocationList>>) -> Self {
+        self.revocations = list;
+        self
+    }
+
+    /// Why issued `claims` are no longer good, if they were revoked.
+    pub fn revoked(&self, claims: &Claims) -> Option<&'static str> {
+        self.revocations.as_ref()?.refuses(claims)
     }
 
     /// Accepts verified client certificates as a credential, mapped to a
@@ -239,34 +254,33 @@ impl Gate {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let key_held = |kid: &String| tokens.keys().by_kid(kid).is_some();
-            if let Some((claims, _)) = self
+            let cached = self
                 .verified
                 .cache
                 .get(&key)
                 .filter(|(c, kid)| c.exp + jwt::LEEWAY.as_secs() > now && key_held(kid))
-            {
-                return (Ok(Principal::Token { claims }), None);
-            }
-            return match tokens.verify(token) {
-                Ok(claims) => {
-                    let claims = Arc::new(claims);
-                    // (a token without `kid` is verified every time)
-                    if let Some(kid) = jwt::header_kid(token) {
-                        self.verified.cache.insert(key, (Arc::clone(&claims), kid));
+                .map(|(claims, _)| claims);
+            let claims = match cached {
+                Some(claims) => claims,
+                None => match tokens.verify(token) {
+                    Ok(claims) => {
+                        let claims = Arc::new(claims);
+                        // (a token without `kid` is verified every time)
+                        if let Some(kid) = jwt::header_kid(token) {
+                            self.verified.cache.insert(key, (Arc::clone(&claims), kid));
+                        }
+                        claims
                     }
-                    (Ok(Principal::Token { claims }), None)
-                }
-                Err(e) => {
-                    crate::observe::metrics::metrics()
-                        .auth_attempts
-                        .with_label_values(&["token", "bad_token"])
-                        .inc();
-                    (
-                        Err(Refusal::InvalidToken),
-                        Some(LoginOutcome::BadToken(e.as_str())),
-                    )
-                }
+                    Err(e) => return bad_token(e.as_str()),
+                },
             };
+            // checked on every request, cached or not: a revocation
+            // takes effect with the list's next reload
+            if let Some(reason) = self.revoked(&claims) {
+                tracing::info!(target: "auth", user = %claims.sub, client = %ip, jti = %claims.jti, reason, "bearer token refused: revoked");
+                return bad_token(reason);
+            }
+            return (Ok(Principal::Token { claims }), None);
         }
         // An unknown scheme, or Bearer in Basic mode: ask for credentials.
         (
@@ -277,6 +291,18 @@ impl Gate {
             }),
         )
     }
+}
+
+/// A bearer token refused: a bad signature, expired, or revoked.
+fn bad_token(reason: &'static str) -> (Result<Principal, Refusal>, Option<LoginOutcome>) {
+    crate::observe::metrics::metrics()
+        .auth_attempts
+        .with_label_values(&["token", "bad_token"])
+        .inc();
+    (
+        Err(Refusal::InvalidToken),
+        Some(LoginOutcome::BadToken(reason)),
+    )
 }
 
 fn bearer(header: &[u8]) -> Option<&str> {

@@ -141,9 +141,14 @@ impl Endpoint {
         let subject = user.clone().unwrap_or_default();
         // the groups the rules may ask about when the token is used
         let groups = authorization.token_groups();
+        // what revoking the access token it logged in with revokes
+        let tid = match principal {
+            Principal::User { identity, .. } => identity.access_token_id().map(str::to_owned),
+            _ => None,
+        };
         let issued = self
             .issuer
-            .issue_for(&subject, groups, granted.clone(), lifetime)
+            .issue_for(&subject, groups, tid, granted.clone(), lifetime)
             .map_err(|e| {
                 tracing::error!(target: "auth", error = %e, "cannot issue a token");
                 Refusal::Unavailable
@@ -188,6 +193,10 @@ impl Endpoint {
             tracing::info!(target: "auth", client = %ip, reason = e.as_str(), "refresh token refused");
             Refusal::InvalidToken
         })?;
+        if let Some(reason) = gate.revoked(&claims) {
+            tracing::info!(target: "auth", user = %claims.sub, client = %ip, reason, "refresh token refused: revoked");
+            return Err(Refusal::InvalidToken);
+        }
         let sub = claims.sub;
         // the user must still exist; directory groups are looked up again
         let Some(identity) = gate.identity_of(&sub).await else {

@@ -94,10 +94,15 @@ enum UserAction {
         #[command(flatten)]
         password: PasswordArgs,
     },
-    /// Remove a user.
+    /// Remove a user; with --config, also revoke the tokens issued to them.
     Remove {
-        #[arg(long, short)]
-        file: PathBuf,
+        /// The htpasswd file (default with --config: auth.htpasswd.path).
+        #[arg(long, short, required_unless_present = "config")]
+        file: Option<PathBuf>,
+        /// The proxy's config: the user's issued tokens (access and
+        /// refresh) go on its revocation list (auth.token.revocation_file).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
         user: String,
     },
     /// List the users.
@@ -143,11 +148,24 @@ enum TokenAction {
         config: ConfigArg,
         name: String,
     },
-    /// Remove a token: refused from the proxy's next reload on.
+    /// Remove a token, and revoke what was issued with it: refused from the
+    /// proxy's next reload on. --subject or --jti revoke issued tokens
+    /// (access and refresh) by subject or by id instead.
     Revoke {
         #[command(flatten)]
         config: ConfigArg,
-        name: String,
+        /// The access token's name.
+        #[arg(required_unless_present_any = ["subject", "jti"], conflicts_with_all = ["subject", "jti"])]
+        name: Option<String>,
+        /// Every token issued to this user until now ("log out everywhere").
+        #[arg(long, conflicts_with = "jti")]
+        subject: Option<String>,
+        /// One issued token, by its `jti` (the log's "token issued" line).
+        #[arg(long)]
+        jti: Option<String>,
+        /// Why, kept in the revocation list.
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -192,7 +210,9 @@ impl Cli {
                     user,
                     password,
                 } => user::add(&file, &user, &password),
-                UserAction::Remove { file, user } => user::remove(&file, &user),
+                UserAction::Remove { file, config, user } => {
+                    user::remove(file.as_deref(), config.as_deref(), &user)
+                }
                 UserAction::List { file } => user::list(&file),
             },
             Command::Token { action } => match action {
@@ -216,7 +236,19 @@ impl Cli {
                 ),
                 TokenAction::List { config } => token::list(&config.path),
                 TokenAction::Show { config, name } => token::show(&config.path, &name),
-                TokenAction::Revoke { config, name } => token::revoke(&config.path, &name),
+                TokenAction::Revoke {
+                    config,
+                    name,
+                    subject,
+                    jti,
+                    reason,
+                } => match (name, subject, jti) {
+                    (Some(n), _, _) => Ok(token::Revoke::Token(n)),
+                    (_, Some(s), _) => Ok(token::Revoke::Subject(s)),
+                    (_, _, Some(j)) => Ok(token::Revoke::Jti(j)),
+                    (None, None, None) => Err("give NAME, --subject or --jti".to_owned()),
+                }
+                .and_then(|what| token::revoke(&config.path, what, reason)),
             },
             Command::Hash { password } => password::hash(&password).map(|h| println!("{h}")),
         };

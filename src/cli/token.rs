@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::auth::authentication::htpasswd::Htpasswd;
 use crate::auth::authentication::tokens::file::{self, HashKey, TokenEntry, TokenFile};
 use crate::auth::authentication::tokens::{self, scopes::Restriction};
+use crate::auth::token::revocation::{RevocationFile, Target};
 use crate::config::{AccessTokensConfig, Config};
 use crate::observe::audit::{self, AuditEvent, AuditLog};
 
@@ -152,18 +153,67 @@ pub fn show(config: &Path, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn revoke(config: &Path, name: &str) -> Result<(), String> {
-    let (cfg, t) = tokens_config(config)?;
-    let mut f = load(&t)?;
-    let Some(i) = f.tokens.iter().position(|e| e.name == name) else {
-        return Err(format!("no token {name} in {}", t.path.display()));
+/// What `token revoke` revokes.
+pub enum Revoke {
+    /// An access token of `[auth.tokens]` by name, and what it minted.
+    Token(String),
+    /// Every token issued to a subject until now.
+    Subject(String),
+    /// One issued token by `jti`.
+    Jti(String),
+}
+
+pub fn revoke(config: &Path, what: Revoke, reason: Option<String>) -> Result<(), String> {
+    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    let target = match what {
+        Revoke::Token(name) => {
+            let (_, t) = tokens_config(config)?;
+            let mut f = load(&t)?;
+            let Some(i) = f.tokens.iter().position(|e| e.name == name) else {
+                return Err(format!("no token {name} in {}", t.path.display()));
+            };
+            let entry = f.tokens.remove(i);
+            f.save(&t.path).map_err(|e| e.to_string())?;
+            audit_token(&cfg, "token_revoke", &entry);
+            eprintln!(
+                "revoked token {name}: refused as soon as the proxy reloads {} (server.watch_interval, or SIGHUP)",
+                t.path.display()
+            );
+            if !issues_tokens(&cfg) {
+                return Ok(());
+            }
+            Target::AccessToken(entry.id)
+        }
+        Revoke::Subject(user) => Target::Subject(user),
+        Revoke::Jti(jti) => Target::Jti(jti),
     };
-    let entry = f.tokens.remove(i);
-    f.save(&t.path).map_err(|e| e.to_string())?;
-    audit_token(&cfg, "token_revoke", &entry);
+    revoke_issued(&cfg, target, reason)
+}
+
+/// Whether the config runs a token endpoint whose tokens a revocation
+/// must reach (token mode, or Basic mode with anonymous rules).
+pub(super) fn issues_tokens(cfg: &Config) -> bool {
+    cfg.auth.mode == crate::config::AuthMode::Token
+        || crate::app::compile(cfg).is_ok_and(|c| crate::app::anonymous_needs_tokens(cfg, &c.rules))
+}
+
+/// Puts `target` on the config's revocation list of issued tokens.
+pub(super) fn revoke_issued(
+    cfg: &Config,
+    target: Target,
+    reason: Option<String>,
+) -> Result<(), String> {
+    let path = cfg.auth.token.revocation_path();
+    let what = match &target {
+        Target::AccessToken(id) => format!("the tokens issued with access token {id}"),
+        Target::Subject(user) => format!("every token issued to {user}"),
+        Target::Jti(jti) => format!("the token with jti {jti}"),
+    };
+    RevocationFile::revoke(&path, target, cfg.auth.token.longest_lifetime(), reason)
+        .map_err(|e| e.to_string())?;
     eprintln!(
-        "revoked token {name}: refused as soon as the proxy reloads {} (server.watch_interval, or SIGHUP)",
-        t.path.display()
+        "revoked {what} until now: refused as soon as the proxy reloads {} (server.watch_interval, or SIGHUP)",
+        path.display()
     );
     Ok(())
 }

@@ -24,12 +24,32 @@ pub fn add(file: &Path, user: &str, args: &PasswordArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub fn remove(file: &Path, user: &str) -> Result<(), String> {
-    if htpasswd::remove_user(file, user).map_err(|e| e.to_string())? {
-        eprintln!("removed user {user} from {}", file.display());
-        Ok(())
-    } else {
-        Err(format!("no user {user} in {}", file.display()))
+/// Removes `user` from the htpasswd file; with the proxy's config, the
+/// tokens already issued to them are revoked too (their refresh tokens
+/// die with the entry anyway; their access tokens would live until `exp`).
+pub fn remove(file: Option<&Path>, config: Option<&Path>, user: &str) -> Result<(), String> {
+    let cfg = config
+        .map(|c| crate::config::Config::load(c).map_err(|e| e.to_string()))
+        .transpose()?;
+    let file = match (file, &cfg) {
+        (Some(f), _) => f.to_owned(),
+        (None, Some(cfg)) => match &cfg.auth.htpasswd {
+            Some(h) => h.path.clone(),
+            None => return Err("the config has no [auth.htpasswd]: give --file".to_owned()),
+        },
+        (None, None) => return Err("give --file or --config".to_owned()),
+    };
+    if !htpasswd::remove_user(&file, user).map_err(|e| e.to_string())? {
+        return Err(format!("no user {user} in {}", file.display()));
+    }
+    eprintln!("removed user {user} from {}", file.display());
+    match cfg {
+        Some(cfg) if super::token::issues_tokens(&cfg) => super::token::revoke_issued(
+            &cfg,
+            crate::auth::token::revocation::Target::Subject(user.to_owned()),
+            Some("user removed".to_owned()),
+        ),
+        _ => Ok(()),
     }
 }
 

@@ -193,6 +193,29 @@ pub struct TokenConfig {
     /// Public URL of the token endpoint for the challenge; default: built
     /// from the request's Host.
     pub realm: Option<url::Url>,
+    /// The revocation list of issued tokens (JSON, written by `portcullis
+    /// token revoke` and `user remove --config`). Default:
+    /// `key_dir/revoked.json`.
+    pub revocation_file: Option<PathBuf>,
+}
+
+impl TokenConfig {
+    pub fn revocation_path(&self) -> PathBuf {
+        self.revocation_file
+            .clone()
+            .unwrap_or_else(|| self.key_dir.join("revoked.json"))
+    }
+
+    /// The longest lifetime of any token issued (access, per-user or
+    /// refresh): how long a revocation must be kept.
+    pub fn longest_lifetime(&self) -> Duration {
+        self.lifetimes
+            .values()
+            .map(|d| d.into_inner())
+            .chain([self.lifetime, self.refresh_lifetime])
+            .max()
+            .unwrap_or(self.refresh_lifetime)
+    }
 }
 
 impl Default for TokenConfig {
@@ -209,6 +232,7 @@ impl Default for TokenConfig {
             verification_keys: Vec::new(),
             path: defaults::token_path(),
             realm: None,
+            revocation_file: None,
         }
     }
 }

@@ -30,6 +30,7 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
         policy,
         issuer,
         token_endpoint,
+        revocations,
         audit,
         scrape,
     } = app;
@@ -81,6 +82,7 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
                 &cfg.auth.throttle,
                 tokens.clone(),
             )
+            .with_revocations(revocations.clone())
             .with_certificates(
                 cfg.tls
                     .client_auth
@@ -163,6 +165,7 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
         acl,
         upstream,
         audit,
+        revocations,
     };
     let watcher =
         Watcher::new(watched, cfg.server.watch_interval).map_err(|source| ServeError::Thread {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::app::Policy;
 use crate::auth::authentication::Authenticator;
 use crate::auth::authorization::acl::Acl;
+use crate::auth::token::revocation::RevocationList;
 use crate::observe::audit::AuditLog;
 use crate::observe::metrics::metrics;
 use crate::tls::TlsState;
@@ -30,6 +31,7 @@ pub struct Watched {
     pub acl: Arc<ArcSwap<Acl>>,
     pub upstream: Arc<ArcSwap<Upstream>>,
     pub audit: Option<Arc<AuditLog>>,
+    pub revocations: Option<Arc<RevocationList>>,
 }
 
 /// The watcher as a Pingora background service; file reads and parsing
@@ -46,6 +48,7 @@ struct State {
     w: Watched,
     htpasswd: FileWatch,
     tokens: FileWatch,
+    revocations: FileWatch,
     policy: FileWatch,
     last_resolve: Instant,
 }
@@ -67,6 +70,14 @@ impl Watcher {
         let auth = Arc::clone(&w.auth);
         let mut tokens = FileWatch::new(w.auth.tokens().map(|t| t.paths()).unwrap_or_default());
         tokens.changed();
+        let mut revocations = FileWatch::new(
+            w.revocations
+                .as_ref()
+                .map(|r| r.path().to_owned())
+                .into_iter()
+                .collect(),
+        );
+        revocations.changed();
         let mut policy = FileWatch::new(
             std::iter::once(w.config_path.clone())
                 .chain(w.groups_file.clone())
@@ -78,6 +89,7 @@ impl Watcher {
                 w,
                 htpasswd,
                 tokens,
+                revocations,
                 policy,
                 last_resolve: Instant::now(),
             })),
@@ -154,6 +166,11 @@ impl State {
         if self.tokens.changed() || hangup {
             reload_tokens(&w.auth);
         }
+        if let Some(list) = &w.revocations {
+            if self.revocations.changed() || hangup {
+                reload_revocations(list);
+            }
+        }
         if let Some(tokens) = w.auth.tokens().filter(|t| t.flush_due()) {
             tokens.flush();
         }
@@ -193,6 +210,19 @@ fn reload_tokens(auth: &Authenticator) {
             target: "auth",
             error = %e,
             "token file changed but does not load; keeping the previous tokens"
+        ),
+    }
+}
+
+fn reload_revocations(list: &RevocationList) {
+    let result = list.reload();
+    reloaded("revocations", result.is_ok());
+    match result {
+        Ok(n) => tracing::info!(target: "auth", revoked = n, "revocation list reloaded"),
+        Err(e) => tracing::error!(
+            target: "auth",
+            error = %e,
+            "revocation list changed but does not load; keeping the previous list"
         ),
     }
 }

@@ -114,7 +114,9 @@ pub fn free_port() -> u16 {
             continue;
         }
         // Free now, on both the address children bind and the wildcard.
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("0.0.0.0", port)).is_ok()
+        {
             return port;
         }
     }
@@ -128,14 +130,22 @@ fn reservable_range() -> (u16, u16) {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
-    (ephemeral_lo.saturating_sub(12_000).max(10_000), ephemeral_lo)
+    (
+        ephemeral_lo.saturating_sub(12_000).max(10_000),
+        ephemeral_lo,
+    )
 }
 
 /// Claims a port for this test run: the file is created exclusively; one
 /// older than ten minutes belongs to a finished run and is taken over.
 fn reserve(file: &Path) -> bool {
     const STALE: Duration = Duration::from_secs(600);
-    if OpenOptions::new().write(true).create_new(true).open(file).is_ok() {
+    if OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(file)
+        .is_ok()
+    {
         return true;
     }
     let stale = fs::metadata(file)

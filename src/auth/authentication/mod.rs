@@ -55,6 +55,18 @@ pub struct Identity {
     pub restriction: Option<Arc<tokens::scopes::Restriction>>,
 }
 
+impl Identity {
+    /// The id of the access token this identity logged in with.
+    pub fn access_token_id(&self) -> Option<&str> {
+        match self.credential {
+            Credential::AccessToken { .. } => {
+                self.credential_stamp.as_deref()?.strip_prefix("token:")
+            }
+            _ => None,
+        }
+    }
+}
+
 /// How a caller proved who it is: for the audit log, and for rules that
 /// ask for one kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,13 +388,7 @@ impl Authenticator {
 
     /// The token store and token id of a cached token login.
     fn token_of<'a>(&'a self, id: &'a Identity) -> Option<(&'a tokens::TokenStore, &'a str)> {
-        match id.credential {
-            Credential::AccessToken { .. } => {
-                let token_id = id.credential_stamp.as_deref()?.strip_prefix("token:")?;
-                Some((self.tokens.as_ref()?, token_id))
-            }
-            _ => None,
-        }
+        Some((self.tokens.as_ref()?, id.access_token_id()?))
     }
 
     /// An access token as the password: its owner must still be known to

@@ -54,6 +54,10 @@ pub struct Claims {
     /// with; a password change makes it differ (see [`fingerprint`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cfp: Option<String>,
+    /// Access tokens minted from an `[auth.tokens]` access token: its id,
+    /// so revoking it revokes them (see [`super::revocation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<String>,
 }
 
 /// The fingerprint of a user's credential stamp (the htpasswd hash, the
@@ -228,15 +232,17 @@ impl TokenIssuer {
         access: Vec<Access>,
         lifetime: Duration,
     ) -> Result<Issued, TokenError> {
-        self.issue_for(sub, Vec::new(), access, lifetime)
+        self.issue_for(sub, Vec::new(), None, access, lifetime)
     }
 
     /// [`issue`](Self::issue) for a subject in `groups`, recorded in the
-    /// token for the per-request check of the rules.
+    /// token for the per-request check of the rules; `tid` is the access
+    /// token the subject logged in with, if any.
     pub fn issue_for(
         &self,
         sub: &str,
         groups: Vec<String>,
+        tid: Option<String>,
         access: Vec<Access>,
         lifetime: Duration,
     ) -> Result<Issued, TokenError> {
@@ -254,6 +260,7 @@ impl TokenIssuer {
             token_use: None,
             groups,
             cfp: None,
+            tid,
         };
         let token = self.sign(&claims)?;
         Ok(Issued {
@@ -292,6 +299,7 @@ impl TokenIssuer {
             token_use: Some(REFRESH_USE.to_owned()),
             groups: Vec::new(),
             cfp,
+            tid: None,
         };
         self.sign(&claims)
     }

@@ -66,6 +66,7 @@ fn claims(t: &TokenIssuer) -> Claims {
         token_use: None,
         groups: Vec::new(),
         cfp: None,
+        tid: None,
     }
 }
 
