@@ -58,13 +58,9 @@ CSV_TMP=$WORK/results.csv
 echo "target,round,metric,value" >"$CSV_TMP"
 
 declare -A PID PORT BASE MPORT BIN
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 REG_PID="" SLAPD_PID="" STORM_PID=""
-
-log()  { printf '[%4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
-die()  { log "FATAL: $*"; exit 1; }
-calc() { awk "BEGIN { printf \"%.6g\", $* }"; }
-now()  { date +%s.%N; }
-rec()  { echo "$1,$2,$3,$4" >>"$CSV_TMP"; }
 
 cleanup() {
   local rc=$? p
@@ -79,26 +75,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_ticks() {
-  local sum=0 p f
-  for p in "$@"; do
-    [[ -r /proc/$p/stat ]] || continue
-    f=$(sed 's/^.*) //' "/proc/$p/stat"); set -- $f
-    sum=$(( sum + ${12} + ${13} ))
-  done
-  echo "$sum"
-}
-wait_http() { # URL CURL_AUTH WANT SECONDS
-  local url=$1 auth=$2 want=$3 secs=$4 code i
-  for ((i = 0; i < secs * 10; i++)); do
-    code=$(curl -sk --max-time 2 ${auth:+-u "$auth"} -o /dev/null -w '%{http_code}' "$url" 2>/dev/null || true)
-    [[ $code == "$want" ]] && return 0
-    sleep 0.1
-  done
-  return 1
-}
 
 # ---------------------------------------------------------------- fixtures + registry (as bench/run.sh)
 make_fixtures() {
@@ -118,43 +94,9 @@ make_fixtures() {
     "$MANIFEST_TYPE" "$CONFIG_DIGEST" "$CONFIG_SIZE" "$BLOB_DIGEST" "$BLOB_BYTES" >"$WORK/manifest.json"
 }
 
-start_registry() {
-  local port; port=$(free_port)
-  REG=http://127.0.0.1:$port
-  mkdir -p "$WORK/registry-data"
-  cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry-data
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: 127.0.0.1:$port
-  secret: portcullis-bench-secret
-EOF
-  docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-  REG_PID=$!
-  wait_http "$REG/v2/" "" 200 20 || { cat "$WORK/registry.log" >&2; die "registry did not start"; }
-}
-
-push_blob() { # FILE DIGEST
-  local h=$WORK/h.txt loc code
-  code=$(curl -s -X POST -D "$h" -o /dev/null -w '%{http_code}' -H 'Content-Length: 0' "$REG/v2/$REPO/blobs/uploads/")
-  [[ $code == 202 ]] || die "POST upload -> $code"
-  loc=$(grep -i '^location:' "$h" | tail -1 | cut -d' ' -f2- | tr -d '\r')
-  [[ $loc == /* ]] && loc=$REG$loc
-  [[ $loc == *\?* ]] && loc="$loc&digest=$2" || loc="$loc?digest=$2"
-  code=$(curl -s -X PUT -T "$1" -H 'Content-Type: application/octet-stream' -H 'Expect:' -o /dev/null -w '%{http_code}' "$loc")
-  [[ $code == 201 ]] || die "PUT blob -> $code"
-}
 seed() {
-  push_blob "$WORK/blob.bin" "$BLOB_DIGEST"
-  push_blob "$WORK/config.json" "$CONFIG_DIGEST"
+  push_blob "$REPO" "$WORK/blob.bin" "$BLOB_DIGEST"
+  push_blob "$REPO" "$WORK/config.json" "$CONFIG_DIGEST"
   local code
   code=$(curl -s -X PUT -H "Content-Type: $MANIFEST_TYPE" --data-binary @"$WORK/manifest.json" \
     -o /dev/null -w '%{http_code}' "$REG/v2/$REPO/manifests/latest")
@@ -293,7 +235,6 @@ load_manifest() {
   log "$t r$r: $rps req/s, portcullis $(calc "($c1 - $c0) / $CLK_TCK * 1e6 / $reqs") µs/req, errors $((non2xx + sockerr)), p99 $p99"
 }
 
-rotate() { local r=$1; shift; local a=("$@") n=$# i; for ((i = 0; i < n; i++)); do echo "${a[$(((i + r - 1) % n))]}"; done; }
 
 # ---------------------------------------------------------------- LDAP part
 start_slapd() {

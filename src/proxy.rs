@@ -400,7 +400,8 @@ impl RegistryProxy {
         ctx.public_origin = Some(checked_origin(session.req_header())?);
         if let Some(endpoint) = self.token_endpoint_of(session.req_header()) {
             ctx.own_route = Some(TOKEN_ROUTE);
-            let exchanged = token::serve(session, endpoint, &self.gate, ip).await?;
+            let peer = peer_certificate(session);
+            let exchanged = token::serve(session, endpoint, &self.gate, peer.as_ref(), ip).await?;
             (ctx.principal, ctx.login) = (exchanged.principal, exchanged.login);
             return Err(Stop::Answer(exchanged.reply));
         }

@@ -486,6 +486,99 @@ fn clients_skopeo_and_podman_push_with_only_a_certificate() {
     );
 }
 
+/// Token mode: a client that sends no credentials to the token endpoint
+/// but presents a certificate gets a token for the certificate's user,
+/// and skopeo with only a `--cert-dir` is served as that user.
+#[test]
+fn clients_skopeo_in_token_mode_gets_a_token_for_its_certificate() {
+    let rules = [Rule::users(&["alice"])
+        .on(&["clients/**"])
+        .pull_push()
+        .credential("certificate")];
+    let dir = temp_dir("portcullis-mtls-");
+    let keys = dir.path().join("keys");
+    fs::create_dir_all(&keys).unwrap();
+    let m = start_tweaked(
+        Ca::new("portcullis client CA"),
+        dir,
+        "required",
+        "",
+        &rules,
+        |o| {
+            o.line_in("auth", "mode = \"token\"")
+                .toml(&token_toml(&keys, ""))
+        },
+    );
+    let alice = m.ca.client_cert("alice");
+
+    // the endpoint: no credentials, alice's certificate -> alice's token
+    let r = m
+        .proxy
+        .client_with_identity(Some(&alice))
+        .get(
+            m.proxy
+                .url("/token?service=container-registry&scope=repository:clients/app:pull,push"),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", m.proxy.logs());
+    let v: serde_json::Value = r.json().unwrap();
+    let claims = jwt_claims(v["token"].as_str().unwrap());
+    assert_eq!(claims["sub"], "alice", "{claims}");
+    assert_eq!(
+        claims["access"][0]["actions"],
+        serde_json::json!(["pull", "push"]),
+        "{claims}"
+    );
+    // a certificate is presented again at every handshake: no refresh token
+    assert!(v.get("refresh_token").is_none(), "{v}");
+
+    // skopeo with only a certificate
+    let host = format!("127.0.0.1:{}", m.proxy.port());
+    let certs = cert_dir(&m, &alice);
+    let cd = certs.path().to_str().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let skopeo = Skopeo::in_dir(state.path());
+    let src = state.path().join("src-oci");
+    let image = make_oci_layout(&src, "v1", 2, 13);
+    let dest = format!("docker://{host}/clients/token-mode:v1");
+    let from = format!("oci:{}:v1", src.display());
+    let args = [
+        "copy",
+        "--dest-no-creds",
+        "--dest-cert-dir",
+        cd,
+        &from,
+        &dest,
+    ];
+    skopeo.ok(
+        "skopeo copy, token mode, certificate only",
+        &args,
+        None,
+        &m.proxy,
+    );
+    image.assert_stored(&m.reg, "clients/token-mode", "v1");
+    // a request without credentials is the certificate's user in token
+    // mode too: skopeo is never challenged, so it needs no token at all
+    let pushes: Vec<String> = access_lines(&m.proxy)
+        .into_iter()
+        .filter(|l| log_field(l, "path").is_some_and(|p| p.starts_with("/v2/clients/token-mode/")))
+        .collect();
+    assert!(
+        !pushes.is_empty() && pushes.iter().all(|l| log_field(l, "user") == Some("alice")),
+        "skopeo's requests are not all alice's: {pushes:#?}"
+    );
+}
+
+fn jwt_claims(jwt: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 /// The name the engine knows the proxy by: `::1` in its `/etc/hosts`.
 /// (It treats registries on 127.0.0.0/8 as insecure, and for those reads
 /// no `certs.d`, so it would present no certificate there.)

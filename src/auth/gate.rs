@@ -136,12 +136,32 @@ impl Gate {
         else {
             return self.authenticate(authorization, ip).await;
         };
+        let (r, outcome) = self.certificate_login(mapping, cert);
+        (r, Some(outcome))
+    }
+
+    /// The certificate's user, for a request that sends no credentials
+    /// (`/v2/`, or the token endpoint, which then issues it a token);
+    /// `None` without `[tls.client_auth]` or a verified certificate.
+    pub fn certificate_user(
+        &self,
+        peer: Option<&PeerCertificate>,
+    ) -> Option<(Result<Principal, Refusal>, LoginOutcome)> {
+        let (mapping, cert) = (self.certificates.as_ref()?, peer?);
+        Some(self.certificate_login(mapping, cert))
+    }
+
+    fn certificate_login(
+        &self,
+        mapping: &CertificateMapping,
+        cert: &PeerCertificate,
+    ) -> (Result<Principal, Refusal>, LoginOutcome) {
         let attempts = &crate::observe::metrics::metrics().auth_attempts;
         match mapping.identity(cert) {
             Ok(identity) => {
                 attempts.with_label_values(&["certificate", "ok"]).inc();
                 let principal = self.user_principal(Arc::new(identity));
-                (Ok(principal), Some(LoginOutcome::Ok))
+                (Ok(principal), LoginOutcome::Ok)
             }
             Err(e) => {
                 attempts
@@ -152,10 +172,10 @@ impl Gate {
                 let refusal = Refusal::Unauthenticated { scope: None };
                 (
                     Err(refusal),
-                    Some(LoginOutcome::Failed {
+                    LoginOutcome::Failed {
                         failure,
                         user: None,
-                    }),
+                    },
                 )
             }
         }

@@ -22,6 +22,7 @@ use super::token::endpoint::{EndpointError, Grant, TokenRequest, TokenResponse};
 use super::token::jwt::{self, TokenIssuer};
 use super::token::scope::Access;
 use crate::config::TokenConfig;
+use crate::tls::client_auth::PeerCertificate;
 
 pub struct Endpoint {
     pub path: String,
@@ -80,12 +81,14 @@ impl Endpoint {
     }
 
     /// Answers a token request; `header` holds the request's Basic
-    /// credentials, if any. The login outcome is for logs and metrics.
+    /// credentials, if any, `peer` the connection's verified client
+    /// certificate. The login outcome is for logs and metrics.
     pub async fn exchange(
         &self,
         gate: &Gate,
         request: TokenRequest,
         header: Option<BasicCredentials>,
+        peer: Option<&PeerCertificate>,
         ip: IpAddr,
     ) -> (Result<Granted, TokenFailure>, Option<LoginOutcome>) {
         if request
@@ -99,12 +102,17 @@ impl Endpoint {
             );
         }
         let (principal, outcome) = match &request.grant {
+            // without credentials, a verified client certificate is the
+            // login (the Docker engine in token mode sends none to /token)
             Grant::Header => match header {
                 Some(c) => {
                     let (p, o) = gate.login(&c.user, &c.password, ip).await;
                     (p, Some(o))
                 }
-                None => (Ok(Principal::Anonymous), None),
+                None => match gate.certificate_user(peer) {
+                    Some((p, o)) => (p, Some(o)),
+                    None => (Ok(Principal::Anonymous), None),
+                },
             },
             Grant::Password { username, password } => {
                 let (p, o) = gate.login(username, password, ip).await;

@@ -13,6 +13,7 @@ use crate::auth::principal::Principal;
 use crate::auth::token::endpoint::{self as wire, EndpointError};
 use crate::auth::token_endpoint::{Endpoint, TokenFailure};
 use crate::registry::errors::RegistryError;
+use crate::tls::client_auth::PeerCertificate;
 
 /// What a token request got: the reply, the principal a token was issued
 /// to (for the access log), and how its login went (for logs and metrics).
@@ -37,6 +38,7 @@ pub async fn serve(
     session: &mut Session,
     endpoint: &Endpoint,
     gate: &Gate,
+    peer: Option<&PeerCertificate>,
     ip: IpAddr,
 ) -> pingora::Result<Exchanged> {
     let req = session.req_header();
@@ -59,7 +61,7 @@ pub async fn serve(
         .headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| basic::parse(v.as_bytes()));
-    let (issued, login) = endpoint.exchange(gate, request, header, ip).await;
+    let (issued, login) = endpoint.exchange(gate, request, header, peer, ip).await;
     Ok(match issued {
         Ok(issued) => Exchanged {
             reply: Reply::Token {

@@ -1,0 +1,68 @@
+# shellcheck shell=bash
+# Helpers shared by the bench scripts (sourced; they set WORK, T_START,
+# CSV_TMP and PY first). Everything listens on 127.0.0.1 only.
+
+log()  { printf '[%4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
+die()  { log "FATAL: $*"; exit 1; }
+calc() { awk "BEGIN { printf \"%.6g\", $* }"; }
+now()  { date +%s.%N; }
+rec()  { echo "$1,$2,$3,$4" >>"$CSV_TMP"; }
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# user+system CPU ticks of the PIDs
+cpu_ticks() {
+  local sum=0 p f
+  for p in "$@"; do
+    [[ -r /proc/$p/stat ]] || continue
+    f=$(sed 's/^.*) //' "/proc/$p/stat"); set -- $f
+    sum=$(( sum + ${12} + ${13} ))
+  done
+  echo "$sum"
+}
+wait_http() { # URL CURL_AUTH WANT SECONDS
+  local url=$1 auth=$2 want=$3 secs=$4 code i
+  for ((i = 0; i < secs * 10; i++)); do
+    code=$(curl -sk --max-time 2 ${auth:+-u "$auth"} -o /dev/null -w '%{http_code}' "$url" 2>/dev/null || true)
+    [[ $code == "$want" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# the names, rotated by round R: interleaved runs
+rotate() { local r=$1; shift; local a=("$@") n=$# i; for ((i = 0; i < n; i++)); do echo "${a[$(((i + r - 1) % n))]}"; done; }
+
+# A registry:2 (Debian docker-registry) on a free port, data in $WORK: sets REG, REG_PID.
+start_registry() {
+  local port; port=$(free_port)
+  REG=http://127.0.0.1:$port
+  mkdir -p "$WORK/registry-data"
+  cat >"$WORK/registry.yml" <<YML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry-data
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$port
+  secret: portcullis-bench-secret
+YML
+  docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+  REG_PID=$!
+  wait_http "$REG/v2/" "" 200 20 || { cat "$WORK/registry.log" >&2; die "registry did not start"; }
+}
+
+push_blob() { # REPO FILE DIGEST: a monolithic upload straight to the registry
+  local h=$WORK/h.txt loc code
+  code=$(curl -s -X POST -D "$h" -o /dev/null -w '%{http_code}' -H 'Content-Length: 0' "$REG/v2/$1/blobs/uploads/")
+  [[ $code == 202 ]] || die "POST upload -> $code"
+  loc=$(grep -i '^location:' "$h" | tail -1 | cut -d' ' -f2- | tr -d '\r')
+  [[ $loc == /* ]] && loc=$REG$loc
+  [[ $loc == *\?* ]] && loc="$loc&digest=$3" || loc="$loc?digest=$3"
+  code=$(curl -s -X PUT -T "$2" -H 'Content-Type: application/octet-stream' -H 'Expect:' -o /dev/null -w '%{http_code}' "$loc")
+  [[ $code == 201 ]] || die "PUT blob -> $code"
+}
