@@ -127,6 +127,40 @@ fn revoking_an_access_token_ends_the_bearer_tokens_it_minted() {
         || s.proxy.logs(),
     );
     let (with_password, _) = s.login(USER, PASS);
+    // the JWTs live auth.token.lifetime (1h here) ...
+    let life =
+        |jwt: &str| claim(jwt, "exp").as_u64().unwrap() - claim(jwt, "iat").as_u64().unwrap();
+    assert_eq!(life(&minted), 3600);
+    // ... but never past the access token they were minted from
+    let (ok, out) = s.cli(&[
+        "token",
+        "create",
+        "--owner",
+        "alice",
+        "--name",
+        "short",
+        "--scope",
+        "team/**:pull",
+        "--expires",
+        "2m",
+    ]);
+    assert!(ok, "{out}");
+    let short = out.split_whitespace().last().unwrap().to_owned();
+    let short_jwt = wait_for(
+        "a token for the short-lived access token",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || match s.proxy.get_token(Some((USER, &short)), &[SCOPE], false) {
+            (200, v) => Ok(v["token"].as_str().unwrap().to_owned()),
+            (st, v) => Err(format!("{st} {v}")),
+        },
+        || s.proxy.logs(),
+    );
+    assert!(
+        (100..=120).contains(&life(&short_jwt)),
+        "{}",
+        life(&short_jwt)
+    );
     // the minted token names its access token; the password's does not
     let (ok, shown) = s.cli(&["token", "show", "ci"]);
     assert!(ok, "{shown}");

@@ -109,6 +109,17 @@ impl Gate {
         self
     }
 
+    /// How long the access token `id` still lives, if it expires: what
+    /// is minted from it must not outlive it.
+    pub fn access_token_remaining(&self, id: &str) -> Option<std::time::Duration> {
+        let expires = self.authenticator.tokens()?.expiry_of(id)?;
+        Some(
+            expires
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default(),
+        )
+    }
+
     /// Why issued `claims` are no longer good, if they were revoked.
     pub fn revoked(&self, claims: &Claims) -> Option<&'static str> {
         self.revocations.as_ref()?.refuses(claims)

@@ -154,6 +154,14 @@ impl Endpoint {
             Principal::User { identity, .. } => identity.access_token_id().map(str::to_owned),
             _ => None,
         };
+        // never past the expiry of the access token it was minted from
+        let lifetime = match tid
+            .as_deref()
+            .and_then(|id| gate.access_token_remaining(id))
+        {
+            Some(left) => lifetime.min(left),
+            None => lifetime,
+        };
         let issued = self
             .issuer
             .issue_for(&subject, groups, tid, granted.clone(), lifetime)

@@ -123,6 +123,11 @@ impl TokenStore {
         loaded.by_id.get(id).is_some_and(|t| self.usable(t).is_ok())
     }
 
+    /// When the token `id` expires (`None`: never, or not in the file).
+    pub fn expiry_of(&self, id: &str) -> Option<SystemTime> {
+        self.loaded.load().by_id.get(id)?.expires
+    }
+
     fn usable(&self, token: &Token) -> Result<(), TokenRefusal> {
         let now = SystemTime::now();
         if token.expires.is_some_and(|e| e <= now) {
