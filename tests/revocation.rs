@@ -327,3 +327,40 @@ fn a_broken_revocation_list_keeps_the_previous_one_and_fails_check() {
     assert!(err.contains("auth.token.revocation_file"), "{err}");
     assert!(err.contains("revoked.json"), "{err}");
 }
+
+#[test]
+fn users_removed_or_given_a_new_password_by_any_tool_lose_their_tokens() {
+    let s = start();
+    let (alice, _) = s.login(USER, PASS);
+    let (bob, bob_refresh) = s.login(BOB.0, BOB.1);
+    let htpasswd = s.proxy.htpasswd_path();
+    // apache's own tool, not portcullis: the proxy sees alice go on reload
+    let o = std::process::Command::new("htpasswd")
+        .arg("-D")
+        .arg(&htpasswd)
+        .arg("alice")
+        .output()
+        .expect("run apache's htpasswd");
+    assert!(o.status.success(), "{o:?}");
+    s.wait_refused(&alice);
+    let logs = s.proxy.logs();
+    assert!(
+        logs.contains("removed or changed users: their issued tokens are revoked"),
+        "{logs}"
+    );
+    assert_eq!(s.pull(&bob), 404, "bob is unchanged");
+
+    // a new password for bob ends what his old one got
+    let o = std::process::Command::new("htpasswd")
+        .args(["-b", "-B", "-C", "4"])
+        .arg(&htpasswd)
+        .args(["bob", "bobs-new-pw"])
+        .output()
+        .expect("run apache's htpasswd");
+    assert!(o.status.success(), "{o:?}");
+    s.wait_refused(&bob);
+    assert_eq!(s.proxy.refresh(&bob_refresh, SCOPE).0, 401);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (fresh, _) = s.login(BOB.0, "bobs-new-pw");
+    assert_eq!(s.pull(&fresh), 404);
+}

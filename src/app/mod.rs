@@ -97,9 +97,12 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
     let revocations = match token_endpoint {
         true => collect(
             &mut problems,
-            RevocationList::load(&cfg.auth.token.revocation_path())
-                .map(|r| Some(Arc::new(r)))
-                .map_err(|e| vec![Problem::new("auth.token.revocation_file", e.to_string())]),
+            RevocationList::load(
+                &cfg.auth.token.revocation_path(),
+                cfg.auth.token.longest_lifetime(),
+            )
+            .map(|r| Some(Arc::new(r)))
+            .map_err(|e| vec![Problem::new("auth.token.revocation_file", e.to_string())]),
         ),
         false => Some(None),
     };

@@ -161,7 +161,7 @@ impl State {
             client_auth.poll();
         }
         if self.htpasswd.changed() || hangup {
-            reload_users(&w.auth);
+            reload_users(&w.auth, w.revocations.as_deref());
         }
         if self.tokens.changed() || hangup {
             reload_tokens(&w.auth);
@@ -186,11 +186,19 @@ impl State {
     }
 }
 
-fn reload_users(auth: &Authenticator) {
-    let result = auth.reload();
+/// The htpasswd file again; tokens issued to users it removed or gave
+/// another password are revoked (in memory, for as long as a token lives).
+fn reload_users(auth: &Authenticator, revocations: Option<&RevocationList>) {
+    let result = auth.reload_users();
     reloaded("htpasswd", result.is_ok());
     match result {
-        Ok(n) => tracing::info!(target: "auth", users = n, "htpasswd file reloaded"),
+        Ok(r) => {
+            tracing::info!(target: "auth", users = r.users, "htpasswd file reloaded");
+            if let (Some(list), false) = (revocations, r.changed.is_empty()) {
+                tracing::info!(target: "auth", users = %r.changed.join(","), "removed or changed users: their issued tokens are revoked");
+                list.revoke_subjects(&r.changed);
+            }
+        }
         Err(e) => tracing::error!(
             target: "auth",
             error = %e,

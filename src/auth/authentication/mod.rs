@@ -67,6 +67,14 @@ impl Identity {
     }
 }
 
+/// What a reload of the htpasswd file found.
+#[derive(Debug, Default)]
+pub struct UsersReloaded {
+    pub users: usize,
+    /// Users the file no longer has, or has with another password.
+    pub changed: Vec<String>,
+}
+
 /// How a caller proved who it is: for the audit log, and for rules that
 /// ask for one kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,19 +314,34 @@ impl Authenticator {
 
     /// Re-reads the htpasswd file. On error the previous users stay.
     pub fn reload(&self) -> Result<usize, AuthSetupError> {
+        self.reload_users().map(|r| r.users)
+    }
+
+    /// [`reload`](Self::reload), saying which users the new file removed
+    /// or gave another password: the tokens issued to them are revoked
+    /// (whoever edited the file: `htpasswd -D` as well as `portcullis`).
+    pub fn reload_users(&self) -> Result<UsersReloaded, AuthSetupError> {
         let Some(path) = &self.htpasswd_path else {
-            return Ok(0);
+            return Ok(UsersReloaded::default());
         };
         let file = Htpasswd::load(path).map_err(|source| AuthSetupError::Htpasswd {
             path: path.clone(),
             source,
         })?;
-        let users = Users::new(file, Some(&self.users.load()))?;
+        let old = self.users.load_full();
+        let users = Users::new(file, Some(&old))?;
+        let changed = old
+            .file
+            .users()
+            .into_iter()
+            .filter(|u| old.file.hash_of(u) != users.file.hash_of(u))
+            .map(str::to_owned)
+            .collect();
         let n = users.file.len();
         self.users.store(Arc::new(users));
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.clear();
-        Ok(n)
+        Ok(UsersReloaded { users: n, changed })
     }
 
     /// Checks Basic credentials against the chain: the first backend that

@@ -198,19 +198,39 @@ impl Revocations {
 
 /// The list the proxy holds, swapped whole on reload; a file that does not
 /// load keeps the previous list.
+///
+/// Besides the file, subjects the proxy itself saw go (users removed from
+/// the htpasswd file, or given another password, by any tool) are held in
+/// memory for `keep`, the longest lifetime of a token it issues.
 pub struct RevocationList {
     path: PathBuf,
     current: ArcSwap<Revocations>,
+    keep: Duration,
+    /// subject → (revoked at, until), unix seconds
+    seen: std::sync::Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl RevocationList {
-    pub fn load(path: &Path) -> Result<RevocationList, RevocationError> {
+    pub fn load(path: &Path, keep: Duration) -> Result<RevocationList, RevocationError> {
         let list = RevocationList {
             path: path.to_owned(),
             current: ArcSwap::from_pointee(Revocations::default()),
+            keep: keep + super::jwt::LEEWAY,
+            seen: std::sync::Mutex::new(HashMap::new()),
         };
         list.reload()?;
         Ok(list)
+    }
+
+    /// Revokes, in memory, the tokens issued to `subjects` until now.
+    pub fn revoke_subjects(&self, subjects: &[String]) {
+        let now = unix(SystemTime::now());
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.retain(|_, (_, until)| *until > now);
+            for s in subjects {
+                seen.insert(s.clone(), (now, now + self.keep.as_secs()));
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -227,7 +247,12 @@ impl RevocationList {
     }
 
     pub fn refuses(&self, claims: &Claims) -> Option<&'static str> {
-        self.current.load().refuses(claims)
+        if let Some(reason) = self.current.load().refuses(claims) {
+            return Some(reason);
+        }
+        let seen = self.seen.lock().ok()?;
+        let &(at, until) = seen.get(&claims.sub)?;
+        (claims.iat <= at && until > unix(SystemTime::now())).then_some("user_changed")
     }
 }
 
@@ -333,6 +358,29 @@ mod tests {
     }
 
     #[test]
+    fn subjects_seen_going_are_revoked_in_memory_until_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let list =
+            RevocationList::load(&dir.path().join("none.json"), Duration::from_secs(60)).unwrap();
+        let now = unix(SystemTime::now());
+        assert_eq!(list.refuses(&claims("alice", "j", now - 5, None)), None);
+        list.revoke_subjects(&["alice".to_owned()]);
+        assert_eq!(
+            list.refuses(&claims("alice", "j", now - 5, None)),
+            Some("user_changed")
+        );
+        assert_eq!(list.refuses(&claims("bob", "j", now - 5, None)), None);
+        // a login after the change is good
+        assert_eq!(list.refuses(&claims("alice", "j", now + 2, None)), None);
+        // a reload of the file keeps what was seen
+        list.reload().unwrap();
+        assert_eq!(
+            list.refuses(&claims("alice", "j", now - 5, None)),
+            Some("user_changed")
+        );
+    }
+
+    #[test]
     fn the_file_round_trips_prunes_and_names_a_bad_entry() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("revoked.json");
@@ -354,7 +402,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"subject\": \"alice\""), "{text}");
         assert!(text.contains("leaked in a CI log"), "{text}");
-        let list = RevocationList::load(&path).unwrap();
+        let list = RevocationList::load(&path, Duration::from_secs(60)).unwrap();
         assert_eq!(list.current.load().len(), 2);
 
         // an entry past `until` is dropped on the next write
