@@ -58,6 +58,11 @@ pub struct Claims {
     /// so revoking it revokes them (see [`super::revocation`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tid: Option<String>,
+    /// The issue time in Unix milliseconds: `iat` has whole seconds, and a
+    /// revocation must not also catch the tokens issued later in its second
+    /// (a login right after a password change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<u64>,
 }
 
 /// The fingerprint of a user's credential stamp (the htpasswd hash, the
@@ -246,7 +251,8 @@ impl TokenIssuer {
         access: Vec<Access>,
         lifetime: Duration,
     ) -> Result<Issued, TokenError> {
-        let now = unix_now();
+        let now_ms = unix_now_ms();
+        let now = now_ms / 1000;
         let lifetime = lifetime.max(MIN_LIFETIME).as_secs();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -261,6 +267,7 @@ impl TokenIssuer {
             groups,
             cfp: None,
             tid,
+            iat_ms: Some(now_ms),
         };
         let token = self.sign(&claims)?;
         Ok(Issued {
@@ -286,7 +293,8 @@ impl TokenIssuer {
         cfp: Option<String>,
         lifetime: Duration,
     ) -> Result<String, TokenError> {
-        let now = unix_now();
+        let now_ms = unix_now_ms();
+        let now = now_ms / 1000;
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: sub.to_owned(),
@@ -300,6 +308,7 @@ impl TokenIssuer {
             groups: Vec::new(),
             cfp,
             tid: None,
+            iat_ms: Some(now_ms),
         };
         self.sign(&claims)
     }
@@ -467,10 +476,10 @@ pub fn covers_resource(claims: &Claims, kind: &str, name: &str, action: &str) ->
         })
 }
 
-fn unix_now() -> u64 {
+fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 

@@ -104,10 +104,10 @@ impl RevocationFile {
         let mut file = RevocationFile::load(path)?;
         let now = SystemTime::now();
         file.revoked
-            .retain(|e| parse_time(&e.until).is_ok_and(|until| until > unix(now)));
+            .retain(|e| parse_time(&e.until).is_ok_and(|until| until > unix_ms(now)));
         file.revoked.push(Entry {
             target,
-            at: humantime::format_rfc3339_seconds(now).to_string(),
+            at: humantime::format_rfc3339_millis(now).to_string(),
             until: humantime::format_rfc3339_seconds(now + keep + super::jwt::LEEWAY).to_string(),
             reason,
         });
@@ -126,7 +126,7 @@ impl RevocationFile {
 }
 
 /// The list as the gate checks it: lookups by `jti`, subject and access
-/// token, each with the time before which tokens are refused.
+/// token, each with the time (Unix ms) up to which tokens are refused.
 #[derive(Debug, Default)]
 pub struct Revocations {
     jti: HashMap<String, u64>,
@@ -135,8 +135,12 @@ pub struct Revocations {
 }
 
 impl Revocations {
-    /// Compiles the file's entries, skipping those past `until` at `now`.
-    pub fn compile(file: &RevocationFile, path: &Path, now: u64) -> Result<Self, RevocationError> {
+    /// Compiles the file's entries, skipping those past `until` at `now_ms`.
+    pub fn compile(
+        file: &RevocationFile,
+        path: &Path,
+        now_ms: u64,
+    ) -> Result<Self, RevocationError> {
         let mut r = Revocations::default();
         for (index, e) in file.revoked.iter().enumerate() {
             let bad = |reason: String| RevocationError::Entry {
@@ -146,7 +150,7 @@ impl Revocations {
             };
             let at = parse_time(&e.at).map_err(|m| bad(format!("at: {m}")))?;
             let until = parse_time(&e.until).map_err(|m| bad(format!("until: {m}")))?;
-            if until <= now {
+            if until <= now_ms {
                 continue;
             }
             let (map, key) = match &e.target {
@@ -169,31 +173,32 @@ impl Revocations {
         self.len() == 0
     }
 
-    /// Why `claims` are revoked, if they are: a token issued in the
-    /// second of its revocation counts as before it (`iat` has whole
-    /// seconds; the client logs in again).
+    /// Why `claims` are revoked, if they are: issued at or before the
+    /// revocation, to the millisecond for tokens that say (`iat_ms`); a
+    /// token with whole seconds only counts from the start of its second.
     pub fn refuses(&self, claims: &Claims) -> Option<&'static str> {
         if self.jti.contains_key(&claims.jti) {
             return Some("revoked_jti");
         }
+        let issued = issued_ms(claims);
         if self
             .subjects
             .get(&claims.sub)
-            .is_some_and(|&at| claims.iat <= at)
+            .is_some_and(|&at| issued <= at)
         {
             return Some("revoked_subject");
         }
         if let Some(tid) = &claims.tid {
-            if self
-                .access_tokens
-                .get(tid)
-                .is_some_and(|&at| claims.iat <= at)
-            {
+            if self.access_tokens.get(tid).is_some_and(|&at| issued <= at) {
                 return Some("revoked_access_token");
             }
         }
         None
     }
+}
+
+fn issued_ms(claims: &Claims) -> u64 {
+    claims.iat_ms.unwrap_or(claims.iat.saturating_mul(1000))
 }
 
 /// The list the proxy holds, swapped whole on reload; a file that does not
@@ -206,7 +211,7 @@ pub struct RevocationList {
     path: PathBuf,
     current: ArcSwap<Revocations>,
     keep: Duration,
-    /// subject → (revoked at, until), unix seconds
+    /// subject → (revoked at, until), Unix ms
     seen: std::sync::Mutex<HashMap<String, (u64, u64)>>,
 }
 
@@ -224,11 +229,11 @@ impl RevocationList {
 
     /// Revokes, in memory, the tokens issued to `subjects` until now.
     pub fn revoke_subjects(&self, subjects: &[String]) {
-        let now = unix(SystemTime::now());
+        let now = unix_ms(SystemTime::now());
         if let Ok(mut seen) = self.seen.lock() {
             seen.retain(|_, (_, until)| *until > now);
             for s in subjects {
-                seen.insert(s.clone(), (now, now + self.keep.as_secs()));
+                seen.insert(s.clone(), (now, now + self.keep.as_millis() as u64));
             }
         }
     }
@@ -240,7 +245,7 @@ impl RevocationList {
     /// Reads the file again; returns how many keys are revoked.
     pub fn reload(&self) -> Result<usize, RevocationError> {
         let file = RevocationFile::load(&self.path)?;
-        let compiled = Revocations::compile(&file, &self.path, unix(SystemTime::now()))?;
+        let compiled = Revocations::compile(&file, &self.path, unix_ms(SystemTime::now()))?;
         let n = compiled.len();
         self.current.store(std::sync::Arc::new(compiled));
         Ok(n)
@@ -252,17 +257,19 @@ impl RevocationList {
         }
         let seen = self.seen.lock().ok()?;
         let &(at, until) = seen.get(&claims.sub)?;
-        (claims.iat <= at && until > unix(SystemTime::now())).then_some("user_changed")
+        (issued_ms(claims) <= at && until > unix_ms(SystemTime::now())).then_some("user_changed")
     }
 }
 
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// An RFC 3339 time (fractions allowed) in Unix ms.
 fn parse_time(s: &str) -> Result<u64, String> {
     humantime::parse_rfc3339(s)
-        .map(unix)
+        .map(unix_ms)
         .map_err(|e| format!("{s:?}: {e}"))
 }
 
@@ -284,6 +291,7 @@ mod tests {
             groups: Vec::new(),
             cfp: None,
             tid: tid.map(str::to_owned),
+            iat_ms: None,
         }
     }
 
@@ -301,7 +309,7 @@ mod tests {
 
     fn compiled(entries: Vec<Entry>, now: u64) -> Revocations {
         let file = RevocationFile { revoked: entries };
-        Revocations::compile(&file, Path::new("r.json"), now).unwrap()
+        Revocations::compile(&file, Path::new("r.json"), now * 1000).unwrap()
     }
 
     const T: u64 = 1_800_000_000;
@@ -319,6 +327,27 @@ mod tests {
         );
         assert_eq!(r.refuses(&claims("alice", "j3", T + 1, None)), None);
         assert_eq!(r.refuses(&claims("bob", "j4", T - 10, None)), None);
+    }
+
+    #[test]
+    fn milliseconds_tell_the_tokens_of_the_revocations_second_apart() {
+        let mut r = Revocations::default();
+        r.subjects.insert("alice".into(), T * 1000 + 500);
+        let at = |ms: Option<u64>| Claims {
+            iat_ms: ms,
+            ..claims("alice", "j", T, None)
+        };
+        assert_eq!(
+            r.refuses(&at(Some(T * 1000 + 400))),
+            Some("revoked_subject")
+        );
+        assert_eq!(
+            r.refuses(&at(Some(T * 1000 + 600))),
+            None,
+            "issued after, same second"
+        );
+        // without milliseconds, the start of its second: before
+        assert_eq!(r.refuses(&at(None)), Some("revoked_subject"));
     }
 
     #[test]
@@ -362,7 +391,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let list =
             RevocationList::load(&dir.path().join("none.json"), Duration::from_secs(60)).unwrap();
-        let now = unix(SystemTime::now());
+        let now = unix_ms(SystemTime::now()) / 1000;
         assert_eq!(list.refuses(&claims("alice", "j", now - 5, None)), None);
         list.revoke_subjects(&["alice".to_owned()]);
         assert_eq!(

@@ -53,7 +53,7 @@ fn token_for(t: &TokenIssuer, user: &str, scope: &str) -> String {
 
 /// Claims as `issue` would make them, for tests that need odd values.
 fn claims(t: &TokenIssuer) -> Claims {
-    let now = unix_now();
+    let now = unix_now_ms() / 1000;
     Claims {
         iss: t.issuer.clone(),
         sub: "alice".into(),
@@ -67,6 +67,7 @@ fn claims(t: &TokenIssuer) -> Claims {
         groups: Vec::new(),
         cfp: None,
         tid: None,
+        iat_ms: None,
     }
 }
 
@@ -256,7 +257,7 @@ fn rotation_keeps_old_tokens_valid() {
 #[test]
 fn refuses_expired_and_not_yet_valid() {
     let (_d, t) = setup();
-    let now = unix_now();
+    let now = unix_now_ms() / 1000;
     let expired = Claims {
         exp: now - 120,
         nbf: now - 500,
@@ -396,7 +397,7 @@ fn refresh_and_access_tokens_do_not_mix() {
     let other = t.sign(&other).unwrap();
     assert_eq!(t.verify_refresh(&other), Err(TokenError::WrongAudience));
     // expired refresh tokens are refused
-    let now = unix_now();
+    let now = unix_now_ms() / 1000;
     let old = Claims {
         aud: t.refresh_audience(),
         token_use: Some("refresh".into()),
