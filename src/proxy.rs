@@ -21,7 +21,7 @@ use crate::auth::token::upstream::UpstreamTokens;
 use crate::auth::token_endpoint::Endpoint;
 use crate::config::Config;
 use crate::http::reply::{self, Reply, ReplyContext};
-use crate::http::served::{client_addr, Served};
+use crate::http::served::{Served, TrustedProxies};
 use crate::http::token;
 use crate::observe::audit::{self, AuditEvent, AuditLog};
 use crate::observe::drain::InFlight;
@@ -48,6 +48,8 @@ pub struct RegistryProxy {
     access_log: bool,
     /// Seals the catalog's give-up cursors.
     catalog_cursors: catalog::CursorKey,
+    /// `server.trusted_proxies`.
+    trusted: TrustedProxies,
 }
 
 impl RegistryProxy {
@@ -71,6 +73,7 @@ impl RegistryProxy {
             audit,
             hsts: (!hsts_max_age.is_zero()).then(|| format!("max-age={}", hsts_max_age.as_secs())),
             access_log: cfg.log.access_log,
+            trusted: TrustedProxies::new(&cfg.server.trusted_proxies),
             catalog_cursors: catalog::CursorKey::random()?,
         })
     }
@@ -95,6 +98,9 @@ pub struct RequestCtx {
     connect_failures: usize,
     /// Route label of the proxy's own endpoints (the token endpoint).
     own_route: Option<&'static str>,
+    /// The client's address (behind trusted proxies, theirs for it); set
+    /// first thing, read by rules, throttle, logs and `X-Forwarded-For`.
+    client: Option<IpAddr>,
     _in_flight: InFlight,
 }
 
@@ -115,6 +121,7 @@ impl ProxyHttp for RegistryProxy {
             digest: None,
             connect_failures: 0,
             own_route: None,
+            client: None,
             _in_flight: InFlight::enter(),
         }
     }
@@ -191,7 +198,7 @@ impl ProxyHttp for RegistryProxy {
             req,
             &self.upstream.load(),
             client_host.as_deref(),
-            &client_ip(session),
+            &client_of(session, ctx),
         )?;
         parameters::canonicalize_query(req)?;
         if let Some(auth) = &ctx.upstream_authorization {
@@ -282,6 +289,9 @@ impl ProxyHttp for RegistryProxy {
         ctx: &mut RequestCtx,
     ) {
         let status = Served {
+            client: ctx
+                .client
+                .unwrap_or_else(|| crate::http::served::client_addr(session)),
             label: ctx
                 .own_route
                 .or_else(|| ctx.route.as_ref().map(Route::kind))
@@ -327,7 +337,7 @@ fn audit_login(log: &AuditLog, session: &Session, ctx: &RequestCtx, status: u16)
         user: identity
             .map(|i| i.user.as_str())
             .or_else(|| login.claimed_user()),
-        client: client_ip(session),
+        client: client_of(session, ctx),
         repository: "",
         reference: None,
         digest: None,
@@ -377,7 +387,7 @@ impl RegistryProxy {
             time: audit::now_rfc3339(),
             action,
             user: ctx.principal.as_ref().and_then(Principal::user),
-            client: client_ip(session),
+            client: client_of(session, ctx),
             repository: route.repo().map_or("", |r| r.as_str()),
             reference: route.reference(),
             digest: ctx
@@ -396,7 +406,8 @@ impl RegistryProxy {
     /// The pipeline before forwarding: `Ok` forwards the request, a
     /// [`Stop`] answers it here.
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Stop> {
-        let ip = client_addr(session);
+        let ip = self.trusted.client_of(session);
+        ctx.client = Some(ip);
         ctx.public_origin = Some(checked_origin(session.req_header())?);
         if let Some(endpoint) = self.token_endpoint_of(session.req_header()) {
             ctx.own_route = Some(TOKEN_ROUTE);
@@ -471,7 +482,7 @@ impl RegistryProxy {
             tracing::info!(
                 target: "auth",
                 user = user.as_deref().unwrap_or("-"),
-                client = %client_addr(session),
+                client = %client_of(session, ctx),
                 reason = failure.as_str(),
                 "login refused"
             );
@@ -592,8 +603,12 @@ fn checked_origin(req: &RequestHeader) -> Result<String, RegistryError> {
     Ok(format!("https://{host}"))
 }
 
-fn client_ip(session: &Session) -> String {
-    client_addr(session).to_string()
+/// The client's address as text: the one `admit` found, or the peer's
+/// for a request that failed before it.
+fn client_of(session: &Session, ctx: &RequestCtx) -> String {
+    ctx.client
+        .unwrap_or_else(|| crate::http::served::client_addr(session))
+        .to_string()
 }
 
 /// The client certificate verified in this connection's handshake, as the

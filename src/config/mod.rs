@@ -242,6 +242,10 @@ impl Default for TokenConfig {
 pub struct ServerConfig {
     /// The TLS listener.
     pub listen: SocketAddr,
+    /// Networks of L7 proxies in front whose `X-Forwarded-For` names the
+    /// client (the right-most address not in them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Optional plain-HTTP listener that redirects to https.
     pub http_listen: Option<SocketAddr>,
     /// How long in-flight transfers may go on after SIGTERM.

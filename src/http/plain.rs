@@ -82,6 +82,7 @@ impl HttpServerApp for PlainHttp {
         let reply = self.answer(http.req_header()).await;
         let written = reply::write(&mut http, reply, &ReplyContext::PLAIN).await;
         Served {
+            client: crate::http::served::client_addr(&http),
             label: "other",
             route: None,
             user: None,

@@ -20,8 +20,75 @@ pub fn client_addr(session: &ServerSession) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
+/// `server.trusted_proxies`: the networks of L7 proxies in front whose
+/// `X-Forwarded-For` is believed. From any other peer the header is
+/// ignored (and, as always, never forwarded as sent).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(std::sync::Arc<[ipnet::IpNet]>);
+
+impl TrustedProxies {
+    pub fn new(networks: &[ipnet::IpNet]) -> Self {
+        TrustedProxies(networks.into())
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The client of a request from `peer` carrying these
+    /// `X-Forwarded-For` values: walking the chain from the right (the
+    /// hop nearest to us), the first address that is not a trusted proxy.
+    /// Addresses further left were written by whoever sent them and prove
+    /// nothing. An unparsable entry ends the walk at the last trusted hop.
+    pub fn client<'a>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
+    ) -> IpAddr {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        for value in forwarded_for.rev() {
+            let Ok(text) = std::str::from_utf8(value) else {
+                return client;
+            };
+            for hop in text.rsplit(',') {
+                match hop.trim().parse::<IpAddr>() {
+                    Ok(ip) => {
+                        client = ip.to_canonical();
+                        if !self.trusts(client) {
+                            return client;
+                        }
+                    }
+                    Err(_) => return client,
+                }
+            }
+        }
+        client
+    }
+
+    /// The client of `session` (see [`client`](Self::client)).
+    pub fn client_of(&self, session: &ServerSession) -> IpAddr {
+        let peer = client_addr(session);
+        if self.0.is_empty() {
+            return peer;
+        }
+        let values: Vec<&[u8]> = session
+            .req_header()
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        self.client(peer, values.into_iter())
+    }
+}
+
 /// A finished request, as the metrics and the access log see it.
 pub struct Served<'a> {
+    /// The client, as [`TrustedProxies::client_of`] found it.
+    pub client: IpAddr,
     /// The metrics' route label (`other` when no route applies).
     pub label: &'static str,
     /// The access log's route, if the request had one.
@@ -55,7 +122,7 @@ impl Served<'_> {
             .inc_by(session.body_bytes_sent() as u64);
         if access_log {
             access_log::write(&AccessRecord {
-                client: client_addr(session).to_string(),
+                client: self.client.to_string(),
                 user: self.user,
                 method: req.method.as_str(),
                 path: req.uri.path(),
@@ -69,5 +136,67 @@ impl Served<'_> {
             });
         }
         status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrustedProxies;
+    use std::net::IpAddr;
+
+    fn client(trusted: &[&str], peer: &str, xff: &[&str]) -> IpAddr {
+        let nets: Vec<ipnet::IpNet> = trusted.iter().map(|n| n.parse().unwrap()).collect();
+        TrustedProxies::new(&nets).client(peer.parse().unwrap(), xff.iter().map(|v| v.as_bytes()))
+    }
+
+    #[test]
+    fn only_trusted_peers_are_believed() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // no trusted proxies, or a peer outside them: the header is ignored
+        assert_eq!(client(&[], "10.0.0.5", &["192.0.2.7"]), ip("10.0.0.5"));
+        assert_eq!(
+            client(&["10.0.0.0/8"], "198.51.100.1", &["192.0.2.7"]),
+            ip("198.51.100.1")
+        );
+        // from a trusted peer: the right-most untrusted address
+        assert_eq!(
+            client(&["10.0.0.0/8"], "10.0.0.5", &["192.0.2.7"]),
+            ip("192.0.2.7")
+        );
+        assert_eq!(
+            client(
+                &["10.0.0.0/8"],
+                "10.0.0.5",
+                &["6.6.6.6, 192.0.2.7, 10.1.1.1"]
+            ),
+            ip("192.0.2.7"),
+            "a client cannot choose its address by writing a header"
+        );
+        // several header lines are one list, in order
+        assert_eq!(
+            client(
+                &["10.0.0.0/8"],
+                "10.0.0.5",
+                &["6.6.6.6", "192.0.2.8, 10.2.2.2"]
+            ),
+            ip("192.0.2.8")
+        );
+        // only proxies in the chain: the left-most of them
+        assert_eq!(
+            client(&["10.0.0.0/8"], "10.0.0.5", &["10.9.9.9"]),
+            ip("10.9.9.9")
+        );
+        // garbage stops the walk at the last trusted hop
+        assert_eq!(
+            client(&["10.0.0.0/8"], "10.0.0.5", &["192.0.2.7, junk"]),
+            ip("10.0.0.5")
+        );
+        // IPv4-mapped addresses are canonical
+        assert_eq!(
+            client(&["10.0.0.0/8"], "10.0.0.5", &["::ffff:192.0.2.9"]),
+            ip("192.0.2.9")
+        );
+        // a trusted peer without the header is the client itself
+        assert_eq!(client(&["10.0.0.0/8"], "10.0.0.5", &[]), ip("10.0.0.5"));
     }
 }
