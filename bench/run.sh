@@ -61,11 +61,11 @@ echo "target,round,metric,value" >"$CSV_TMP"
 declare -A PID PORT BASE
 REG_PID=""
 
-log()  { printf '[%4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
-die()  { log "FATAL: $*"; exit 1; }
-calc() { awk "BEGIN { printf \"%.6g\", $* }"; }
-now()  { date +%s.%N; }
-rec()  { echo "$1,$2,$3,$4" >>"$CSV_TMP"; }   # target round metric value
+
+# log die calc now rec free_port cpu_ticks wait_http rotate (start_registry
+# is this script's own, below)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 cleanup() {
   local rc=$?
@@ -86,9 +86,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # ---------------------------------------------------------------- process stats
 # pids of a target's proxy: nginx master + all its children; others: the pid.
@@ -97,17 +94,6 @@ proxy_pids() {
   [[ -z $p ]] && return 0
   echo "$p"
   if [[ $t == nginx* ]]; then pgrep -P "$p" || true; fi
-}
-# utime+stime (fields 14,15 of /proc/PID/stat) summed, in clock ticks.
-cpu_ticks() {
-  local sum=0 p f
-  for p in "$@"; do
-    [[ -r /proc/$p/stat ]] || continue
-    f=$(sed 's/^.*) //' "/proc/$p/stat")     # drop "pid (comm) "; field 3 -> $1
-    set -- $f
-    sum=$(( sum + ${12} + ${13} ))           # utime, stime
-  done
-  echo "$sum"
 }
 proxy_ticks() { local t=$1; [[ $t == registry ]] && { echo 0; return; }; cpu_ticks $(proxy_pids "$t"); }
 reg_ticks()   { cpu_ticks "$REG_PID"; }
@@ -167,16 +153,6 @@ EOF
   log "registry pid $REG_PID on ${BASE[registry]}"
 }
 
-# wait_http URL CURL_AUTH_ARG WANT_CODE SECONDS
-wait_http() {
-  local url=$1 auth=$2 want=$3 secs=$4 code i
-  for ((i = 0; i < secs * 10; i++)); do
-    code=$(curl -sk --max-time 2 ${auth:+-u "$auth"} -o /dev/null -w '%{http_code}' "$url" 2>/dev/null || true)
-    [[ $code == "$want" ]] && return 0
-    sleep 0.1
-  done
-  return 1
-}
 
 # ---------------------------------------------------------------- blob push helpers
 # abs_location BASE LOCATION -> absolute URL, refusing Locations that leave BASE
@@ -662,10 +638,6 @@ fi
 
 # the loads without auth/TLS variants that don't matter for them
 is_in() { local x=$1; shift; for y in "$@"; do [[ $x == "$y" ]] && return 0; done; return 1; }
-rotate() { # rotate ROUND ITEMS... : start at a different target each round
-  local r=$1; shift; local a=("$@") n=$# i
-  for ((i = 0; i < n; i++)); do echo "${a[$(((i + r - 1) % n))]}"; done
-}
 BULK=()   # nginx-noauth is only needed for the CPU-per-request comparison
 for t in "${ACTIVE[@]}"; do [[ $t != nginx-noauth ]] && BULK+=("$t"); done
 UPLOADS=() # pingora-bare does not rewrite the registry's absolute upload Locations

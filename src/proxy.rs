@@ -289,9 +289,7 @@ impl ProxyHttp for RegistryProxy {
         ctx: &mut RequestCtx,
     ) {
         let status = Served {
-            client: ctx
-                .client
-                .unwrap_or_else(|| crate::http::served::client_addr(session)),
+            client: client(session, ctx),
             label: ctx
                 .own_route
                 .or_else(|| ctx.route.as_ref().map(Route::kind))
@@ -603,12 +601,15 @@ fn checked_origin(req: &RequestHeader) -> Result<String, RegistryError> {
     Ok(format!("https://{host}"))
 }
 
-/// The client's address as text: the one `admit` found, or the peer's
-/// for a request that failed before it.
-fn client_of(session: &Session, ctx: &RequestCtx) -> String {
+/// The client's address: the one `admit` found, or the peer's for a
+/// request that failed before it.
+fn client(session: &Session, ctx: &RequestCtx) -> IpAddr {
     ctx.client
         .unwrap_or_else(|| crate::http::served::client_addr(session))
-        .to_string()
+}
+
+fn client_of(session: &Session, ctx: &RequestCtx) -> String {
+    client(session, ctx).to_string()
 }
 
 /// The client certificate verified in this connection's handshake, as the

@@ -397,24 +397,20 @@ fn cert_dir(m: &Mtls, leaf: &Leaf) -> tempfile::TempDir {
     d
 }
 
-#[test]
-fn clients_skopeo_and_podman_push_with_only_a_certificate() {
-    let rules = [Rule::users(&["alice"])
-        .on(&["clients/**"])
-        .pull_push()
-        .credential("certificate")];
-    let m = start("required", "", &rules);
-    let host = format!("127.0.0.1:{}", m.proxy.port());
-    let alice = m.ca.client_cert("alice");
-    let certs = cert_dir(&m, &alice);
-    let cd = certs.path().to_str().unwrap();
-
-    // skopeo: an OCI layout in, and out again, with no credentials at all
-    let state = tempfile::tempdir().unwrap();
-    let skopeo = Skopeo::in_dir(state.path());
-    let src = state.path().join("src-oci");
-    let image = make_oci_layout(&src, "v1", 2, 11);
-    let dest = format!("docker://{host}/clients/skopeo:v1");
+/// skopeo copies a new OCI image (from `seed`) to `repo:v1` with only the
+/// client certificate in `cd`, and the registry holds it: the reference
+/// pushed to, and the image.
+fn skopeo_push_with_certificate(
+    m: &Mtls,
+    skopeo: &Skopeo,
+    state: &Path,
+    cd: &str,
+    repo: &str,
+    seed: u64,
+) -> (String, OciImage) {
+    let src = state.join("src-oci");
+    let image = make_oci_layout(&src, "v1", 2, seed);
+    let dest = format!("docker://127.0.0.1:{}/{repo}:v1", m.proxy.port());
     let from = format!("oci:{}:v1", src.display());
     let args = [
         "copy",
@@ -430,7 +426,27 @@ fn clients_skopeo_and_podman_push_with_only_a_certificate() {
         None,
         &m.proxy,
     );
-    image.assert_stored(&m.reg, "clients/skopeo", "v1");
+    image.assert_stored(&m.reg, repo, "v1");
+    (dest, image)
+}
+
+#[test]
+fn clients_skopeo_and_podman_push_with_only_a_certificate() {
+    let rules = [Rule::users(&["alice"])
+        .on(&["clients/**"])
+        .pull_push()
+        .credential("certificate")];
+    let m = start("required", "", &rules);
+    let host = format!("127.0.0.1:{}", m.proxy.port());
+    let alice = m.ca.client_cert("alice");
+    let certs = cert_dir(&m, &alice);
+    let cd = certs.path().to_str().unwrap();
+
+    // skopeo: an OCI layout in, and out again, with no credentials at all
+    let state = tempfile::tempdir().unwrap();
+    let skopeo = Skopeo::in_dir(state.path());
+    let (dest, image) =
+        skopeo_push_with_certificate(&m, &skopeo, state.path(), cd, "clients/skopeo", 11);
     let out = state.path().join("out-oci");
     let to = format!("oci:{}:v1", out.display());
     let args = ["copy", "--src-no-creds", "--src-cert-dir", cd, &dest, &to];
@@ -534,30 +550,11 @@ fn clients_skopeo_in_token_mode_gets_a_token_for_its_certificate() {
     assert!(v.get("refresh_token").is_none(), "{v}");
 
     // skopeo with only a certificate
-    let host = format!("127.0.0.1:{}", m.proxy.port());
     let certs = cert_dir(&m, &alice);
-    let cd = certs.path().to_str().unwrap();
     let state = tempfile::tempdir().unwrap();
     let skopeo = Skopeo::in_dir(state.path());
-    let src = state.path().join("src-oci");
-    let image = make_oci_layout(&src, "v1", 2, 13);
-    let dest = format!("docker://{host}/clients/token-mode:v1");
-    let from = format!("oci:{}:v1", src.display());
-    let args = [
-        "copy",
-        "--dest-no-creds",
-        "--dest-cert-dir",
-        cd,
-        &from,
-        &dest,
-    ];
-    skopeo.ok(
-        "skopeo copy, token mode, certificate only",
-        &args,
-        None,
-        &m.proxy,
-    );
-    image.assert_stored(&m.reg, "clients/token-mode", "v1");
+    let cd = certs.path().to_str().unwrap();
+    skopeo_push_with_certificate(&m, &skopeo, state.path(), cd, "clients/token-mode", 13);
     // a request without credentials is the certificate's user in token
     // mode too: skopeo is never challenged, so it needs no token at all
     let pushes: Vec<String> = access_lines(&m.proxy)

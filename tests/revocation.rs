@@ -71,6 +71,37 @@ impl Setup {
         (v["token"].as_str().unwrap().to_owned(), refresh)
     }
 
+    /// `token create --owner alice --scope team/**:pull ARGS`: the secret.
+    fn create_for_alice(&self, args: &[&str]) -> String {
+        let mut all = vec![
+            "token",
+            "create",
+            "--owner",
+            "alice",
+            "--scope",
+            "team/**:pull",
+        ];
+        all.extend_from_slice(args);
+        let (ok, out) = self.cli(&all);
+        assert!(ok, "{out}");
+        out.split_whitespace().last().unwrap().to_owned()
+    }
+
+    /// An access token for `user`/`pass` once the proxy takes them (after
+    /// the reload of a file the test just wrote).
+    fn login_once_loaded(&self, what: &str, user: &str, pass: &str) -> String {
+        wait_for(
+            what,
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || match self.proxy.get_token(Some((user, pass)), &[SCOPE], false) {
+                (200, v) => Ok(v["token"].as_str().unwrap().to_owned()),
+                (st, v) => Err(format!("{st} {v}")),
+            },
+            || self.proxy.logs(),
+        )
+    }
+
     fn pull(&self, token: &str) -> u16 {
         self.proxy
             .bearer(Method::GET, TAGS, token)
@@ -104,58 +135,16 @@ fn claim(jwt: &str, name: &str) -> serde_json::Value {
 #[test]
 fn revoking_an_access_token_ends_the_bearer_tokens_it_minted() {
     let s = start();
-    let (ok, out) = s.cli(&[
-        "token",
-        "create",
-        "--owner",
-        "alice",
-        "--name",
-        "ci",
-        "--scope",
-        "team/**:pull",
-    ]);
-    assert!(ok, "{out}");
-    let secret = out.split_whitespace().last().unwrap().to_owned();
-    let minted = wait_for(
-        "a token for the access token",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || match s.proxy.get_token(Some((USER, &secret)), &[SCOPE], false) {
-            (200, v) => Ok(v["token"].as_str().unwrap().to_owned()),
-            (st, v) => Err(format!("{st} {v}")),
-        },
-        || s.proxy.logs(),
-    );
+    let secret = s.create_for_alice(&["--name", "ci"]);
+    let minted = s.login_once_loaded("a token for the access token", USER, &secret);
     let (with_password, _) = s.login(USER, PASS);
     // the JWTs live auth.token.lifetime (1h here) ...
     let life =
         |jwt: &str| claim(jwt, "exp").as_u64().unwrap() - claim(jwt, "iat").as_u64().unwrap();
     assert_eq!(life(&minted), 3600);
     // ... but never past the access token they were minted from
-    let (ok, out) = s.cli(&[
-        "token",
-        "create",
-        "--owner",
-        "alice",
-        "--name",
-        "short",
-        "--scope",
-        "team/**:pull",
-        "--expires",
-        "2m",
-    ]);
-    assert!(ok, "{out}");
-    let short = out.split_whitespace().last().unwrap().to_owned();
-    let short_jwt = wait_for(
-        "a token for the short-lived access token",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || match s.proxy.get_token(Some((USER, &short)), &[SCOPE], false) {
-            (200, v) => Ok(v["token"].as_str().unwrap().to_owned()),
-            (st, v) => Err(format!("{st} {v}")),
-        },
-        || s.proxy.logs(),
-    );
+    let short = s.create_for_alice(&["--name", "short", "--expires", "2m"]);
+    let short_jwt = s.login_once_loaded("a token for the short-lived access token", USER, &short);
     assert!(
         (100..=120).contains(&life(&short_jwt)),
         "{}",
@@ -229,16 +218,7 @@ fn user_remove_with_the_config_ends_the_users_access_and_refresh_tokens() {
         .unwrap();
     assert!(add.success());
     std::thread::sleep(Duration::from_millis(1100));
-    let fresh = wait_for(
-        "a login as the re-added alice",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || match s.proxy.get_token(Some((USER, "new-pass")), &[SCOPE], false) {
-            (200, v) => Ok(v["token"].as_str().unwrap().to_owned()),
-            (st, v) => Err(format!("{st} {v}")),
-        },
-        || s.proxy.logs(),
-    );
+    let fresh = s.login_once_loaded("a login as the re-added alice", USER, "new-pass");
     assert_eq!(s.pull(&fresh), 404, "{}", s.proxy.logs());
     assert_eq!(s.pull(&alice), 401);
 }

@@ -74,14 +74,8 @@ impl TrustedProxies {
         if self.0.is_empty() {
             return peer;
         }
-        let values: Vec<&[u8]> = session
-            .req_header()
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        self.client(peer, values.into_iter())
+        let values = session.req_header().headers.get_all("x-forwarded-for");
+        self.client(peer, values.iter().map(|v| v.as_bytes()))
     }
 }
 

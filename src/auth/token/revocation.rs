@@ -211,8 +211,9 @@ pub struct RevocationList {
     path: PathBuf,
     current: ArcSwap<Revocations>,
     keep: Duration,
-    /// subject → (revoked at, until), Unix ms
-    seen: std::sync::Mutex<HashMap<String, (u64, u64)>>,
+    /// subject → (revoked at, until), Unix ms; read on every bearer
+    /// request without a lock, replaced whole on the rare change
+    seen: ArcSwap<HashMap<String, (u64, u64)>>,
 }
 
 impl RevocationList {
@@ -221,7 +222,7 @@ impl RevocationList {
             path: path.to_owned(),
             current: ArcSwap::from_pointee(Revocations::default()),
             keep: keep + super::jwt::LEEWAY,
-            seen: std::sync::Mutex::new(HashMap::new()),
+            seen: ArcSwap::from_pointee(HashMap::new()),
         };
         list.reload()?;
         Ok(list)
@@ -230,12 +231,16 @@ impl RevocationList {
     /// Revokes, in memory, the tokens issued to `subjects` until now.
     pub fn revoke_subjects(&self, subjects: &[String]) {
         let now = unix_ms(SystemTime::now());
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.retain(|_, (_, until)| *until > now);
-            for s in subjects {
-                seen.insert(s.clone(), (now, now + self.keep.as_millis() as u64));
-            }
-        }
+        let until = now + self.keep.as_millis() as u64;
+        self.seen.rcu(|seen| {
+            let mut next: HashMap<String, (u64, u64)> = seen
+                .iter()
+                .filter(|(_, &(_, u))| u > now)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            next.extend(subjects.iter().map(|s| (s.clone(), (now, until))));
+            next
+        });
     }
 
     pub fn path(&self) -> &Path {
@@ -255,7 +260,7 @@ impl RevocationList {
         if let Some(reason) = self.current.load().refuses(claims) {
             return Some(reason);
         }
-        let seen = self.seen.lock().ok()?;
+        let seen = self.seen.load();
         let &(at, until) = seen.get(&claims.sub)?;
         (issued_ms(claims) <= at && until > unix_ms(SystemTime::now())).then_some("user_changed")
     }
