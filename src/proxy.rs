@@ -15,11 +15,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::gate::{Gate, LoginOutcome};
+use crate::auth::login::Login;
 use crate::auth::principal::Principal;
 use crate::auth::refusal::{Mode, Refusal};
 use crate::auth::token::upstream::UpstreamTokens;
 use crate::auth::token_endpoint::Endpoint;
 use crate::config::Config;
+use crate::http::login::LoginPaths;
 use crate::http::reply::{self, Reply, ReplyContext};
 use crate::http::served::{Served, TrustedProxies};
 use crate::http::token;
@@ -50,6 +52,8 @@ pub struct RegistryProxy {
     catalog_cursors: catalog::CursorKey,
     /// `server.trusted_proxies`.
     trusted: TrustedProxies,
+    /// `[auth.oidc.login]`: the browser login and its two paths.
+    login: Option<(Arc<Login>, LoginPaths)>,
 }
 
 impl RegistryProxy {
@@ -75,7 +79,17 @@ impl RegistryProxy {
             access_log: cfg.log.access_log,
             trusted: TrustedProxies::new(&cfg.server.trusted_proxies),
             catalog_cursors: catalog::CursorKey::random()?,
+            login: None,
         })
+    }
+
+    /// Serves the browser login at its paths.
+    pub fn with_login(mut self, login: Option<Arc<Login>>) -> Self {
+        self.login = login.map(|l| {
+            let paths = LoginPaths::of(&l);
+            (l, paths)
+        });
+        self
     }
 }
 
@@ -407,6 +421,12 @@ impl RegistryProxy {
         let ip = self.trusted.client_of(session);
         ctx.client = Some(ip);
         ctx.public_origin = Some(checked_origin(session.req_header())?);
+        let path = session.req_header().uri.path();
+        if let Some((login, paths)) = self.login.as_ref().filter(|(_, p)| p.matches(path)) {
+            ctx.own_route = Some(LOGIN_ROUTE);
+            let reply = crate::http::login::serve(session.req_header(), login, paths).await;
+            return Err(Stop::Answer(reply));
+        }
         if let Some(endpoint) = self.token_endpoint_of(session.req_header()) {
             ctx.own_route = Some(TOKEN_ROUTE);
             let peer = peer_certificate(session);
@@ -555,6 +575,8 @@ impl RegistryProxy {
 
 /// The route label of the token endpoint.
 const TOKEN_ROUTE: &str = "token";
+/// The browser login's pages.
+const LOGIN_ROUTE: &str = "login";
 
 /// Why a request is not forwarded: answered here, or the session failed.
 enum Stop {

@@ -111,7 +111,12 @@ fn proxy_toml_loads() {
 }
 
 /// Tables whose keys are names chosen by the user, not config keys.
-const MAPS: [&str; 2] = ["auth.groups", "auth.token.lifetimes"];
+const MAPS: [&str; 4] = [
+    "auth.groups",
+    "auth.token.lifetimes",
+    "auth.oidc.issuers.required_claims",
+    "auth.oidc.login.required_claims",
+];
 
 fn dotted_keys(prefix: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
     for (k, v) in table {

@@ -14,6 +14,7 @@ pub mod secrets;
 use std::sync::Arc;
 
 use crate::auth::authentication::Authenticator;
+use crate::auth::login::Login;
 use crate::auth::token::jwt::TokenIssuer;
 use crate::auth::token::keys::{KeySet, KeySettings};
 use crate::auth::token::public::Algorithm;
@@ -44,6 +45,8 @@ pub struct App {
     pub audit: Option<Arc<AuditLog>>,
     /// What scrapers of `/metrics` must present (`None`: anyone).
     pub scrape: Option<ScrapeAuth>,
+    /// `[auth.oidc.login]`: the browser login.
+    pub login: Option<Arc<Login>>,
 }
 
 /// Builds every part of a loaded config, collecting each problem with its
@@ -121,7 +124,27 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
         None => Some(None),
     };
     let scrape = collect(&mut problems, secrets::scrape_auth(&cfg.metrics));
-    match (tls, auth, policy, issuer, revocations, audit, scrape) {
+    let login_config = cfg.auth.oidc.as_ref().and_then(|o| o.login.as_ref());
+    let login_secret = match login_config {
+        Some(l) => collect(
+            &mut problems,
+            l.client_secret
+                .resolve()
+                .map(Some)
+                .map_err(|e| vec![Problem::new("auth.oidc.login.client_secret", e.to_string())]),
+        ),
+        None => Some(None),
+    };
+    match (
+        tls,
+        auth,
+        policy,
+        issuer,
+        revocations,
+        audit,
+        scrape,
+        login_secret,
+    ) {
         (
             Some(tls),
             Some(auth),
@@ -130,17 +153,33 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
             Some(revocations),
             Some(audit),
             Some(scrape),
-        ) if problems.is_empty() => Ok(App {
-            config,
-            tls,
-            auth: Arc::new(auth),
-            policy,
-            issuer,
-            token_endpoint,
-            revocations,
-            audit,
-            scrape,
-        }),
+            Some(login_secret),
+        ) if problems.is_empty() => {
+            let auth = Arc::new(auth);
+            let keep = cfg.auth.token.longest_lifetime();
+            let login = match (login_config, login_secret) {
+                (Some(l), Some(secret)) => Login::new(
+                    l,
+                    secret,
+                    Arc::clone(&auth),
+                    revocations.clone().map(|r| (r, keep)),
+                )
+                .map(Arc::new),
+                _ => None,
+            };
+            Ok(App {
+                config,
+                tls,
+                auth,
+                policy,
+                issuer,
+                token_endpoint,
+                revocations,
+                audit,
+                scrape,
+                login,
+            })
+        }
         _ => Err(problems),
     }
 }

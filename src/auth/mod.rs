@@ -10,7 +10,9 @@
 //!   no HTTP in it; [`token_endpoint`] is its grant, issue and refresh
 //!   logic;
 //! - [`refusal`]: why a request is refused and the challenge that follows;
-//! - [`gate`]: the one object the proxy asks, holding all of the above.
+//! - [`gate`]: the one object the proxy asks, holding all of the above;
+//! - [`login`]: the browser login over OpenID Connect, which gives people
+//!   access tokens tied to their provider session.
 //!
 //! Nothing here knows Pingora sessions: reading requests and writing
 //! answers is `crate::http`.
@@ -18,6 +20,7 @@
 pub mod authentication;
 pub mod authorization;
 pub mod gate;
+pub mod login;
 pub mod principal;
 pub mod refusal;
 pub mod token;

@@ -59,6 +59,7 @@ impl Principal {
                 Credential::Password => CredentialKind::Password,
                 Credential::AccessToken { .. } => CredentialKind::Token,
                 Credential::Certificate { .. } => CredentialKind::Certificate,
+                Credential::IdToken { .. } => CredentialKind::Oidc,
             }),
         }
     }

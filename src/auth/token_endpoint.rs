@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::authentication::basic::BasicCredentials;
+use super::authentication::Credential;
 use super::gate::{Gate, LoginOutcome};
 use super::principal::Principal;
 use super::refusal::Refusal;
@@ -154,11 +155,22 @@ impl Endpoint {
             Principal::User { identity, .. } => identity.access_token_id().map(str::to_owned),
             _ => None,
         };
-        // never past the expiry of the access token it was minted from
-        let lifetime = match tid
-            .as_deref()
-            .and_then(|id| gate.access_token_remaining(id))
-        {
+        // never past the expiry of the access token or ID token it was
+        // minted from
+        let left = match principal {
+            Principal::User { identity, .. } => match &identity.credential {
+                Credential::IdToken { expires, .. } => {
+                    Some(crate::auth::authentication::oidc::remaining(*expires))
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+        .or_else(|| {
+            tid.as_deref()
+                .and_then(|id| gate.access_token_remaining(id))
+        });
+        let lifetime = match left {
             Some(left) => lifetime.min(left),
             None => lifetime,
         };
@@ -174,7 +186,7 @@ impl Endpoint {
         // expiry apply at once.
         let refresh = match (principal, request.offline) {
             (Principal::User { identity, .. }, true)
-                if identity.credential == crate::auth::authentication::Credential::Password =>
+                if identity.credential == Credential::Password =>
             {
                 let cfp = jwt::fingerprint(&identity.user, identity.credential_stamp.as_deref());
                 self.issuer

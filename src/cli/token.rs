@@ -86,6 +86,7 @@ pub fn create(config: &Path, new: &NewToken<'_>) -> Result<(), String> {
         id,
         owner: new.owner.map(str::to_owned),
         groups: new.groups.to_vec(),
+        issuer: None,
         scopes: new.scopes.to_vec(),
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         expires: new.expires.map(tokens::expiry_after),

@@ -7,6 +7,7 @@
 pub mod acme;
 pub mod client_auth;
 pub mod ldap;
+pub mod oidc;
 mod problem;
 mod secret;
 
@@ -110,6 +111,8 @@ pub enum CredentialKind {
     Token,
     /// A client certificate verified in the TLS handshake.
     Certificate,
+    /// An OpenID Connect ID token of `[[auth.oidc.issuers]]`.
+    Oidc,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -335,6 +338,8 @@ pub struct AuthConfig {
     pub token: TokenConfig,
     /// Named access tokens and robot accounts (`portcullis token`).
     pub tokens: Option<AccessTokensConfig>,
+    /// OpenID Connect: ID tokens as passwords, and the browser login.
+    pub oidc: Option<oidc::OidcConfig>,
 }
 
 /// `[auth.tokens]`: the token file `portcullis token` writes and the proxy
@@ -390,6 +395,7 @@ impl Default for AuthConfig {
             ldap: None,
             backends: Vec::new(),
             tokens: None,
+            oidc: None,
         }
     }
 }
@@ -680,11 +686,19 @@ impl Config {
         if self.auth.hash_threads == 0 {
             p.push(Problem::new("auth.hash_threads", "must be at least 1"));
         }
-        if self.auth.htpasswd.is_none() && self.auth.ldap.is_none() {
+        let oidc_issuers = self
+            .auth
+            .oidc
+            .as_ref()
+            .is_some_and(|o| !o.issuers.is_empty());
+        if self.auth.htpasswd.is_none() && self.auth.ldap.is_none() && !oidc_issuers {
             p.push(Problem::new(
                 "auth",
-                "no authentication backend configured (add [auth.htpasswd] or [auth.ldap])",
+                "no authentication backend configured (add [auth.htpasswd], [auth.ldap] or [[auth.oidc.issuers]])",
             ));
+        }
+        if let Some(o) = &self.auth.oidc {
+            p.extend(o.validate(self.auth.tokens.as_ref().map(|t| t.max_lifetime)));
         }
         if let Some(l) = &self.auth.ldap {
             p.extend(l.validate("auth.ldap"));

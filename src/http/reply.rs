@@ -42,6 +42,8 @@ pub enum Reply {
     },
     /// An ACME http-01 validation answer (the key authorization, or 404).
     Http01 { status: u16, body: Bytes },
+    /// A page of the browser login, or its redirect to the provider.
+    Page(super::page::Page),
 }
 
 impl From<RegistryError> for Reply {
@@ -193,6 +195,16 @@ impl Parts {
                 .with(header::LOCATION, Some(location)),
             Reply::Http01 { status, body } => Parts::new(status, Some("text/plain"), body)
                 .with(header::CACHE_CONTROL, Some("no-store".into())),
+            Reply::Page(page) => {
+                let mut parts =
+                    Parts::new(page.status, Some("text/html; charset=utf-8"), page.html)
+                        .with(header::LOCATION, page.location)
+                        .with(header::SET_COOKIE, page.cookie);
+                for (name, value) in super::page::HEADERS {
+                    parts = parts.with(http::HeaderName::from_static(name), Some(value.into()));
+                }
+                parts
+            }
         }
     }
 

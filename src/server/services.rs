@@ -33,6 +33,7 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
         revocations,
         audit,
         scrape,
+        login,
     } = app;
     let upstream = Arc::new(ArcSwap::from_pointee(policy.upstream));
     let acl = Arc::new(ArcSwap::new(policy.acl));
@@ -97,7 +98,8 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
             .filter(|_| cfg.upstream.token_auth)
             .map(UpstreamTokens::new),
         audit.clone(),
-    )?;
+    )?
+    .with_login(login.clone());
     tracing::info!(
         users = auth.user_count(),
         htpasswd = %auth.htpasswd_path().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -149,6 +151,15 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
 
     if let Some(acme) = acme {
         server.add_service(background_service("portcullis acme", acme.service));
+    }
+    if let Some(oidc) = auth.oidc() {
+        server.add_service(background_service(
+            "portcullis oidc",
+            crate::auth::login::service::OidcService {
+                oidc: Arc::clone(oidc),
+                login: login.clone(),
+            },
+        ));
     }
     server.add_service(background_service(
         "portcullis health",

@@ -12,6 +12,7 @@ pub mod echo_upstream;
 pub mod fixtures;
 pub mod images;
 pub mod modes;
+pub mod oidc;
 pub mod pebble;
 pub mod process;
 pub mod prometheus;

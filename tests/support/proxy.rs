@@ -93,6 +93,8 @@ impl Proxy {
             key: &key_path,
             htpasswd: &htpasswd,
         });
+        // (a setting that names the proxy's own address: a login's redirect_url)
+        let config = config.replace("{PROXY_PORT}", &port.to_string());
         fs::write(dir.path().join("proxy.toml"), config).unwrap();
 
         let stdout = dir.path().join("portcullis.stdout");

@@ -14,6 +14,7 @@ pub mod certificate;
 pub mod hash_pool;
 pub mod htpasswd;
 pub mod ldap;
+pub mod oidc;
 pub mod throttle;
 pub mod tokens;
 
@@ -85,6 +86,12 @@ pub enum Credential {
     AccessToken { name: String },
     /// A client certificate verified in the TLS handshake, by subject.
     Certificate { subject: String },
+    /// An OpenID Connect ID token of `[[auth.oidc.issuers]]`: what is
+    /// minted from it never outlives `expires`.
+    IdToken {
+        issuer: String,
+        expires: std::time::SystemTime,
+    },
 }
 
 impl Credential {
@@ -95,6 +102,7 @@ impl Credential {
             Credential::Password => "password".to_owned(),
             Credential::AccessToken { name } => format!("token:{name}"),
             Credential::Certificate { subject } => format!("certificate:{subject}"),
+            Credential::IdToken { issuer, .. } => format!("oidc:{issuer}"),
         }
     }
 }
@@ -111,6 +119,8 @@ pub enum AuthFailure {
     Unavailable,
     #[error("access token expired or beyond auth.tokens.max_lifetime")]
     TokenExpired,
+    #[error("ID token refused")]
+    BadIdToken,
 }
 
 impl AuthFailure {
@@ -120,6 +130,7 @@ impl AuthFailure {
             AuthFailure::UnknownUser => "unknown_user",
             AuthFailure::Unavailable => "backend_error",
             AuthFailure::TokenExpired => "token_expired",
+            AuthFailure::BadIdToken => "bad_id_token",
         }
     }
 }
@@ -140,6 +151,8 @@ pub enum AuthSetupError {
     Ldap(#[from] ldap::LdapError),
     #[error(transparent)]
     Tokens(#[from] tokens::file::TokenFileError),
+    #[error(transparent)]
+    Oidc(#[from] oidc::OidcSetupError),
 }
 
 impl AuthSetupError {
@@ -160,6 +173,7 @@ impl AuthSetupError {
             )],
             AuthSetupError::Ldap(e) => e.problems(),
             AuthSetupError::Tokens(e) => vec![Problem::new("auth.tokens.path", e.to_string())],
+            AuthSetupError::Oidc(e) => vec![Problem::new(e.key(), e.to_string())],
         }
     }
 }
@@ -198,6 +212,9 @@ pub struct Authenticator {
     /// are refused until it answers again, unless allow_stale_on_outage.
     ldap_down: AtomicBool,
     tokens: Option<tokens::TokenStore>,
+    /// `[auth.oidc]`: issuers whose ID tokens are passwords, and the keys
+    /// of the login's provider.
+    oidc: Option<Arc<oidc::Oidc>>,
 }
 
 impl Authenticator {
@@ -233,7 +250,18 @@ impl Authenticator {
                 .as_ref()
                 .map(tokens::TokenStore::new)
                 .transpose()?,
+            oidc: cfg
+                .oidc
+                .as_ref()
+                .map(oidc::Oidc::new)
+                .transpose()?
+                .map(Arc::new),
         })
+    }
+
+    /// `[auth.oidc]`, if configured.
+    pub fn oidc(&self) -> Option<&Arc<oidc::Oidc>> {
+        self.oidc.as_ref()
     }
 
     /// The access tokens of `[auth.tokens]`, if configured.
@@ -380,6 +408,19 @@ impl Authenticator {
             // fall through: ask the directory, which fails closed
         }
         cache.with_label_values(&["miss"]).inc();
+        // an ID token: the user name given is not looked at, the token
+        // alone says who this is (CI cannot always know the mapped name)
+        if let Some(o) = self.oidc.as_ref().filter(|o| o.accepts_passwords()) {
+            if oidc::verify::looks_like_jwt(&creds.password) {
+                return o.identity(&creds.password).await.map_err(|e| {
+                    tracing::info!(target: "auth", given_user = %creds.user, reason = e.as_str(), error = %e, "ID token refused");
+                    match e {
+                        oidc::verify::IdTokenError::Unavailable => AuthFailure::Unavailable,
+                        _ => AuthFailure::BadIdToken,
+                    }
+                });
+            }
+        }
         if let Some(store) = &self.tokens {
             if tokens::file::secret_id(&creds.password).is_some() {
                 return self.verify_token(store, creds).await;
@@ -428,11 +469,15 @@ impl Authenticator {
             tracing::info!(target: "auth", user = %creds.user, reason = ?r, "access token refused");
             match r {
                 TokenRefusal::Expired | TokenRefusal::OverLifetime => AuthFailure::TokenExpired,
+                TokenRefusal::Suspended => AuthFailure::Unavailable,
                 TokenRefusal::Unknown | TokenRefusal::WrongUser => AuthFailure::BadCredentials,
             }
         })?;
         let groups = match &token.entry.owner {
             None => token.entry.groups.clone(),
+            // the browser login's: its provider session vouches (refreshed
+            // in the background, see auth::login::sessions)
+            Some(_) if token.entry.issuer.is_some() => token.entry.groups.clone(),
             Some(owner) => match self.identity_of(owner).await {
                 Some(owner) => owner.groups,
                 None => {

@@ -286,6 +286,7 @@ fn credential_name(c: CredentialKind) -> &'static str {
         CredentialKind::Password => "password",
         CredentialKind::Token => "token",
         CredentialKind::Certificate => "certificate",
+        CredentialKind::Oidc => "oidc",
     }
 }
 

@@ -53,9 +53,15 @@ pub struct TokenEntry {
     /// The person it acts for; none for a robot account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
-    /// A robot's groups (a person's come from their backend).
+    /// A robot's groups, or those the provider gave a person who logged
+    /// in at `/login` (others' come from their backend).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// The OpenID provider that vouches for the owner (a token of the
+    /// browser login): the owner is no htpasswd or directory user, and
+    /// the token lives as long as the provider session behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     pub scopes: Vec<String>,
     pub created: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +96,41 @@ impl TokenFile {
             path: path.to_owned(),
             reason: e.to_string(),
         })
+    }
+
+    /// Loads, changes and saves the file under an exclusive lock (of a
+    /// `.lock` file beside it), so the proxy's login and `portcullis
+    /// token` never lose each other's changes.
+    pub fn update<T>(
+        path: &Path,
+        change: impl FnOnce(&mut TokenFile) -> Result<T, String>,
+    ) -> Result<T, TokenFileError> {
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let err = |reason: String| TokenFileError::Write {
+            path: lock_path.clone(),
+            reason,
+        };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| err(e.to_string()))?;
+        lock.lock().map_err(|e| err(e.to_string()))?;
+        let mut file = TokenFile::load(path)?;
+        let out = change(&mut file).map_err(|reason| TokenFileError::Parse {
+            path: path.to_owned(),
+            reason,
+        })?;
+        super::compile(&file).map_err(|reason| TokenFileError::Parse {
+            path: path.to_owned(),
+            reason,
+        })?;
+        file.save(path)?;
+        // (the lock is released when `lock` is dropped)
+        Ok(out)
     }
 
     /// Writes the file atomically with mode 0600.
@@ -245,6 +286,7 @@ mod tests {
             id,
             owner: None,
             groups: vec!["ci".into()],
+            issuer: None,
             scopes: vec!["team/**:push".into()],
             created: "2026-12-02T00:00:00Z".into(),
             expires: None,

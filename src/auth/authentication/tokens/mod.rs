@@ -45,6 +45,9 @@ pub enum TokenRefusal {
     Expired,
     /// No expiry, or a longer life than `auth.tokens.max_lifetime`.
     OverLifetime,
+    /// A login token whose provider session has not been refreshed for
+    /// `auth.oidc.login.max_offline`.
+    Suspended,
 }
 
 struct Loaded {
@@ -56,6 +59,15 @@ pub struct TokenStore {
     cfg: AccessTokensConfig,
     loaded: ArcSwap<Loaded>,
     last_used: Mutex<LastUsed>,
+    /// Login tokens whose provider session could not be refreshed for
+    /// too long: refused until a refresh succeeds (set by the login).
+    suspended: ArcSwap<HashSet<String>>,
+}
+
+/// A token the proxy made (the browser login), with its secret.
+pub struct Minted {
+    pub entry: TokenEntry,
+    pub secret: String,
 }
 
 struct LastUsed {
@@ -74,7 +86,88 @@ impl TokenStore {
                 pending: HashMap::new(),
                 written: Instant::now(),
             }),
+            suspended: ArcSwap::default(),
         })
+    }
+
+    pub fn config(&self) -> &AccessTokensConfig {
+        &self.cfg
+    }
+
+    /// Adds a token for `owner`, vouched for by the OpenID provider
+    /// `issuer`, with `groups`, for `lifetime`: the browser login's.
+    pub fn mint(
+        &self,
+        owner: &str,
+        issuer: &str,
+        groups: Vec<String>,
+        lifetime: Duration,
+    ) -> Result<Minted, TokenFileError> {
+        let key = HashKey::load_or_create(&self.cfg.key_path())?;
+        let (secret, id) = file::new_secret();
+        let slug: String = owner
+            .chars()
+            .map(|c| c.to_ascii_lowercase())
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(40)
+            .collect();
+        let entry = TokenEntry {
+            name: format!("login.{slug}.{}", &id[..6]),
+            id,
+            owner: Some(owner.to_owned()),
+            groups,
+            issuer: Some(issuer.to_owned()),
+            scopes: vec!["**:*".into(), "catalog".into()],
+            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            expires: Some(expiry_after(lifetime)),
+            hash: key.hash(&secret),
+        };
+        let added = entry.clone();
+        TokenFile::update(&self.cfg.path, move |f| {
+            f.tokens.push(added);
+            Ok(())
+        })?;
+        self.reload()?;
+        Ok(Minted { entry, secret })
+    }
+
+    /// Removes the token `id` from the file (and from memory at once).
+    pub fn remove(&self, id: &str) -> Result<Option<TokenEntry>, TokenFileError> {
+        let removed = TokenFile::update(&self.cfg.path, |f| {
+            Ok(f.tokens
+                .iter()
+                .position(|e| e.id == id)
+                .map(|i| f.tokens.remove(i)))
+        })?;
+        self.reload()?;
+        Ok(removed)
+    }
+
+    /// Gives the login token `id` the groups its provider now reports.
+    pub fn set_groups(&self, id: &str, groups: &[String]) -> Result<(), TokenFileError> {
+        TokenFile::update(&self.cfg.path, |f| {
+            if let Some(e) = f.tokens.iter_mut().find(|e| e.id == id) {
+                e.groups = groups.to_vec();
+            }
+            Ok(())
+        })?;
+        self.reload().map(|_| ())
+    }
+
+    /// The login tokens refused until their session is refreshed again.
+    pub fn set_suspended(&self, ids: HashSet<String>) {
+        self.suspended.store(Arc::new(ids));
+    }
+
+    /// The token `id`'s entry, as loaded.
+    pub fn entry(&self, id: &str) -> Option<TokenEntry> {
+        self.loaded.load().by_id.get(id).map(|t| t.entry.clone())
     }
 
     /// The files whose change means a reload.
@@ -129,6 +222,9 @@ impl TokenStore {
     }
 
     fn usable(&self, token: &Token) -> Result<(), TokenRefusal> {
+        if self.suspended.load().contains(&token.entry.id) {
+            return Err(TokenRefusal::Suspended);
+        }
         let now = SystemTime::now();
         if token.expires.is_some_and(|e| e <= now) {
             return Err(TokenRefusal::Expired);
@@ -252,10 +348,13 @@ pub fn compile(file: &TokenFile) -> Result<HashMap<String, Arc<Token>>, String> 
         }
         let hash = file::parse_hash(&e.hash)
             .ok_or_else(|| format!("{what}: hash is not hmac-sha256:<64 hex digits>"))?;
-        if e.owner.is_some() && !e.groups.is_empty() {
+        if e.owner.is_some() && e.issuer.is_none() && !e.groups.is_empty() {
             return Err(format!(
                 "{what}: groups are for robots; a person's token has its owner's groups"
             ));
+        }
+        if e.issuer.is_some() && e.owner.is_none() {
+            return Err(format!("{what}: a login token (issuer) needs its owner"));
         }
         let restriction = Restriction::parse(&e.scopes).map_err(|r| format!("{what}: {r}"))?;
         let time = |s: &str| {
@@ -319,6 +418,7 @@ mod tests {
             id,
             owner: owner.map(str::to_owned),
             groups: Vec::new(),
+            issuer: None,
             scopes: vec!["team/**:pull".into()],
             created: "2026-01-01T00:00:00Z".into(),
             expires: expires.map(str::to_owned),
