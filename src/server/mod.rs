@@ -2,6 +2,7 @@
 //! services, run until a signal ends it.
 
 mod drain;
+mod oidc;
 mod services;
 mod signals;
 mod watcher;

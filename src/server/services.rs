@@ -155,7 +155,7 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
     if let Some(oidc) = auth.oidc() {
         server.add_service(background_service(
             "portcullis oidc",
-            crate::auth::login::service::OidcService {
+            super::oidc::OidcService {
                 oidc: Arc::clone(oidc),
                 login: login.clone(),
             },

@@ -11,7 +11,6 @@
 //! renews every `refresh_interval`: a refusal by the provider, or claims
 //! that no longer map to an allowed user, revoke it.
 
-pub mod service;
 pub mod sessions;
 
 use base64::Engine;

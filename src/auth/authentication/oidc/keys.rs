@@ -209,9 +209,16 @@ impl IssuerKeys {
         }
     }
 
+    /// The background refresh: a fetch, one at a time with those of
+    /// requests (which wait for it rather than find no keys).
+    pub async fn refresh(&self) -> Result<usize, FetchError> {
+        let _one = self.fetching.lock().await;
+        self.fetch().await
+    }
+
     /// Fetches the discovery document and the keys; on error the cached
     /// keys stay (until `max_key_age`).
-    pub async fn fetch(&self) -> Result<usize, FetchError> {
+    async fn fetch(&self) -> Result<usize, FetchError> {
         if let Ok(mut t) = self.last_attempt.lock() {
             *t = Some(Instant::now());
         }

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Login;
 use crate::auth::authentication::oidc::Oidc;
+use crate::auth::login::Login;
 
 pub struct OidcService {
     pub oidc: Arc<Oidc>,
