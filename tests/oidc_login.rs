@@ -33,9 +33,11 @@ fn start() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let provider_port = free_port();
     let provider_url = format!("https://127.0.0.1:{provider_port}");
-    // the provider's CA is made when it starts: the proxy trusts a copy
-    // written beside its config before that (the proxy fetches lazily)
+    // the provider's CA, trusted by the proxy (the provider starts after
+    // the proxy: its client's redirect URI names the proxy's port)
+    let idp_ca = Ca::new("test provider CA");
     let ca = dir.path().join("idp-ca.pem");
+    std::fs::write(&ca, &idp_ca.pem).unwrap();
     let rules = vec![
         Rule::groups(&["pushers"]).on(&["team/**"]).pull_push(),
         Rule::groups(&["devs"]).on(&["shared/**"]).pull(),
@@ -65,13 +67,10 @@ max_offline = "1h"
             tokens = dir.path().join("tokens.toml").display(),
             ca = ca.display(),
         ));
-    // the CA file must exist when the proxy starts: a placeholder, replaced
-    // by the provider's own before any login
-    let placeholder = Ca::new("placeholder");
-    std::fs::write(&ca, &placeholder.pem).unwrap();
     let proxy = Proxy::start(&reg, opts);
     let provider = Provider::start(
         provider_port,
+        &idp_ca,
         &format!("https://127.0.0.1:{}/login/callback", proxy.port()),
         &[Account {
             id: DAVE,
@@ -79,7 +78,20 @@ max_offline = "1h"
             groups: &["devs", "registry-users"],
         }],
     );
-    std::fs::copy(&provider.ca_path, &ca).unwrap();
+    // the proxy's first fetch of the provider's keys ran before the
+    // provider was up: the next is at most min_refetch_interval later
+    wait_until(
+        "the login page sends browsers to the provider",
+        Duration::from_secs(20),
+        || {
+            proxy
+                .client()
+                .get(proxy.url("/login"))
+                .send()
+                .is_ok_and(|r| r.status() == 303)
+        },
+        || proxy.logs(),
+    );
     Setup {
         _reg: reg,
         proxy,
@@ -166,7 +178,7 @@ fn a_browser_login_gives_a_token_the_engine_podman_and_skopeo_use() {
     );
     assert_eq!(
         s.status("/v2/team/app/tags/list", &token),
-        401,
+        403,
         "dave is no pusher yet"
     );
     let listed = portcullis(

@@ -210,11 +210,10 @@ pub const CLIENT_ID: &str = "portcullis";
 pub const CLIENT_SECRET: &str = "client-s3cret-for-tests";
 
 impl Provider {
-    /// The provider at `port`, whose client may redirect to
-    /// `redirect_uri`.
-    pub fn start(port: u16, redirect_uri: &str, accounts: &[Account<'_>]) -> Provider {
+    /// The provider at `port` with a certificate of `ca`, whose client
+    /// may redirect to `redirect_uri`.
+    pub fn start(port: u16, ca: &Ca, redirect_uri: &str, accounts: &[Account<'_>]) -> Provider {
         let dir = temp_dir("portcullis-provider-");
-        let ca = Ca::new("test provider CA");
         let leaf = ca.leaf("provider");
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         fs::write(&cert, &leaf.cert_pem).unwrap();

@@ -383,7 +383,9 @@ impl Authenticator {
                     cache.with_label_values(&["hit"]).inc();
                     return Ok(id);
                 }
-                Some((tokens, token_id)) if tokens.still_valid(token_id) => {
+                Some((tokens, token_id))
+                    if tokens.still_valid(token_id) && tokens.same_groups(token_id, &id.groups) =>
+                {
                     cache.with_label_values(&["hit"]).inc();
                     tokens.touch(token_id);
                     return Ok(id);

@@ -216,6 +216,16 @@ impl TokenStore {
         loaded.by_id.get(id).is_some_and(|t| self.usable(t).is_ok())
     }
 
+    /// Whether a cached login of token `id` in `groups` is still current:
+    /// a login token's groups are the file's, which its refresh rewrites.
+    pub fn same_groups(&self, id: &str, groups: &[String]) -> bool {
+        let loaded = self.loaded.load();
+        loaded
+            .by_id
+            .get(id)
+            .is_some_and(|t| t.entry.issuer.is_none() || t.entry.groups == groups)
+    }
+
     /// When the token `id` expires (`None`: never, or not in the file).
     pub fn expiry_of(&self, id: &str) -> Option<SystemTime> {
         self.loaded.load().by_id.get(id)?.expires
