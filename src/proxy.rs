@@ -424,7 +424,7 @@ impl RegistryProxy {
         let path = session.req_header().uri.path();
         if let Some((login, paths)) = self.login.as_ref().filter(|(_, p)| p.matches(path)) {
             ctx.own_route = Some(LOGIN_ROUTE);
-            let reply = crate::http::login::serve(session.req_header(), login, paths).await;
+            let reply = crate::http::login::serve(session.req_header(), login, paths, ip).await;
             return Err(Stop::Answer(reply));
         }
         if let Some(endpoint) = self.token_endpoint_of(session.req_header()) {

@@ -42,7 +42,13 @@ fn start() -> Setup {
         Rule::groups(&["pushers"]).on(&["team/**"]).pull_push(),
         Rule::groups(&["devs"]).on(&["shared/**"]).pull(),
     ];
-    let opts = ProxyOptions::token(&[(USER, PASS)], dir.path())
+    let mut opts = ProxyOptions::token(&[(USER, PASS)], dir.path());
+    // a line of the [log] table the harness config ends with
+    opts.extra_toml = format!(
+        "audit_file = {:?}\n",
+        dir.path().join("audit.log").display().to_string()
+    );
+    let opts = opts
         .rules(&rules)
         .toml(&format!(
             r#"
@@ -115,6 +121,10 @@ impl Setup {
 
     fn status(&self, path: &str, token: &str) -> u16 {
         self.proxy.status_as(Method::GET, path, (DAVE, token))
+    }
+
+    fn audit(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("audit.log")).unwrap_or_default()
     }
 
     fn logs(&self) -> String {
@@ -276,6 +286,20 @@ fn removing_the_person_at_the_provider_revokes_the_token_and_its_registry_tokens
         "{logs}"
     );
     assert!(!logs.contains(&token), "the token appears in the log");
+    let audit = s.audit();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for action in ["token_create", "token_revoke"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["action"] == action && l["user"] == DAVE),
+            "{action} of dave's login token in the audit log:\n{audit}"
+        );
+    }
+    assert!(!audit.contains(&token), "the token appears in the audit log");
 }
 
 #[test]

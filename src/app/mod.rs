@@ -163,6 +163,7 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
                     secret,
                     Arc::clone(&auth),
                     revocations.clone().map(|r| (r, keep)),
+                    audit.clone(),
                 )
                 .map(Arc::new),
                 _ => None,

@@ -30,7 +30,12 @@ impl LoginPaths {
 }
 
 /// Answers a request for one of the login's paths.
-pub async fn serve(req: &pingora::http::RequestHeader, login: &Login, paths: &LoginPaths) -> Reply {
+pub async fn serve(
+    req: &pingora::http::RequestHeader,
+    login: &Login,
+    paths: &LoginPaths,
+    client: std::net::IpAddr,
+) -> Reply {
     let metric = |result: &str| {
         crate::observe::metrics::metrics()
             .oidc_logins
@@ -63,7 +68,7 @@ pub async fn serve(req: &pingora::http::RequestHeader, login: &Login, paths: &Lo
         Some(p) => format!("{host}:{p}"),
         None => host.to_owned(),
     };
-    match login.finish(query, binding.as_deref()).await {
+    match login.finish(query, binding.as_deref(), client).await {
         Ok(done) => {
             metric("ok");
             Reply::Page(page::token(&done, &registry).with_cookie(cleared))

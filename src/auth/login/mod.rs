@@ -35,6 +35,7 @@ use crate::auth::authentication::oidc::verify::{self, IdTokenError};
 use crate::auth::authentication::Authenticator;
 use crate::auth::token::revocation::{RevocationFile, RevocationList, Target};
 use crate::config::oidc::{ClaimMapping, LoginConfig};
+use crate::observe::audit::{self, AuditEvent, AuditLog};
 use sessions::{Session, Sessions};
 
 /// The cookie that binds a login to the browser that started it.
@@ -162,6 +163,7 @@ pub struct Login {
     /// from a revoked login token are refused too.
     revocations: Option<(Arc<RevocationList>, Duration)>,
     pending: moka::sync::Cache<String, Arc<Pending>>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl Login {
@@ -172,6 +174,7 @@ impl Login {
         secret: String,
         auth: Arc<Authenticator>,
         revocations: Option<(Arc<RevocationList>, Duration)>,
+        audit: Option<Arc<AuditLog>>,
     ) -> Option<Login> {
         let oidc = auth.oidc()?;
         let keys = oidc.keys_of(&cfg.issuer)?;
@@ -191,7 +194,28 @@ impl Login {
                 .time_to_live(PENDING_FOR)
                 .max_capacity(10_000)
                 .build(),
+            audit,
         })
+    }
+
+    /// A `token_create` / `token_revoke` line of the audit log, as
+    /// `portcullis token` writes them.
+    fn audit(&self, action: &str, user: &str, token: &str, client: String, reason: Option<&str>) {
+        let Some(log) = &self.audit else { return };
+        log.write(&AuditEvent {
+            time: audit::now_rfc3339(),
+            action,
+            user: Some(user),
+            client,
+            repository: "",
+            reference: None,
+            digest: None,
+            from: None,
+            status: 0,
+            bytes: 0,
+            credential: Some(format!("token:{token}")),
+            reason,
+        });
     }
 
     pub fn config(&self) -> &LoginConfig {
@@ -264,6 +288,7 @@ impl Login {
         &self,
         query: Option<&str>,
         binding: Option<&str>,
+        from: std::net::IpAddr,
     ) -> Result<LoggedIn, LoginError> {
         let mut code = None;
         let mut state = None;
@@ -351,7 +376,14 @@ impl Login {
                 all.insert(id, session);
             })
             .map_err(|e| LoginError::Save(e.to_string()))?;
-        tracing::info!(target: "auth", user = %user, token = %minted.entry.name, groups = ?groups, "browser login: access token issued");
+        tracing::info!(target: "auth", user = %user, client = %from, token = %minted.entry.name, groups = ?groups, "browser login: access token issued");
+        self.audit(
+            "token_create",
+            &user,
+            &minted.entry.name,
+            from.to_string(),
+            None,
+        );
         Ok(LoggedIn {
             user,
             groups,
@@ -484,6 +516,13 @@ impl Login {
     /// are revoked too.
     fn revoke(&self, id: &str, session: &Session, reason: &str) {
         tracing::info!(target: "auth", user = %session.user, token = %session.token, reason, "login token revoked");
+        self.audit(
+            "token_revoke",
+            &session.user,
+            &session.token,
+            "oidc-refresh".into(),
+            Some(reason),
+        );
         if let Some(store) = self.auth.tokens() {
             if let Err(e) = store.remove(id) {
                 tracing::error!(target: "auth", error = %e, token = %session.token, "cannot remove the revoked login token");
