@@ -89,28 +89,6 @@ make_users() {
   { htpasswd -nbB -C 5 bcrypt5 "$PASS5"; htpasswd -nbB -C 10 bcrypt10 "$PASS10"; } | sed '/^$/d' >"$WORK/htpasswd"
 }
 
-# LAYERS random layers, a config and a manifest, pushed straight to the registry.
-seed_image() {
-  local i digest size layers="" bytes=$((LAYER_MIB * 1024 * 1024))
-  for ((i = 0; i < LAYERS; i++)); do
-    head -c "$bytes" /dev/urandom >"$WORK/layer$i"
-    digest=sha256:$(sha256sum "$WORK/layer$i" | cut -d' ' -f1)
-    push_blob "$REPO" "$WORK/layer$i" "$digest"
-    layers+="${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"$digest\",\"size\":$bytes}"
-    rm -f "$WORK/layer$i"
-  done
-  printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}' >"$WORK/config.json"
-  digest=sha256:$(sha256sum "$WORK/config.json" | cut -d' ' -f1); size=$(stat -c %s "$WORK/config.json")
-  push_blob "$REPO" "$WORK/config.json" "$digest"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[%s]}' \
-    "$digest" "$size" "$layers" >"$WORK/manifest.json"
-  local code
-  code=$(curl -s -X PUT -H "Content-Type: application/vnd.oci.image.manifest.v1+json" \
-    --data-binary @"$WORK/manifest.json" -o /dev/null -w '%{http_code}' "$REG/v2/$REPO/manifests/latest")
-  [[ $code == 201 ]] || die "seed manifest -> $code"
-  IMAGE_BYTES=$((LAYERS * bytes))
-}
-
 # ---------------------------------------------------------------- portcullis
 # start_portcullis NAME EXTRA_AUTH_LINES: token file, client certificates optional
 start_portcullis() {

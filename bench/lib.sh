@@ -66,3 +66,26 @@ push_blob() { # REPO FILE DIGEST: a monolithic upload straight to the registry
   code=$(curl -s -X PUT -T "$2" -H 'Content-Type: application/octet-stream' -H 'Expect:' -o /dev/null -w '%{http_code}' "$loc")
   [[ $code == 201 ]] || die "PUT blob -> $code"
 }
+
+# LAYERS random layers of LAYER_MIB MiB, a config and a manifest, pushed
+# straight to the registry as REPO:latest; sets IMAGE_BYTES.
+seed_image() {
+  local i digest size layers="" bytes=$((LAYER_MIB * 1024 * 1024))
+  for ((i = 0; i < LAYERS; i++)); do
+    head -c "$bytes" /dev/urandom >"$WORK/layer$i"
+    digest=sha256:$(sha256sum "$WORK/layer$i" | cut -d' ' -f1)
+    push_blob "$REPO" "$WORK/layer$i" "$digest"
+    layers+="${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"$digest\",\"size\":$bytes}"
+    rm -f "$WORK/layer$i"
+  done
+  printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}' >"$WORK/config.json"
+  digest=sha256:$(sha256sum "$WORK/config.json" | cut -d' ' -f1); size=$(stat -c %s "$WORK/config.json")
+  push_blob "$REPO" "$WORK/config.json" "$digest"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[%s]}' \
+    "$digest" "$size" "$layers" >"$WORK/manifest.json"
+  local code
+  code=$(curl -s -X PUT -H "Content-Type: application/vnd.oci.image.manifest.v1+json" \
+    --data-binary @"$WORK/manifest.json" -o /dev/null -w '%{http_code}' "$REG/v2/$REPO/manifests/latest")
+  [[ $code == 201 ]] || die "seed manifest -> $code"
+  IMAGE_BYTES=$((LAYERS * bytes))
+}

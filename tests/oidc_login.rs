@@ -48,10 +48,8 @@ fn start() -> Setup {
         "audit_file = {:?}\n",
         dir.path().join("audit.log").display().to_string()
     );
-    let opts = opts
-        .rules(&rules)
-        .toml(&format!(
-            r#"
+    let opts = opts.rules(&rules).toml(&format!(
+        r#"
 [auth.tokens]
 path = "{tokens}"
 max_lifetime = "30d"
@@ -70,9 +68,9 @@ token_lifetime = "7d"
 refresh_interval = "2s"
 max_offline = "1h"
 "#,
-            tokens = dir.path().join("tokens.toml").display(),
-            ca = ca.display(),
-        ));
+        tokens = dir.path().join("tokens.toml").display(),
+        ca = ca.display(),
+    ));
     let proxy = Proxy::start(&reg, opts);
     let provider = Provider::start(
         provider_port,
@@ -299,7 +297,10 @@ fn removing_the_person_at_the_provider_revokes_the_token_and_its_registry_tokens
             "{action} of dave's login token in the audit log:\n{audit}"
         );
     }
-    assert!(!audit.contains(&token), "the token appears in the audit log");
+    assert!(
+        !audit.contains(&token),
+        "the token appears in the audit log"
+    );
 }
 
 #[test]

@@ -400,6 +400,15 @@ impl Login {
         let Some(store) = self.auth.tokens() else {
             return;
         };
+        let _turn = match self.sessions.refresh_turn() {
+            Ok(Some(turn)) => turn,
+            // another replica is refreshing the sessions of this file
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(target: "auth", error = %e, "cannot lock the login sessions");
+                return;
+            }
+        };
         let all = match self.sessions.all() {
             Ok(a) => a,
             Err(e) => {

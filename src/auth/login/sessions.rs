@@ -63,6 +63,26 @@ impl Sessions {
         &self.path
     }
 
+    /// The right to refresh, for one round: `None` while another process
+    /// (a replica sharing the file) holds it. Refresh tokens rotate, so
+    /// two processes refreshing the same session would spend it twice and
+    /// the provider would end the grant.
+    pub fn refresh_turn(&self) -> Result<Option<std::fs::File>, SessionsError> {
+        let mut p = self.path.as_os_str().to_owned();
+        p.push(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(PathBuf::from(p))
+            .map_err(|e| self.err(e.to_string()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(self.err(e.to_string())),
+        }
+    }
+
     /// Every session; a missing file has none.
     pub fn all(&self) -> Result<BTreeMap<String, Session>, SessionsError> {
         let _g = self.lock.lock();
@@ -135,5 +155,14 @@ mod tests {
         assert_eq!(std::fs::metadata(s.path()).unwrap().mode() & 0o777, 0o600);
         assert!(s.path().ends_with("tokens.toml.sessions.json"));
         assert!(!format!("{session:?}").contains("the-refresh-secret"));
+        // one refresher at a time, across processes (a second handle here)
+        let turn = s.refresh_turn().unwrap();
+        assert!(turn.is_some());
+        assert!(Sessions::new(&dir.path().join("tokens.toml"))
+            .refresh_turn()
+            .unwrap()
+            .is_none());
+        drop(turn);
+        assert!(s.refresh_turn().unwrap().is_some());
     }
 }
