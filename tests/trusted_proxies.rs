@@ -6,55 +6,17 @@
 
 mod support;
 
-use std::process::{Child, Command};
 use std::time::Duration;
 use support::*;
 
 /// HAProxy on a free loopback port: plain HTTP in, TLS to portcullis.
-struct Haproxy {
-    child: Option<Child>,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    fn start(backend_port: u16) -> Haproxy {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let cfg = format!(
-            "global\n  log stderr format raw local0 warning\n\
-             defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend fe\n  bind 127.0.0.1:{port}\n  option forwardfor\n  default_backend be\n\
-             backend be\n  server portcullis 127.0.0.1:{backend_port} ssl verify none\n"
-        );
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, cfg).unwrap();
-        let log = dir.path().join("haproxy.log");
-        let child = spawn_logged(
-            Command::new("/usr/sbin/haproxy")
-                .arg("-db")
-                .arg("-f")
-                .arg(&path),
-            &log,
-        );
-        wait_until(
-            "haproxy listening",
-            WAIT,
-            || port_open(port),
-            || std::fs::read_to_string(&log).unwrap_or_default(),
-        );
-        Haproxy {
-            child: Some(child),
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        kill_child(&mut self.child);
-    }
+fn haproxy(backend_port: u16) -> (Haproxy, u16) {
+    let port = free_port();
+    let sections = format!(
+        "frontend fe\n  bind 127.0.0.1:{port}\n  option forwardfor\n  default_backend be\n\
+         backend be\n  server portcullis 127.0.0.1:{backend_port} ssl verify none\n"
+    );
+    (Haproxy::start("http", &sections, &[port]), port)
 }
 
 const PATH: &str = "/v2/internal/base/tags/list";
@@ -74,7 +36,7 @@ fn a_networks_rule_sees_the_client_behind_haproxy() {
             .rules(&rules)
             .line_in("server", "trusted_proxies = [\"127.0.0.1/32\"]"),
     );
-    let lb = Haproxy::start(proxy.port());
+    let (_lb, lb_port) = haproxy(proxy.port());
     let via_lb = |from: &str, forged: Option<&str>| -> u16 {
         let client = reqwest::blocking::Client::builder()
             .local_address(from.parse::<std::net::IpAddr>().unwrap())
@@ -82,7 +44,7 @@ fn a_networks_rule_sees_the_client_behind_haproxy() {
             .build()
             .unwrap();
         let mut req = client
-            .get(format!("http://127.0.0.1:{}{PATH}", lb.port))
+            .get(format!("http://127.0.0.1:{lb_port}{PATH}"))
             .basic_auth(USER, Some(PASS));
         if let Some(f) = forged {
             req = req.header("X-Forwarded-For", f);

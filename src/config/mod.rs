@@ -249,6 +249,8 @@ pub struct ServerConfig {
     /// client (the right-most address not in them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// L4 balancers in front that send a PROXY header (TLS listener).
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
     /// Optional plain-HTTP listener that redirects to https.
     pub http_listen: Option<SocketAddr>,
     /// How long in-flight transfers may go on after SIGTERM.
@@ -266,6 +268,15 @@ pub struct ServerConfig {
     /// sockets to its successor (`serve --upgrade`).
     #[serde(default = "defaults::upgrade_sock")]
     pub upgrade_sock: PathBuf,
+}
+
+/// `[server.proxy_protocol]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocolConfig {
+    /// Peers that must start every connection with a PROXY header (v1 or
+    /// v2); no other peer may send one.
+    pub from: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -651,6 +662,17 @@ impl Config {
             p.push(Problem::new(
                 "server.http_listen",
                 "is the same address as server.listen",
+            ));
+        }
+        if self
+            .server
+            .proxy_protocol
+            .as_ref()
+            .is_some_and(|p| p.from.is_empty())
+        {
+            p.push(Problem::new(
+                "server.proxy_protocol.from",
+                "lists no network: give the addresses of the balancers that send PROXY headers",
             ));
         }
         if self.server.threads == Some(0) {

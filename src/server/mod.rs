@@ -3,6 +3,7 @@
 
 mod drain;
 mod oidc;
+mod proxy_protocol;
 mod services;
 mod signals;
 mod watcher;

@@ -139,8 +139,22 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
     }
     tls_settings.enable_h2();
     service.add_tls_with_settings(&cfg.server.listen.to_string(), None, tls_settings);
-    if let Some(responder) = acme.as_ref().and_then(|a| a.alpn.clone()) {
-        service.endpoints().set_pre_tls_callback(responder);
+    // before the handshake: the PROXY header, then a tls-alpn-01 hello
+    let alpn = acme
+        .as_ref()
+        .and_then(|a| a.alpn.clone())
+        .map(|a| a as pingora::listeners::PreTlsCallback);
+    let pre_tls: Option<pingora::listeners::PreTlsCallback> = match &cfg.server.proxy_protocol {
+        Some(p) => {
+            tracing::info!(from = ?p.from, "PROXY protocol: connections from these networks must start with a PROXY header");
+            Some(Arc::new(super::proxy_protocol::ProxyProtocol::new(
+                &p.from, alpn,
+            )))
+        }
+        None => alpn,
+    };
+    if let Some(pre_tls) = pre_tls {
+        service.endpoints().set_pre_tls_callback(pre_tls);
     }
     server.add_service(service);
     if let Some(http) = cfg.server.http_listen {

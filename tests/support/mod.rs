@@ -10,6 +10,7 @@ pub mod config;
 pub mod docker;
 pub mod echo_upstream;
 pub mod fixtures;
+pub mod haproxy;
 pub mod images;
 pub mod modes;
 pub mod oidc;
@@ -31,6 +32,8 @@ pub use docker::*;
 pub use echo_upstream::*;
 #[allow(unused_imports)]
 pub use fixtures::*;
+#[allow(unused_imports)]
+pub use haproxy::*;
 #[allow(unused_imports)]
 pub use images::*;
 #[allow(unused_imports)]
