@@ -11,7 +11,7 @@ packages=(
   slapd ldap-utils pebble prometheus
   samba samba-ad-dc samba-ad-provision samba-dsdb-modules
   docker-compose docker.io shellcheck systemd python3-venv
-  debootstrap binutils haproxy chromium
+  debootstrap binutils haproxy chromium redis-server
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -28,7 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # their own, on their own addresses and ports: stop the ones this
   # install just started. (Containers refuse service starts anyway.)
   if [ -d /run/systemd/system ]; then
-    for unit in slapd smbd nmbd winbind samba-ad-dc haproxy; do
+    for unit in slapd smbd nmbd winbind samba-ad-dc haproxy redis-server; do
       # the package whose install started it (winbind comes with samba-ad-dc)
       case $unit in smbd|nmbd) pkg=samba ;; winbind|samba-ad-dc) pkg=samba-ad-dc ;; *) pkg=$unit ;; esac
       if printf '%s\n' "${missing[@]}" | grep -qx "$pkg"; then

@@ -47,6 +47,8 @@ pub struct App {
     pub scrape: Option<ScrapeAuth>,
     /// `[auth.oidc.login]`: the browser login.
     pub login: Option<Arc<Login>>,
+    /// `[cluster]`: the Redis the replicas share the throttle in.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Builds every part of a loaded config, collecting each problem with its
@@ -135,6 +137,18 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
         ),
         None => Some(None),
     };
+    let cluster = match &cfg.cluster {
+        Some(c) => collect(
+            &mut problems,
+            c.redis
+                .resolve()
+                .map_err(|e| e.to_string())
+                .and_then(|url| crate::cluster::Cluster::new(c, &url).map_err(|e| e.0))
+                .map(|c| Some(Arc::new(c)))
+                .map_err(|e| vec![Problem::new("cluster.redis", e)]),
+        ),
+        None => Some(None),
+    };
     match (
         tls,
         auth,
@@ -144,6 +158,7 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
         audit,
         scrape,
         login_secret,
+        cluster,
     ) {
         (
             Some(tls),
@@ -154,6 +169,7 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
             Some(audit),
             Some(scrape),
             Some(login_secret),
+            Some(cluster),
         ) if problems.is_empty() => {
             let auth = Arc::new(auth);
             let keep = cfg.auth.token.longest_lifetime();
@@ -179,6 +195,7 @@ pub fn assemble(config: Config, compiled: Compiled) -> Result<App, Vec<Problem>>
                 audit,
                 scrape,
                 login,
+                cluster,
             })
         }
         _ => Err(problems),

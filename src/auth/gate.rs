@@ -103,6 +103,12 @@ impl Gate {
         }
     }
 
+    /// Shares the login throttle with the fleet's other replicas.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
+        self.throttle = self.throttle.with_cluster(cluster);
+        self
+    }
+
     /// Refuses the issued tokens `list` names, at every request.
     pub fn with_revocations(mut self, list: Option<Arc<RevocationList>>) -> Self {
         self.revocations = list;
@@ -220,25 +226,39 @@ impl Gate {
         ip: IpAddr,
     ) -> (Result<Principal, Refusal>, LoginOutcome) {
         let m = crate::observe::metrics::metrics();
-        if let Some(wait) = self.throttle.check(Some(user), ip) {
+        let throttled = |wait: std::time::Duration| {
             m.throttled.inc();
             m.auth_attempts.with_label_values(&["-", "throttled"]).inc();
             let refusal = Refusal::Throttled {
                 retry_after: wait.as_secs().max(1),
             };
             let user = user.to_owned();
-            return (Err(refusal), LoginOutcome::Throttled { user });
+            (Err(refusal), LoginOutcome::Throttled { user })
+        };
+        if let Some(wait) = self.throttle.check(Some(user), ip) {
+            return throttled(wait);
         }
         let creds = basic::BasicCredentials {
             user: user.to_owned(),
             password: password.to_owned(),
         };
+        // the fleet's count, before a login that costs a verification (a
+        // cached one never waits on Redis)
+        let cold = self.throttle.is_shared() && !self.authenticator.has_cached(&creds);
+        if cold {
+            if let Some(wait) = self.throttle.check_shared(Some(user), ip).await {
+                return throttled(wait);
+            }
+        }
         match self.authenticator.verify(&creds).await {
             Ok(identity) => {
                 m.auth_attempts
                     .with_label_values(&[identity.backend, "ok"])
                     .inc();
                 self.throttle.succeeded(user, ip);
+                if cold {
+                    self.throttle.succeeded_shared(user, ip).await;
+                }
                 (Ok(self.user_principal(identity)), LoginOutcome::Ok)
             }
             Err(failure) => {
@@ -247,6 +267,7 @@ impl Gate {
                     .inc();
                 if failure != AuthFailure::Unavailable {
                     self.throttle.failed(Some(user), ip);
+                    self.throttle.failed_shared(Some(user), ip).await;
                 }
                 let refusal = match failure {
                     AuthFailure::Unavailable => Refusal::Unavailable,

@@ -36,6 +36,24 @@ pub struct Config {
     /// Ordered access rules; the first that matches decides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<RuleConfig>,
+    /// State shared by the replicas of a fleet (Redis).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: the Redis the replicas share the login throttle in.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[:PASSWORD@]HOST[:PORT][/DB]` or `rediss://…` (TLS); a
+    /// secret, since the URL may carry the password.
+    pub redis: Secret,
+    /// Put before every key, so several fleets can share one Redis.
+    #[serde(default = "defaults::cluster_prefix")]
+    pub key_prefix: String,
+    /// The longest a call to Redis may take before the replica goes on
+    /// without it.
+    #[serde(default = "defaults::cluster_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 /// The admin listener: `/metrics`, `/healthz`, `/readyz`.
@@ -481,6 +499,12 @@ impl Default for LogConfig {
 
 mod defaults {
     use std::time::Duration;
+    pub fn cluster_prefix() -> String {
+        "portcullis:".into()
+    }
+    pub fn cluster_timeout() -> Duration {
+        Duration::from_millis(250)
+    }
     pub fn last_used_interval() -> Duration {
         Duration::from_secs(60)
     }

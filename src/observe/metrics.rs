@@ -25,6 +25,8 @@ pub struct Metrics {
     pub upstream_duration: Histogram,
     pub upstream_errors: IntCounterVec,
     pub upstream_up: IntGauge,
+    pub cluster_up: IntGauge,
+    pub cluster_errors: IntCounterVec,
     pub auth_attempts: IntCounterVec,
     pub denied: IntCounter,
     pub credential_cache: IntCounterVec,
@@ -100,6 +102,14 @@ impl Metrics {
             IntGauge::new(
                 "portcullis_upstream_up",
                 "1 if the upstream registry passes its health check, else 0.",
+            )
+            .expect("valid metric"),
+        );
+        let cluster_up = register(
+            &r,
+            IntGauge::new(
+                "portcullis_cluster_up",
+                "1 if the last call to the [cluster] Redis succeeded, else 0 (the throttle then counts per process).",
             )
             .expect("valid metric"),
         );
@@ -200,6 +210,13 @@ impl Metrics {
                 "portcullis_access_token_expiry_timestamp_seconds",
                 "Expiry of each access token of [auth.tokens] that has one, by token name (as many series as tokens).",
                 &["name"],
+            ),
+            cluster_up,
+            cluster_errors: counter(
+                &r,
+                "portcullis_cluster_errors_total",
+                "Calls to the [cluster] Redis that failed or timed out, by operation.",
+                &["op"],
             ),
             oidc_key_fetches: counter(
                 &r,

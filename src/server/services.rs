@@ -34,6 +34,7 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
         audit,
         scrape,
         login,
+        cluster,
     } = app;
     let upstream = Arc::new(ArcSwap::from_pointee(policy.upstream));
     let acl = Arc::new(ArcSwap::new(policy.acl));
@@ -84,6 +85,7 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
                 tokens.clone(),
             )
             .with_revocations(revocations.clone())
+            .with_cluster(cluster)
             .with_certificates(
                 cfg.tls
                     .client_auth

@@ -18,6 +18,7 @@ pub mod pebble;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;
+pub mod redis;
 pub mod registry;
 pub mod samba;
 pub mod slapd;

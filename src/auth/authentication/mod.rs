@@ -372,6 +372,16 @@ impl Authenticator {
         Ok(UsersReloaded { users: n, changed })
     }
 
+    /// Whether `creds` would be answered from a cache (no verification to
+    /// pay for): the shared throttle is asked only when not.
+    pub fn has_cached(&self, creds: &BasicCredentials) -> bool {
+        self.cache.get(&creds.user, &creds.password).is_some()
+            || self
+                .ldap_cache
+                .as_ref()
+                .is_some_and(|c| c.get(&creds.user, &creds.password).is_some())
+    }
+
     /// Checks Basic credentials against the chain: the first backend that
     /// knows the user decides. Never runs bcrypt or LDAP on the calling
     /// thread.

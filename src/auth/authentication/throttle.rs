@@ -13,12 +13,19 @@
 //! counted in a folded form (case, width and surrounding spaces), since a
 //! directory that matches names loosely accepts `ALICE` and `alice ` for
 //! `alice`.
+//!
+//! With `[cluster]`, the counts, pairs and blocks are also kept in Redis
+//! ([`Throttle::check_shared`], [`Throttle::failed_shared`]): a fleet of
+//! replicas counts as one. Redis is asked only before a login that would
+//! cost a verification, and after a failure; blocks found there are
+//! mirrored here, so the next attempts are refused without asking.
 
 use moka::sync::Cache;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cluster::Cluster;
 use crate::config::ThrottleConfig;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,6 +40,7 @@ pub struct Throttle {
     by_user: Cache<String, Arc<std::sync::Mutex<Failures>>>,
     /// (user, address) pairs that have failed at least once.
     pairs: Cache<(String, IpAddr), ()>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Throttle {
@@ -42,7 +50,144 @@ impl Throttle {
             by_ip: bounded(cfg),
             by_user: bounded(cfg),
             pairs: bounded(cfg),
+            cluster: None,
         }
+    }
+
+    /// Shares the counts with the other replicas of `cluster`.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.cfg.enabled && self.cluster.is_some()
+    }
+
+    /// The fleet's verdict for an attempt that is about to be verified:
+    /// `Some(retry_after)` if another replica's failures block it. `None`
+    /// also when Redis cannot be asked (the local count decides then).
+    pub async fn check_shared(&self, user: Option<&str>, ip: IpAddr) -> Option<Duration> {
+        let cluster = self.cluster.as_ref().filter(|_| self.cfg.enabled)?;
+        let ip = self.client_key(ip);
+        let ip_s = ip.to_string();
+        let user = user.map(fold_user);
+        let mut pipe = redis::pipe();
+        pipe.cmd("PTTL")
+            .arg(cluster.key(&["throttle", "block", "ip", &ip_s]));
+        if let Some(u) = &user {
+            pipe.cmd("PTTL")
+                .arg(cluster.key(&["throttle", "block", "user", u]));
+            pipe.cmd("EXISTS")
+                .arg(cluster.key(&["throttle", "pair", u, &ip_s]));
+        }
+        let answer: Vec<i64> = cluster.query("throttle_check", &pipe).await?;
+        let wait = |ms: i64| (ms > 0).then(|| Duration::from_millis(ms as u64));
+        if let Some(w) = answer.first().copied().and_then(wait) {
+            self.mirror(&self.by_ip.get_with(ip, Default::default), w);
+            return Some(w);
+        }
+        if let (Some(u), [_, block, 1]) = (&user, answer.as_slice()) {
+            if let Some(w) = wait(*block) {
+                self.pairs.insert((u.clone(), ip), ());
+                self.mirror(&self.by_user.get_with(u.clone(), Default::default), w);
+                return Some(w);
+            }
+        }
+        None
+    }
+
+    /// A failure, counted for the fleet (after [`Throttle::failed`] has
+    /// counted it here): a count at the limit blocks the address or user
+    /// on every replica.
+    pub async fn failed_shared(&self, user: Option<&str>, ip: IpAddr) {
+        let Some(cluster) = self.cluster.as_ref().filter(|_| self.cfg.enabled) else {
+            return;
+        };
+        let ip = self.client_key(ip);
+        let ip_s = ip.to_string();
+        let user = user.map(fold_user);
+        let window = self.cfg.window.as_millis() as u64;
+        let ip_key = cluster.key(&["throttle", "fail", "ip", &ip_s]);
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCR").arg(&ip_key);
+        pipe.cmd("PEXPIRE").arg(&ip_key).arg(window).ignore();
+        let mut counted = vec![("ip", ip_s.clone())];
+        if let Some(u) = &user {
+            let user_key = cluster.key(&["throttle", "fail", "user", u]);
+            pipe.cmd("INCR").arg(&user_key);
+            pipe.cmd("PEXPIRE").arg(&user_key).arg(window).ignore();
+            pipe.cmd("SET")
+                .arg(cluster.key(&["throttle", "pair", u, &ip_s]))
+                .arg(1)
+                .arg("PX")
+                .arg(window)
+                .ignore();
+            counted.push(("user", u.clone()));
+        }
+        let Some(counts) = cluster.query::<Vec<u32>>("throttle_fail", &pipe).await else {
+            return;
+        };
+        let mut blocks = redis::pipe();
+        let mut any = false;
+        for ((kind, key), count) in counted.iter().zip(counts) {
+            if let Some(backoff) = self.backoff(count) {
+                any = true;
+                blocks
+                    .cmd("SET")
+                    .arg(cluster.key(&["throttle", "block", kind, key]))
+                    .arg(count)
+                    .arg("PX")
+                    .arg(backoff.as_millis().max(1) as u64)
+                    .ignore();
+                let local = match *kind {
+                    "ip" => self.by_ip.get_with(ip, Default::default),
+                    _ => self.by_user.get_with(key.clone(), Default::default),
+                };
+                self.mirror(&local, backoff);
+            }
+        }
+        if any {
+            let _: Option<()> = cluster.query("throttle_block", &blocks).await;
+        }
+    }
+
+    /// A success forgets the pair on the fleet too.
+    pub async fn succeeded_shared(&self, user: &str, ip: IpAddr) {
+        let Some(cluster) = self.cluster.as_ref().filter(|_| self.cfg.enabled) else {
+            return;
+        };
+        let ip_s = self.client_key(ip).to_string();
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL")
+            .arg(cluster.key(&["throttle", "pair", &fold_user(user), &ip_s]))
+            .ignore();
+        let _: Option<()> = cluster.query("throttle_success", &pipe).await;
+    }
+
+    /// Blocks a local entry for at least `wait` (a block the fleet found).
+    fn mirror(&self, entry: &Arc<std::sync::Mutex<Failures>>, wait: Duration) {
+        if let Ok(mut f) = entry.lock() {
+            let until = Instant::now() + wait;
+            f.count = f.count.max(self.cfg.max_failures);
+            if f.blocked_until.is_none_or(|t| t < until) {
+                f.blocked_until = Some(until);
+            }
+        }
+    }
+
+    /// The block a count of failures earns, if it reached the limit.
+    fn backoff(&self, count: u32) -> Option<Duration> {
+        if count < self.cfg.max_failures {
+            return None;
+        }
+        let over = (count - self.cfg.max_failures).min(20);
+        Some(
+            self.cfg
+                .backoff
+                .saturating_mul(1u32 << over)
+                .min(self.cfg.max_backoff),
+        )
     }
 
     /// The key an address is counted under: itself for IPv4, its
@@ -109,13 +254,7 @@ impl Throttle {
     fn bump(&self, entry: Arc<std::sync::Mutex<Failures>>) {
         let Ok(mut f) = entry.lock() else { return };
         f.count = f.count.saturating_add(1);
-        if f.count >= self.cfg.max_failures {
-            let over = (f.count - self.cfg.max_failures).min(20);
-            let backoff = self
-                .cfg
-                .backoff
-                .saturating_mul(1u32 << over)
-                .min(self.cfg.max_backoff);
+        if let Some(backoff) = self.backoff(f.count) {
             f.blocked_until = Some(Instant::now() + backoff);
         }
     }
