@@ -1,7 +1,7 @@
-//! `[cluster]`: state shared by the replicas of a fleet, in Redis. Today:
-//! the login throttle's counters and blocks, so N replicas behind a load
+//! `[cluster]`: state shared by the replicas of a fleet, in Redis: the
+//! login throttle's counters and blocks, so N replicas behind a load
 //! balancer give an attacker `max_failures` attempts in all, not N times
-//! as many.
+//! as many; and the revocation list (`server::cluster_sync`).
 //!
 //! Redis is asked only on the cold path (a login that is not cached and
 //! is about to cost a bcrypt or a directory bind) and on failures; a

@@ -143,6 +143,17 @@ fn a_valid_certificate_is_the_user_without_a_password() {
 
     // curl: GET /v2/ with the certificate alone, and the log names alice
     assert_eq!(m.curl("/v2/", Some(("alice", &alice)), &[]), Ok(200));
+    // (the access line is written after the answer: wait for it)
+    wait_until(
+        "the access line of alice's GET /v2/",
+        WAIT,
+        || {
+            m.access_of("/v2/")
+                .iter()
+                .any(|l| log_field(l, "user") == Some("alice"))
+        },
+        || m.proxy.logs(),
+    );
     let lines = m.access_of("/v2/");
     assert!(
         lines

@@ -186,3 +186,72 @@ fn a_fleet_shares_the_login_throttle_and_survives_redis_going_away() {
     assert_eq!(f.get("127.0.0.2", &manifest, PASS), 200);
     drop(f.reg);
 }
+
+/// Token mode, three replicas with one signing key and a revocation file
+/// each: a `token revoke` on one replica reaches the others through Redis.
+#[test]
+fn a_token_revoked_on_one_replica_is_refused_by_every_replica() {
+    let redis = RedisServer::start();
+    let reg = Registry::start();
+    push_image_direct(&reg, IMAGE, "v1");
+    let keys = tempfile::tempdir().unwrap();
+    let rules = [Rule::users(&["alice"]).on(&["team/**"]).pull()];
+    let replicas: Vec<Proxy> = (0..3)
+        .map(|i| {
+            let own = keys.path().join(format!("revoked-{i}.json"));
+            Proxy::start(
+                &reg,
+                ProxyOptions::token_with(
+                    &[(USER, PASS)],
+                    keys.path(),
+                    &format!(
+                        "lifetime = \"1h\"\nrevocation_file = \"{}\"\n",
+                        own.display()
+                    ),
+                )
+                .rules(&rules)
+                .toml(&format!(
+                    "[cluster]\nredis = \"{}\"\nsync_interval = \"500ms\"\n",
+                    redis.url()
+                )),
+            )
+        })
+        .collect();
+    let path = format!("/v2/{IMAGE}/tags/list");
+    let scope = ["repository:team/app:pull"];
+    let revoked = replicas[0].token(Some((USER, PASS)), &scope);
+    let kept = replicas[1].token(Some((USER, PASS)), &scope);
+    let status = |r: &Proxy, t: &str| {
+        r.send_bearer(reqwest::Method::GET, &path, t)
+            .status()
+            .as_u16()
+    };
+    for (i, r) in replicas.iter().enumerate() {
+        assert_eq!(
+            status(r, &revoked),
+            200,
+            "replica {i} takes replica 0's token\n{}",
+            r.logs()
+        );
+    }
+    let jti = jwt_claims(&revoked)["jti"].as_str().unwrap().to_owned();
+    let config = replicas[0].config_path().display().to_string();
+    let o = portcullis(
+        &["token", "revoke", "--config", &config, "--jti", &jti],
+        None,
+    );
+    assert!(o.status.success(), "token revoke: {}", out_text(&o));
+    for (i, r) in replicas.iter().enumerate() {
+        wait_until(
+            &format!("replica {i} refuses the revoked token"),
+            Duration::from_secs(15),
+            || status(r, &revoked) == 401,
+            || r.logs(),
+        );
+        assert_eq!(
+            status(r, &kept),
+            200,
+            "replica {i}: another token is not revoked"
+        );
+    }
+}

@@ -15,6 +15,7 @@ const LAYERS: &[&str] = &[
     "registry",
     "tls",
     "observe",
+    "cluster",
     "auth",
     "app",
     "http",

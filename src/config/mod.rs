@@ -54,6 +54,10 @@ pub struct ClusterConfig {
     /// without it.
     #[serde(default = "defaults::cluster_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// How often the revocation list is written to and read from Redis:
+    /// the bound on a revocation reaching every replica.
+    #[serde(default = "defaults::cluster_sync_interval", with = "humantime_serde")]
+    pub sync_interval: Duration,
 }
 
 /// The admin listener: `/metrics`, `/healthz`, `/readyz`.
@@ -505,6 +509,9 @@ mod defaults {
     pub fn cluster_timeout() -> Duration {
         Duration::from_millis(250)
     }
+    pub fn cluster_sync_interval() -> Duration {
+        Duration::from_secs(2)
+    }
     pub fn last_used_interval() -> Duration {
         Duration::from_secs(60)
     }
@@ -697,6 +704,16 @@ impl Config {
             p.push(Problem::new(
                 "server.proxy_protocol.from",
                 "lists no network: give the addresses of the balancers that send PROXY headers",
+            ));
+        }
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.sync_interval.is_zero())
+        {
+            p.push(Problem::new(
+                "cluster.sync_interval",
+                "must be greater than zero",
             ));
         }
         if self.server.threads == Some(0) {

@@ -1,6 +1,7 @@
 //! `serve`: build the app from the config, hand its parts to Pingora as
 //! services, run until a signal ends it.
 
+mod cluster_sync;
 mod drain;
 mod oidc;
 mod proxy_protocol;

@@ -8,6 +8,7 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::watcher::{Watched, Watcher};
 use super::ServeError;
@@ -85,7 +86,7 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
                 tokens.clone(),
             )
             .with_revocations(revocations.clone())
-            .with_cluster(cluster)
+            .with_cluster(cluster.clone())
             .with_certificates(
                 cfg.tls
                     .client_auth
@@ -167,6 +168,20 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
 
     if let Some(acme) = acme {
         server.add_service(background_service("portcullis acme", acme.service));
+    }
+    if let (Some(c), Some(list)) = (&cluster, &revocations) {
+        let interval = cfg
+            .cluster
+            .as_ref()
+            .map_or(Duration::from_secs(2), |c| c.sync_interval);
+        server.add_service(background_service(
+            "portcullis revocation sync",
+            super::cluster_sync::RevocationSync {
+                cluster: Arc::clone(c),
+                list: Arc::clone(list),
+                interval,
+            },
+        ));
     }
     if let Some(oidc) = auth.oidc() {
         server.add_service(background_service(

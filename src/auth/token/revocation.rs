@@ -214,6 +214,10 @@ pub struct RevocationList {
     /// subject → (revoked at, until), Unix ms; read on every bearer
     /// request without a lock, replaced whole on the rare change
     seen: ArcSwap<HashMap<String, (u64, u64)>>,
+    /// The file's entries as last loaded (what `[cluster]` shares).
+    entries: ArcSwap<Vec<Entry>>,
+    /// Entries the other replicas of a `[cluster]` revoked.
+    shared: ArcSwap<Revocations>,
 }
 
 impl RevocationList {
@@ -223,9 +227,50 @@ impl RevocationList {
             current: ArcSwap::from_pointee(Revocations::default()),
             keep: keep + super::jwt::LEEWAY,
             seen: ArcSwap::from_pointee(HashMap::new()),
+            entries: ArcSwap::from_pointee(Vec::new()),
+            shared: ArcSwap::from_pointee(Revocations::default()),
         };
         list.reload()?;
         Ok(list)
+    }
+
+    /// What this process revoked and still holds: the file's entries and
+    /// the subjects it saw go, as entries (for `[cluster]` to share).
+    pub fn local_entries(&self) -> Vec<Entry> {
+        let now = unix_ms(SystemTime::now());
+        let time = |ms: u64| {
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        };
+        let mut v: Vec<Entry> = self.entries.load().iter().cloned().collect();
+        v.extend(
+            self.seen
+                .load()
+                .iter()
+                .filter(|(_, &(_, until))| until > now)
+                .map(|(sub, &(at, until))| Entry {
+                    target: Target::Subject(sub.clone()),
+                    at: time(at),
+                    until: time(until),
+                    reason: Some("user changed".into()),
+                }),
+        );
+        v
+    }
+
+    /// Replaces the entries of the other replicas (a `[cluster]` sync);
+    /// entries that do not parse are skipped.
+    pub fn set_shared(&self, entries: Vec<Entry>) -> usize {
+        let now = unix_ms(SystemTime::now());
+        let file = RevocationFile {
+            revoked: entries
+                .into_iter()
+                .filter(|e| parse_time(&e.at).is_ok() && parse_time(&e.until).is_ok())
+                .collect(),
+        };
+        let compiled = Revocations::compile(&file, Path::new("cluster"), now).unwrap_or_default();
+        let n = compiled.len();
+        self.shared.store(std::sync::Arc::new(compiled));
+        n
     }
 
     /// Revokes, in memory, the tokens issued to `subjects` until now.
@@ -253,11 +298,15 @@ impl RevocationList {
         let compiled = Revocations::compile(&file, &self.path, unix_ms(SystemTime::now()))?;
         let n = compiled.len();
         self.current.store(std::sync::Arc::new(compiled));
+        self.entries.store(std::sync::Arc::new(file.revoked));
         Ok(n)
     }
 
     pub fn refuses(&self, claims: &Claims) -> Option<&'static str> {
         if let Some(reason) = self.current.load().refuses(claims) {
+            return Some(reason);
+        }
+        if let Some(reason) = self.shared.load().refuses(claims) {
             return Some(reason);
         }
         let seen = self.seen.load();
