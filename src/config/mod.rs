@@ -684,7 +684,14 @@ impl Config {
             ("upstream.write_timeout", self.upstream.write_timeout),
             ("upstream.idle_timeout", self.upstream.idle_timeout),
             ("server.watch_interval", self.server.watch_interval),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.cluster.iter().flat_map(|c| {
+            [
+                ("cluster.timeout", c.timeout),
+                ("cluster.sync_interval", c.sync_interval),
+            ]
+        })) {
             if d.is_zero() {
                 p.push(Problem::new(key, "must be greater than zero"));
             }
@@ -704,16 +711,6 @@ impl Config {
             p.push(Problem::new(
                 "server.proxy_protocol.from",
                 "lists no network: give the addresses of the balancers that send PROXY headers",
-            ));
-        }
-        if self
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.sync_interval.is_zero())
-        {
-            p.push(Problem::new(
-                "cluster.sync_interval",
-                "must be greater than zero",
             ));
         }
         if self.server.threads == Some(0) {
@@ -918,6 +915,29 @@ mod tests {
             ["upstream.url", "upstream.url", "tls.key", "auth.realm"],
             "{e}"
         );
+    }
+
+    #[test]
+    fn fleet_settings_are_checked() {
+        let t = format!(
+            "{MINIMAL}\n[server.proxy_protocol]\nfrom = []\n\n[cluster]\nredis = \"redis://127.0.0.1\"\ntimeout = \"0s\"\nsync_interval = \"0s\"\n"
+        );
+        let e = Config::parse(&t).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "cluster.timeout",
+                "cluster.sync_interval",
+                "server.proxy_protocol.from"
+            ],
+            "{e}"
+        );
+        let ok = format!("{MINIMAL}\n[cluster]\nredis = {{ env = \"REDIS_URL\" }}\n");
+        let c = Config::parse(&ok).unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.key_prefix, "portcullis:");
+        assert_eq!(cluster.sync_interval, Duration::from_secs(2));
     }
 
     #[test]
