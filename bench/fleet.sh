@@ -167,10 +167,7 @@ round() {
     -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$url" >"$out" 2>&1 || log "$t: wrk exited non-zero"
   c1=$(cpu_ticks "${pids[@]}")
   local reqs rps non2xx
-  reqs=$(awk '/requests in/ {print $1; exit}' "$out")
-  rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
-  non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out"); non2xx=${non2xx:-0}
-  [[ -n $reqs && $reqs != 0 ]] || { cat "$out" >&2; die "$t: wrk made no requests"; }
+  wrk_stats "$out"; reqs=$REQS rps=$RPS non2xx=$NON2XX
   if [[ $t == fail-* ]]; then
     ((non2xx == reqs)) || die "$t: $((reqs - non2xx)) wrong passwords were accepted"
   else

@@ -163,10 +163,7 @@ login_round() { # TARGET ROUND
     || log "$t: wrk exited non-zero"
   c1=$(cpu_ticks "${PID[$on]}")
   local reqs rps non2xx
-  reqs=$(awk '/requests in/ {print $1; exit}' "$out")
-  rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
-  non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out"); non2xx=${non2xx:-0}
-  [[ -n $reqs && $reqs != 0 ]] || { cat "$out" >&2; die "$t: wrk made no requests"; }
+  wrk_stats "$out"; reqs=$REQS rps=$RPS non2xx=$NON2XX
   ((non2xx == 0)) || die "$t: $non2xx of $reqs logins were refused (a wrong credential measures nothing)"
   rec "$t" "$r" logins_per_s "$rps"
   rec "$t" "$r" login_errors "$non2xx"

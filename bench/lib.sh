@@ -28,6 +28,13 @@ wait_http() { # URL CURL_AUTH WANT SECONDS
   done
   return 1
 }
+# wrk_stats OUT: REQS, RPS and NON2XX of a wrk report (dies if it made none)
+wrk_stats() {
+  REQS=$(awk '/requests in/ {print $1; exit}' "$1")
+  RPS=$(awk '/^Requests\/sec:/ {print $2}' "$1")
+  NON2XX=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$1"); NON2XX=${NON2XX:-0}
+  [[ -n $REQS && $REQS != 0 ]] || { cat "$1" >&2; die "wrk made no requests ($1)"; }
+}
 # the names, rotated by round R: interleaved runs
 rotate() { local r=$1; shift; local a=("$@") n=$# i; for ((i = 0; i < n; i++)); do echo "${a[$(((i + r - 1) % n))]}"; done; }
 

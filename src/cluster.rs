@@ -66,10 +66,6 @@ impl Cluster {
         k
     }
 
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-
     async fn connection(&self) -> Option<ConnectionManager> {
         if let Some(c) = self.conn.load_full() {
             return Some((*c).clone());

@@ -69,17 +69,7 @@ fn clients_behind_haproxy_are_seen_through_the_proxy_protocol() {
         );
         assert_eq!(via(port, "127.0.0.3"), 403, "{what}: the other client");
     }
-    let clients: Vec<String> = access_lines(&proxy)
-        .into_iter()
-        .filter(|l| log_field(l, "path") == Some(PATH))
-        .map(|l| {
-            format!(
-                "{}:{}",
-                log_field(&l, "client").unwrap_or("?"),
-                log_field(&l, "status").unwrap_or("?")
-            )
-        })
-        .collect();
+    let clients = clients_of(&proxy, PATH);
     assert_eq!(
         clients,
         [

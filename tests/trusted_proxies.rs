@@ -68,17 +68,7 @@ fn a_networks_rule_sees_the_client_behind_haproxy() {
     assert_eq!(direct, 403);
 
     // the access log names the clients, not HAProxy
-    let clients: Vec<String> = access_lines(&proxy)
-        .into_iter()
-        .filter(|l| log_field(l, "path") == Some(PATH))
-        .map(|l| {
-            format!(
-                "{}:{}",
-                log_field(&l, "client").unwrap_or("?"),
-                log_field(&l, "status").unwrap_or("?")
-            )
-        })
-        .collect();
+    let clients = clients_of(&proxy, PATH);
     assert_eq!(
         clients,
         [

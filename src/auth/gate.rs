@@ -242,15 +242,20 @@ impl Gate {
             user: user.to_owned(),
             password: password.to_owned(),
         };
+        let cached = self.authenticator.cached(&creds);
         // the fleet's count, before a login that costs a verification (a
         // cached one never waits on Redis)
-        let cold = self.throttle.is_shared() && !self.authenticator.has_cached(&creds);
+        let cold = cached.is_none() && self.throttle.is_shared();
         if cold {
             if let Some(wait) = self.throttle.check_shared(Some(user), ip).await {
                 return throttled(wait);
             }
         }
-        match self.authenticator.verify(&creds).await {
+        let verified = match cached {
+            Some(identity) => Ok(identity),
+            None => self.authenticator.verify_uncached(&creds).await,
+        };
+        match verified {
             Ok(identity) => {
                 m.auth_attempts
                     .with_label_values(&[identity.backend, "ok"])

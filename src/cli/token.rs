@@ -10,7 +10,7 @@ use crate::auth::authentication::tokens::file::{self, HashKey, TokenEntry, Token
 use crate::auth::authentication::tokens::{self, scopes::Restriction};
 use crate::auth::token::revocation::{RevocationFile, Target};
 use crate::config::{AccessTokensConfig, Config};
-use crate::observe::audit::{self, AuditEvent, AuditLog};
+use crate::observe::audit::{AuditEvent, AuditLog};
 
 /// What `token create` was asked for.
 pub struct NewToken<'a> {
@@ -226,20 +226,7 @@ fn audit_token(cfg: &Config, action: &str, entry: &TokenEntry) {
         return;
     };
     let user = entry.user();
-    let event = AuditEvent {
-        time: audit::now_rfc3339(),
-        action,
-        user: Some(&user),
-        client: "cli".into(),
-        repository: "",
-        reference: None,
-        digest: None,
-        from: None,
-        status: 0,
-        bytes: 0,
-        credential: Some(format!("token:{}", entry.name)),
-        reason: None,
-    };
+    let event = AuditEvent::token(action, &user, &entry.name, "cli".into(), None);
     match AuditLog::open(path, cfg.log.audit_max_bytes) {
         Ok(log) => log.write(&event),
         Err(e) => eprintln!(

@@ -42,6 +42,33 @@ pub struct AuditEvent<'a> {
     pub reason: Option<&'a str>,
 }
 
+impl<'a> AuditEvent<'a> {
+    /// A `token_create` / `token_revoke` line: `portcullis token`'s, and
+    /// the browser login's.
+    pub fn token(
+        action: &'a str,
+        user: &'a str,
+        token: &str,
+        client: String,
+        reason: Option<&'a str>,
+    ) -> AuditEvent<'a> {
+        AuditEvent {
+            time: now_rfc3339(),
+            action,
+            user: Some(user),
+            client,
+            repository: "",
+            reference: None,
+            digest: None,
+            from: None,
+            status: 0,
+            bytes: 0,
+            credential: Some(format!("token:{token}")),
+            reason,
+        }
+    }
+}
+
 pub struct AuditLog {
     path: PathBuf,
     max_bytes: u64,

@@ -504,6 +504,22 @@ pub fn access_lines(proxy: &Proxy) -> Vec<String> {
         .collect()
 }
 
+/// `client:status` of each access line of `path`, in order: who the proxy
+/// saw behind a balancer.
+pub fn clients_of(proxy: &Proxy, path: &str) -> Vec<String> {
+    access_lines(proxy)
+        .into_iter()
+        .filter(|l| log_field(l, "path") == Some(path))
+        .map(|l| {
+            format!(
+                "{}:{}",
+                log_field(&l, "client").unwrap_or("?"),
+                log_field(&l, "status").unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
 /// The value of `key=` in a `key=value` log line (quotes stripped).
 pub fn log_field<'l>(line: &'l str, key: &str) -> Option<&'l str> {
     let pat = format!(" {key}=");

@@ -372,53 +372,56 @@ impl Authenticator {
         Ok(UsersReloaded { users: n, changed })
     }
 
-    /// Whether `creds` would be answered from a cache (no verification to
-    /// pay for): the shared throttle is asked only when not.
-    pub fn has_cached(&self, creds: &BasicCredentials) -> bool {
-        self.cache.get(&creds.user, &creds.password).is_some()
-            || self
-                .ldap_cache
-                .as_ref()
-                .is_some_and(|c| c.get(&creds.user, &creds.password).is_some())
-    }
-
     /// Checks Basic credentials against the chain: the first backend that
     /// knows the user decides. Never runs bcrypt or LDAP on the calling
     /// thread.
     pub async fn verify(&self, creds: &BasicCredentials) -> Result<Arc<Identity>, AuthFailure> {
+        match self.cached(creds) {
+            Some(id) => Ok(id),
+            None => self.verify_uncached(creds).await,
+        }
+    }
+
+    /// The identity `creds` verified to recently, if still good: a login
+    /// that costs no verification (and, in a fleet, no call to Redis).
+    pub fn cached(&self, creds: &BasicCredentials) -> Option<Arc<Identity>> {
         let cache = &crate::observe::metrics::metrics().credential_cache;
         if let Some(id) = self.cache.get(&creds.user, &creds.password) {
             match self.token_of(&id) {
                 None => {
                     cache.with_label_values(&["hit"]).inc();
-                    return Ok(id);
+                    return Some(id);
                 }
-                Some((tokens, token_id))
-                    if tokens.still_valid(token_id) && tokens.same_groups(token_id, &id.groups) =>
-                {
+                Some((tokens, token_id)) if tokens.still_valid(token_id, &id.groups) => {
                     cache.with_label_values(&["hit"]).inc();
                     tokens.touch(token_id);
-                    return Ok(id);
+                    return Some(id);
                 }
-                // revoked or expired since: checked again below, and refused
+                // revoked or expired since: verified again, and refused
                 Some(_) => {}
             }
         }
-        if let Some(id) = self
+        let id = self
             .ldap_cache
+            .as_ref()?
+            .get(&creds.user, &creds.password)?;
+        let stale_ok = self
+            .ldap
             .as_ref()
-            .and_then(|c| c.get(&creds.user, &creds.password))
-        {
-            let stale_ok = self
-                .ldap
-                .as_ref()
-                .is_some_and(LdapBackend::allow_stale_on_outage);
-            if self.ldap_reachable() || stale_ok {
-                cache.with_label_values(&["hit"]).inc();
-                return Ok(id);
-            }
-            // fall through: ask the directory, which fails closed
-        }
+            .is_some_and(LdapBackend::allow_stale_on_outage);
+        // otherwise the directory is asked, and fails closed
+        (self.ldap_reachable() || stale_ok).then(|| {
+            cache.with_label_values(&["hit"]).inc();
+            id
+        })
+    }
+
+    /// [`verify`](Self::verify) past the caches: a backend decides.
+    pub async fn verify_uncached(
+        &self,
+        creds: &BasicCredentials,
+    ) -> Result<Arc<Identity>, AuthFailure> {
+        let cache = &crate::observe::metrics::metrics().credential_cache;
         cache.with_label_values(&["miss"]).inc();
         // an ID token: the user name given is not looked at, the token
         // alone says who this is (CI cannot always know the mapped name)

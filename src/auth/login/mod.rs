@@ -35,7 +35,7 @@ use crate::auth::authentication::oidc::verify::{self, IdTokenError};
 use crate::auth::authentication::Authenticator;
 use crate::auth::token::revocation::{RevocationFile, RevocationList, Target};
 use crate::config::oidc::{ClaimMapping, LoginConfig};
-use crate::observe::audit::{self, AuditEvent, AuditLog};
+use crate::observe::audit::{AuditEvent, AuditLog};
 use sessions::{Session, Sessions};
 
 /// The cookie that binds a login to the browser that started it.
@@ -201,21 +201,9 @@ impl Login {
     /// A `token_create` / `token_revoke` line of the audit log, as
     /// `portcullis token` writes them.
     fn audit(&self, action: &str, user: &str, token: &str, client: String, reason: Option<&str>) {
-        let Some(log) = &self.audit else { return };
-        log.write(&AuditEvent {
-            time: audit::now_rfc3339(),
-            action,
-            user: Some(user),
-            client,
-            repository: "",
-            reference: None,
-            digest: None,
-            from: None,
-            status: 0,
-            bytes: 0,
-            credential: Some(format!("token:{token}")),
-            reason,
-        });
+        if let Some(log) = &self.audit {
+            log.write(&AuditEvent::token(action, user, token, client, reason));
+        }
     }
 
     pub fn config(&self) -> &LoginConfig {

@@ -208,22 +208,15 @@ impl TokenStore {
         Ok(Arc::clone(token))
     }
 
-    /// Whether the token `id` is still in the file and usable: a cached
-    /// login of a token is checked again, so revocation and expiry do
-    /// not wait for the cache.
-    pub fn still_valid(&self, id: &str) -> bool {
+    /// Whether a cached login of token `id` in `groups` is still good:
+    /// the token is still in the file and usable (revocation and expiry
+    /// do not wait for the cache), and a login token still has these
+    /// groups (its refresh rewrites them).
+    pub fn still_valid(&self, id: &str, groups: &[String]) -> bool {
         let loaded = self.loaded.load();
-        loaded.by_id.get(id).is_some_and(|t| self.usable(t).is_ok())
-    }
-
-    /// Whether a cached login of token `id` in `groups` is still current:
-    /// a login token's groups are the file's, which its refresh rewrites.
-    pub fn same_groups(&self, id: &str, groups: &[String]) -> bool {
-        let loaded = self.loaded.load();
-        loaded
-            .by_id
-            .get(id)
-            .is_some_and(|t| t.entry.issuer.is_none() || t.entry.groups == groups)
+        loaded.by_id.get(id).is_some_and(|t| {
+            self.usable(t).is_ok() && (t.entry.issuer.is_none() || t.entry.groups == groups)
+        })
     }
 
     /// When the token `id` expires (`None`: never, or not in the file).
