@@ -77,7 +77,10 @@ impl RegistryProxy {
             audit,
             hsts: (!hsts_max_age.is_zero()).then(|| format!("max-age={}", hsts_max_age.as_secs())),
             access_log: cfg.log.access_log,
-            trusted: TrustedProxies::new(&cfg.server.trusted_proxies),
+            trusted: TrustedProxies::new(
+                &cfg.server.trusted_proxies,
+                cfg.server.client_address_header,
+            ),
             catalog_cursors: catalog::CursorKey::random()?,
             login: None,
         })

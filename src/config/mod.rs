@@ -267,10 +267,14 @@ impl Default for TokenConfig {
 pub struct ServerConfig {
     /// The TLS listener.
     pub listen: SocketAddr,
-    /// Networks of L7 proxies in front whose `X-Forwarded-For` names the
-    /// client (the right-most address not in them).
+    /// Networks of L7 proxies in front whose `client_address_header` names
+    /// the client (the right-most address not in them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header those proxies write: only that one is read, since a proxy
+    /// passes a client's forged other header through untouched.
+    #[serde(default)]
+    pub client_address_header: ClientAddressHeader,
     /// L4 balancers in front that send a PROXY header (TLS listener).
     pub proxy_protocol: Option<ProxyProtocolConfig>,
     /// Optional plain-HTTP listener that redirects to https.
@@ -290,6 +294,17 @@ pub struct ServerConfig {
     /// sockets to its successor (`serve --upgrade`).
     #[serde(default = "defaults::upgrade_sock")]
     pub upgrade_sock: PathBuf,
+}
+
+/// `server.client_address_header`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAddressHeader {
+    /// `X-Forwarded-For: client, proxy1` (nginx, HAProxy `option forwardfor`).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1` (HAProxy `option forwarded`).
+    Forwarded,
 }
 
 /// `[server.proxy_protocol]`.

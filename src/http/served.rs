@@ -5,6 +5,9 @@ use pingora::protocols::http::ServerSession;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
+use forwarded_header_value::ForwardedHeaderValue;
+
+use crate::config::ClientAddressHeader;
 use crate::observe::access_log::{self, AccessRecord};
 use crate::observe::metrics::{code_class, method_label, metrics};
 
@@ -21,47 +24,56 @@ pub fn client_addr(session: &ServerSession) -> IpAddr {
 }
 
 /// `server.trusted_proxies`: the networks of L7 proxies in front whose
-/// `X-Forwarded-For` is believed. From any other peer the header is
-/// ignored (and, as always, never forwarded as sent).
+/// `server.client_address_header` is believed. From any other peer the
+/// header is ignored (and, as always, never forwarded as sent).
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(std::sync::Arc<[ipnet::IpNet]>);
+pub struct TrustedProxies {
+    networks: std::sync::Arc<[ipnet::IpNet]>,
+    header: ClientAddressHeader,
+}
 
 impl TrustedProxies {
-    pub fn new(networks: &[ipnet::IpNet]) -> Self {
-        TrustedProxies(networks.into())
+    pub fn new(networks: &[ipnet::IpNet], header: ClientAddressHeader) -> Self {
+        TrustedProxies {
+            networks: networks.into(),
+            header,
+        }
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|n| n.contains(&ip))
+        self.networks.iter().any(|n| n.contains(&ip))
     }
 
-    /// The client of a request from `peer` carrying these
-    /// `X-Forwarded-For` values: walking the chain from the right (the
-    /// hop nearest to us), the first address that is not a trusted proxy.
+    /// The client of a request from `peer` carrying these values of the
+    /// configured header: walking the chain from the right (the hop
+    /// nearest to us), the first address that is not a trusted proxy.
     /// Addresses further left were written by whoever sent them and prove
-    /// nothing. An unparsable entry ends the walk at the last trusted hop.
+    /// nothing. An entry without an address (unparsable, or `Forwarded`'s
+    /// `unknown` and obfuscated `_names`) ends the walk at the last
+    /// trusted hop.
     pub fn client<'a>(
         &self,
         peer: IpAddr,
-        forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
+        values: impl DoubleEndedIterator<Item = &'a [u8]>,
     ) -> IpAddr {
         if !self.trusts(peer) {
             return peer;
         }
         let mut client = peer;
-        for value in forwarded_for.rev() {
-            let Ok(text) = std::str::from_utf8(value) else {
+        for value in values.rev() {
+            let Some(hops) = std::str::from_utf8(value)
+                .ok()
+                .and_then(|text| self.header.hops(text))
+            else {
                 return client;
             };
-            for hop in text.rsplit(',') {
-                match hop.trim().parse::<IpAddr>() {
-                    Ok(ip) => {
-                        client = ip.to_canonical();
-                        if !self.trusts(client) {
-                            return client;
-                        }
-                    }
-                    Err(_) => return client,
+            for hop in hops.into_iter().rev() {
+                let Some(ip) = hop else {
+                    return client;
+                };
+                client = ip.to_canonical();
+                if !self.trusts(client) {
+                    return client;
                 }
             }
         }
@@ -71,11 +83,36 @@ impl TrustedProxies {
     /// The client of `session` (see [`client`](Self::client)).
     pub fn client_of(&self, session: &ServerSession) -> IpAddr {
         let peer = client_addr(session);
-        if self.0.is_empty() {
+        if self.networks.is_empty() {
             return peer;
         }
-        let values = session.req_header().headers.get_all("x-forwarded-for");
+        let values = session.req_header().headers.get_all(self.header.name());
         self.client(peer, values.iter().map(|v| v.as_bytes()))
+    }
+}
+
+impl ClientAddressHeader {
+    fn name(self) -> &'static str {
+        match self {
+            ClientAddressHeader::XForwardedFor => "x-forwarded-for",
+            ClientAddressHeader::Forwarded => "forwarded",
+        }
+    }
+
+    /// One header value's hops, left to right: `None` for a hop that names
+    /// no address. `None` in all when the value does not parse.
+    fn hops(self, text: &str) -> Option<Vec<Option<IpAddr>>> {
+        match self {
+            ClientAddressHeader::XForwardedFor => Some(
+                text.split(',')
+                    .map(|hop| hop.trim().parse::<IpAddr>().ok())
+                    .collect(),
+            ),
+            // RFC 7239: `for=192.0.2.7;proto=https, for="[2001:db8::1]:4711"`
+            ClientAddressHeader::Forwarded => ForwardedHeaderValue::from_forwarded(text)
+                .ok()
+                .map(|v| v.iter().map(|s| s.forwarded_for_ip()).collect()),
+        }
     }
 }
 
@@ -136,11 +173,17 @@ impl Served<'_> {
 #[cfg(test)]
 mod tests {
     use super::TrustedProxies;
+    use crate::config::ClientAddressHeader;
     use std::net::IpAddr;
 
-    fn client(trusted: &[&str], peer: &str, xff: &[&str]) -> IpAddr {
+    fn walk(header: ClientAddressHeader, trusted: &[&str], peer: &str, values: &[&str]) -> IpAddr {
         let nets: Vec<ipnet::IpNet> = trusted.iter().map(|n| n.parse().unwrap()).collect();
-        TrustedProxies::new(&nets).client(peer.parse().unwrap(), xff.iter().map(|v| v.as_bytes()))
+        TrustedProxies::new(&nets, header)
+            .client(peer.parse().unwrap(), values.iter().map(|v| v.as_bytes()))
+    }
+
+    fn client(trusted: &[&str], peer: &str, xff: &[&str]) -> IpAddr {
+        walk(ClientAddressHeader::XForwardedFor, trusted, peer, xff)
     }
 
     #[test]
@@ -192,5 +235,57 @@ mod tests {
         );
         // a trusted peer without the header is the client itself
         assert_eq!(client(&["10.0.0.0/8"], "10.0.0.5", &[]), ip("10.0.0.5"));
+    }
+
+    #[test]
+    fn forwarded_is_walked_like_x_forwarded_for() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let fwd = |trusted: &[&str], peer: &str, values: &[&str]| {
+            walk(ClientAddressHeader::Forwarded, trusted, peer, values)
+        };
+        let t = &["10.0.0.0/8"];
+        assert_eq!(
+            fwd(t, "10.0.0.5", &["for=192.0.2.7;proto=https;by=10.0.0.5"]),
+            ip("192.0.2.7")
+        );
+        // quoted IPv6 with a port, as RFC 7239 writes it
+        assert_eq!(
+            fwd(t, "10.0.0.5", &["for=\"[2001:db8::1]:4711\""]),
+            ip("2001:db8::1")
+        );
+        // right-most untrusted, over several elements and lines
+        assert_eq!(
+            fwd(
+                t,
+                "10.0.0.5",
+                &["for=6.6.6.6", "for=192.0.2.8, for=10.2.2.2"]
+            ),
+            ip("192.0.2.8"),
+            "a client cannot choose its address by writing a header"
+        );
+        // `unknown`, an obfuscated name, an element without `for` and
+        // garbage all stop the walk at the last trusted hop
+        for stop in [
+            "for=unknown",
+            "for=_hidden",
+            "proto=https",
+            "for=junk",
+            "for=192.0.2.9;garbage",
+        ] {
+            assert_eq!(
+                fwd(t, "10.0.0.5", &[&format!("for=192.0.2.7, {stop}")]),
+                ip("10.0.0.5"),
+                "{stop}"
+            );
+        }
+        // an untrusted peer's header is ignored
+        assert_eq!(
+            fwd(t, "198.51.100.1", &["for=192.0.2.7"]),
+            ip("198.51.100.1")
+        );
+        // the other header is not read: a proxy that writes one passes a
+        // client's forged other one through
+        assert_eq!(client(t, "10.0.0.5", &["for=192.0.2.7"]), ip("10.0.0.5"));
+        assert_eq!(fwd(t, "10.0.0.5", &["192.0.2.7"]), ip("10.0.0.5"));
     }
 }
