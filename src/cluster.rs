@@ -145,7 +145,7 @@ impl Cluster {
             })
             .unwrap_or(true);
         if warn {
-            tracing::warn!(target: "cluster", op, error, "Redis cannot be reached: the login throttle counts per process until it answers");
+            tracing::warn!(target: "cluster", op, error, "Redis cannot be reached: the login throttle and rate limits count per process until it answers");
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod listeners;
 pub mod observe;
 pub mod proxy;

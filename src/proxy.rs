@@ -25,6 +25,7 @@ use crate::http::login::LoginPaths;
 use crate::http::reply::{self, Reply, ReplyContext};
 use crate::http::served::{Served, TrustedProxies};
 use crate::http::token;
+use crate::limits::{Limited, Limits};
 use crate::observe::audit::{self, AuditEvent, AuditLog};
 use crate::observe::drain::InFlight;
 use crate::observe::metrics::metrics;
@@ -54,6 +55,8 @@ pub struct RegistryProxy {
     trusted: TrustedProxies,
     /// `[auth.oidc.login]`: the browser login and its two paths.
     login: Option<(Arc<Login>, LoginPaths)>,
+    /// `[limits]`: request rates per address and per user.
+    limits: Option<Arc<Limits>>,
 }
 
 impl RegistryProxy {
@@ -83,7 +86,14 @@ impl RegistryProxy {
             ),
             catalog_cursors: catalog::CursorKey::random()?,
             login: None,
+            limits: None,
         })
+    }
+
+    /// Applies `[limits]`.
+    pub fn with_limits(mut self, limits: Option<Arc<Limits>>) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Serves the browser login at its paths.
@@ -423,6 +433,9 @@ impl RegistryProxy {
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Stop> {
         let ip = self.trusted.client_of(session);
         ctx.client = Some(ip);
+        if let Some(limits) = &self.limits {
+            limits.check_address(ip).map_err(|l| limited(l, ip, None))?;
+        }
         ctx.public_origin = Some(checked_origin(session.req_header())?);
         let path = session.req_header().uri.path();
         if let Some((login, paths)) = self.login.as_ref().filter(|(_, p)| p.matches(path)) {
@@ -454,6 +467,11 @@ impl RegistryProxy {
             .await;
         ctx.login = login;
         let principal = ctx.principal.insert(principal?);
+        if let (Some(limits), Some(user)) = (&self.limits, principal.user()) {
+            limits
+                .check_user(user, ip)
+                .map_err(|l| limited(l, ip, Some(user)))?;
+        }
         // 3. authorize
         self.authorize(principal, &route, &needs, ip)?;
         if let Some(tokens) = &self.upstream_tokens {
@@ -574,6 +592,27 @@ impl RegistryProxy {
             }
         }
     }
+}
+
+/// A request over a `[limits]` rate: 429 with the wait, counted and logged
+/// (at debug: a client over its limit sends many).
+fn limited(l: Limited, ip: IpAddr, user: Option<&str>) -> Reply {
+    metrics()
+        .rate_limited
+        .with_label_values(&[l.kind.as_str()])
+        .inc();
+    tracing::debug!(
+        target: "limits",
+        limit = l.kind.as_str(),
+        client = %ip,
+        user = user.unwrap_or("-"),
+        retry_after_ms = l.retry_after.as_millis() as u64,
+        "request over the rate limit"
+    );
+    Refusal::Throttled {
+        retry_after: l.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+    }
+    .into()
 }
 
 /// The route label of the token endpoint.

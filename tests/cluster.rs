@@ -3,7 +3,9 @@
 //! A password-guessing run spread over the replicas is cut off after
 //! `max_failures` in all, not per replica; with Redis killed, logins and
 //! pulls go on (the throttle counts per process, with a warning); with
-//! Redis back, the fleet counts as one again.
+//! Redis back, the fleet counts as one again. A user's `[limits]` bucket
+//! is one for the fleet: spent through some replicas, every replica
+//! refuses within the sync bound.
 
 mod support;
 
@@ -22,6 +24,11 @@ struct Fleet {
 }
 
 fn fleet(redis: &RedisServer) -> Fleet {
+    fleet_with(redis, "")
+}
+
+/// Three replicas with `extra` TOML each.
+fn fleet_with(redis: &RedisServer, extra: &str) -> Fleet {
     let reg = Registry::start();
     push_image_direct(&reg, IMAGE, "v1");
     let rules = [Rule::users(&["alice"]).on(&["team/**"]).pull()];
@@ -34,7 +41,7 @@ fn fleet(redis: &RedisServer) -> Fleet {
                     .line_in("server", "trusted_proxies = [\"127.0.0.1/32\"]")
                     .toml(&format!(
                         "[auth.throttle]\nmax_failures = {MAX_FAILURES}\nwindow = \"5m\"\nbackoff = \"5m\"\nmax_backoff = \"10m\"\n\n\
-                         [cluster]\nredis = \"{}\"\ntimeout = \"500ms\"\n",
+                         [cluster]\nredis = \"{}\"\ntimeout = \"500ms\"\n{extra}",
                         redis.url()
                     )),
             )
@@ -254,4 +261,71 @@ fn a_token_revoked_on_one_replica_is_refused_by_every_replica() {
             "replica {i}: another token is not revoked"
         );
     }
+}
+
+/// `[limits.per_user]` burst 12 over three replicas: 12 requests through
+/// HAProxy (4 per replica, a third of each replica's own burst) spend the
+/// fleet's bucket. Then rounds of one request to each replica, a sync
+/// interval and a half apart, until all three refuse: with one bucket for
+/// the fleet at most the sync slack gets through (here: ≤ 6), where three
+/// buckets would admit 24 more. The refusal is 429 with Retry-After; with
+/// Redis gone, requests still get answers at once.
+#[test]
+fn a_users_rate_limit_is_one_bucket_for_the_fleet() {
+    let mut redis = RedisServer::start();
+    let f = fleet_with(
+        &redis,
+        "sync_interval = \"200ms\"\n\n[limits.per_user]\nrate = 0.01\nburst = 12\n",
+    );
+    let manifest = format!("/v2/{IMAGE}/tags/list");
+    for i in 0..12 {
+        assert_eq!(
+            f.get("127.0.0.2", &manifest, PASS),
+            200,
+            "request {i}\n{}",
+            f.logs()
+        );
+    }
+    let direct = |p: &Proxy| {
+        p.client()
+            .get(p.url("/v2/"))
+            .basic_auth(USER, Some(PASS))
+            .send()
+            .unwrap()
+    };
+    let mut admitted = 0;
+    let mut all_refused = false;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(300));
+        let statuses: Vec<u16> = f
+            .replicas
+            .iter()
+            .map(|p| direct(p).status().as_u16())
+            .collect();
+        admitted += statuses.iter().filter(|s| **s == 200).count();
+        if statuses.iter().all(|s| *s == 429) {
+            all_refused = true;
+            break;
+        }
+    }
+    assert!(all_refused, "the replicas never all refused\n{}", f.logs());
+    assert!(
+        admitted <= 6,
+        "{admitted} requests admitted after the fleet's bucket was spent\n{}",
+        f.logs()
+    );
+    let r = direct(&f.replicas[0]);
+    assert_eq!(r.status(), 429);
+    assert!(header_of(&r, "retry-after").is_some());
+    assert_eq!(
+        error_codes(&r.bytes().unwrap()).unwrap(),
+        ["TOOMANYREQUESTS"]
+    );
+    // "probe" (in no file) is not a user: 401, not 429
+    assert_eq!(f.get_as("127.0.0.3", "/v2/", "probe", "probe"), 401);
+
+    // Redis gone: answers come at once, the spent bucket stays spent here
+    redis.kill();
+    assert_eq!(f.get("127.0.0.2", "/v2/", PASS), 429);
+    drop(f.reg);
 }

@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "tls",
     "observe",
     "cluster",
+    "limits",
     "auth",
     "app",
     "http",

@@ -18,7 +18,8 @@ pub enum Refusal {
     /// An authenticated user the rules do not allow `scope`: 403, no
     /// challenge (logging in again would not help).
     Denied { scope: String },
-    /// Too many failed logins: 429 with `Retry-After`.
+    /// Too many failed logins, or requests over a `[limits]` rate: 429
+    /// with `Retry-After`.
     Throttled { retry_after: u64 },
     /// The backend that would decide is down (fail closed): 503.
     Unavailable,

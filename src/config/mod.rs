@@ -7,6 +7,7 @@
 pub mod acme;
 pub mod client_auth;
 pub mod ldap;
+pub mod limits;
 pub mod oidc;
 mod problem;
 mod secret;
@@ -38,6 +39,8 @@ pub struct Config {
     pub access: Vec<RuleConfig>,
     /// State shared by the replicas of a fleet (Redis).
     pub cluster: Option<ClusterConfig>,
+    /// Request rate limits per address and per user.
+    pub limits: Option<limits::LimitsConfig>,
 }
 
 /// `[cluster]`: the Redis the replicas share the login throttle in.
@@ -751,6 +754,9 @@ impl Config {
         }
         if let Some(c) = &tls.client_auth {
             p.extend(c.validate());
+        }
+        if let Some(l) = &self.limits {
+            p.extend(l.validate());
         }
         if self.auth.realm.is_empty() || self.auth.realm.contains('"') {
             p.push(Problem::new(

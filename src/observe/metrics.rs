@@ -31,6 +31,7 @@ pub struct Metrics {
     pub denied: IntCounter,
     pub credential_cache: IntCounterVec,
     pub throttled: IntCounter,
+    pub rate_limited: IntCounterVec,
     pub ldap_duration: HistogramVec,
     pub tls_handshakes: IntCounter,
     pub tls_hellos: IntCounter,
@@ -176,6 +177,12 @@ impl Metrics {
                 &r,
                 "portcullis_throttled_requests_total",
                 "Login attempts refused by the brute-force throttle.",
+            ),
+            rate_limited: counter(
+                &r,
+                "portcullis_rate_limited_requests_total",
+                "Requests refused by a [limits] rate limit (429), by limit (address, user).",
+                &["limit"],
             ),
             ldap_duration: histogram(
                 &r,

@@ -67,13 +67,6 @@ impl RevocationSync {
 #[async_trait]
 impl pingora::services::background::BackgroundService for RevocationSync {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => self.round().await,
-            }
-        }
+        super::periodic::every(self.interval, &mut shutdown, || self.round()).await;
     }
 }

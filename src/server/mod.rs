@@ -3,7 +3,9 @@
 
 mod cluster_sync;
 mod drain;
+mod limits_sync;
 mod oidc;
+mod periodic;
 mod proxy_protocol;
 mod services;
 mod signals;

@@ -29,18 +29,13 @@ impl OidcService {
 #[async_trait]
 impl pingora::services::background::BackgroundService for OidcService {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let mut tick = tokio::time::interval(self.tick());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => {}
-            }
-            // both are bounded by the HTTP client's timeouts
+        // both are bounded by the HTTP client's timeouts
+        super::periodic::every(self.tick(), &mut shutdown, || async {
             self.oidc.refresh_keys().await;
             if let Some(login) = &self.login {
                 login.refresh_round().await;
             }
-        }
+        })
+        .await;
     }
 }

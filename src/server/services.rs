@@ -103,6 +103,12 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
         audit.clone(),
     )?
     .with_login(login.clone());
+    let limits = cfg
+        .limits
+        .as_ref()
+        .filter(|l| l.per_address.is_some() || l.per_user.is_some())
+        .map(|l| Arc::new(crate::limits::Limits::new(l, cluster.is_some())));
+    let proxy = proxy.with_limits(limits.clone());
     tracing::info!(
         users = auth.user_count(),
         htpasswd = %auth.htpasswd_path().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -180,6 +186,16 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
                 cluster: Arc::clone(c),
                 list: Arc::clone(list),
                 interval,
+            },
+        ));
+    }
+    if let (Some(c), Some(limits), Some(cc)) = (&cluster, &limits, &cfg.cluster) {
+        server.add_service(background_service(
+            "portcullis limits sync",
+            super::limits_sync::LimitsSync {
+                cluster: Arc::clone(c),
+                limits: Arc::clone(limits),
+                interval: cc.sync_interval,
             },
         ));
     }
