@@ -161,10 +161,14 @@ check_compose() {
     return
   fi
   : >"$empty"
-  for profile in files acme ldap; do
+  # each variant, and one with the optional Redis
+  for profile in files acme ldap files,cluster; do
+    local -a args=()
+    IFS=, read -ra names <<<"$profile"
+    for name in "${names[@]}"; do args+=(--profile "$name"); done
     if out=$(env -u COMPOSE_PROFILES REGISTRY_HTTP_SECRET=check-only \
       "${compose_cmd[@]}" --env-file "$empty" --project-directory "$deploy" \
-      -f "$f" --profile "$profile" config -q 2>&1); then
+      -f "$f" "${args[@]}" config -q 2>&1); then
       ok "compose: ${compose_cmd[*]} config, profile $profile"
     else
       fail "compose: ${compose_cmd[*]} config, profile $profile:"$'\n'"$out"
@@ -251,7 +255,8 @@ check_one() {
   local name=$1 file=$2 bin=$3 copy out
   copy=$work/$(basename "$file").checked.toml
   rewrite "$file" "$copy"
-  if out=$("$bin" check --config "$copy" 2>&1); then
+  # [cluster] redis = { env = "PORTCULLIS_REDIS_URL" } (Kubernetes builds it)
+  if out=$(PORTCULLIS_REDIS_URL=redis://:check-only@127.0.0.1:6379/0 "$bin" check --config "$copy" 2>&1); then
     ok "configs: portcullis check $name"
     return
   fi
