@@ -11,7 +11,7 @@ packages=(
   slapd ldap-utils pebble prometheus
   samba samba-ad-dc samba-ad-provision samba-dsdb-modules
   docker-compose docker.io shellcheck systemd python3-venv
-  debootstrap binutils haproxy chromium redis-server
+  debootstrap binutils haproxy chromium redis-server nghttp2-client
 )
 missing=()
 for p in "${packages[@]}"; do

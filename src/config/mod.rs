@@ -6,6 +6,7 @@
 
 pub mod acme;
 pub mod client_auth;
+pub mod http2;
 pub mod ldap;
 pub mod limits;
 pub mod oidc;
@@ -280,6 +281,9 @@ pub struct ServerConfig {
     pub client_address_header: ClientAddressHeader,
     /// L4 balancers in front that send a PROXY header (TLS listener).
     pub proxy_protocol: Option<ProxyProtocolConfig>,
+    /// HTTP/2 flow control on the TLS listener.
+    #[serde(default)]
+    pub http2: http2::Http2Config,
     /// Optional plain-HTTP listener that redirects to https.
     pub http_listen: Option<SocketAddr>,
     /// How long in-flight transfers may go on after SIGTERM.
@@ -758,6 +762,7 @@ impl Config {
         if let Some(l) = &self.limits {
             p.extend(l.validate());
         }
+        p.extend(self.server.http2.validate());
         if self.auth.realm.is_empty() || self.auth.realm.contains('"') {
             p.push(Problem::new(
                 "auth.realm",

@@ -119,6 +119,9 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
         cfg.server.listen
     );
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    if let Some(app) = service.app_logic_mut() {
+        app.h2_options = Some(h2_options(&cfg.server.http2));
+    }
     if cfg.metrics.enabled {
         let ready_checks = match auth.ldap() {
             Some(_) => {
@@ -273,4 +276,17 @@ impl pingora::listeners::TlsAccept for HandshakeCounter {
             }
         }
     }
+}
+
+/// Pingora's bounded defaults (header list, concurrent streams) with the
+/// windows and frame size of `[server.http2]`.
+fn h2_options(
+    c: &crate::config::http2::Http2Config,
+) -> pingora::protocols::http::v2::server::H2Options {
+    let mut o = pingora::protocols::http::v2::server::default_h2_options();
+    o.initial_window_size(c.stream_window)
+        .initial_connection_window_size(c.connection_window)
+        .max_frame_size(c.max_frame_size)
+        .max_send_buffer_size(c.send_buffer as usize);
+    o
 }
