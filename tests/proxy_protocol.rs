@@ -127,3 +127,81 @@ fn clients_behind_haproxy_are_seen_through_the_proxy_protocol() {
         200
     );
 }
+
+/// The plain-HTTP listener (`server.http_listen`) behind the same kind of
+/// balancer: PROXY headers from the listed peer are read (the redirect is
+/// answered and the access log names the client), a listed peer without
+/// one is refused, and other peers are served as before.
+#[test]
+fn the_plain_listener_reads_proxy_headers_too() {
+    let reg = Registry::start();
+    let http_port = free_port();
+    let proxy = Proxy::start(
+        &reg,
+        ProxyOptions::basic(&[(USER, PASS)])
+            .line_in(
+                "server",
+                &format!("http_listen = \"127.0.0.1:{http_port}\""),
+            )
+            .toml(&format!(
+                "[server.proxy_protocol]\nfrom = [\"{BALANCER}/32\"]\n"
+            )),
+    );
+    let front = free_port();
+    let lb = Haproxy::start(
+        "tcp",
+        &format!(
+            "frontend plain\n  bind 127.0.0.1:{front}\n  default_backend plain\n\
+             backend plain\n  server portcullis 127.0.0.1:{http_port} send-proxy-v2 source {BALANCER}\n"
+        ),
+        &[front],
+    );
+    let path = "/v2/behind/lb/tags/list";
+    let plain_from = |from: &str, port: u16| {
+        reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .local_address(Some(from.parse().unwrap()))
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+    };
+    let r = plain_from("127.0.0.2", front)
+        .unwrap_or_else(|e| panic!("through HAProxy: {e}\n{}\n{}", proxy.logs(), lb.logs()));
+    assert_eq!(r.status(), 301, "{}", proxy.logs());
+    assert_eq!(
+        header_of(&r, "location").as_deref(),
+        Some(format!("{}{path}", proxy.base()).as_str())
+    );
+    // a client of its own, straight to the plain port
+    assert_eq!(plain_from("127.0.0.3", http_port).unwrap().status(), 301);
+    wait_until(
+        "both redirects are logged",
+        WAIT,
+        || clients_of(&proxy, path).len() == 2,
+        || proxy.logs(),
+    );
+    let clients: Vec<String> = clients_of(&proxy, path)
+        .iter()
+        .map(|c| c.split(':').next().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        clients,
+        ["127.0.0.2", "127.0.0.3"],
+        "the client behind HAProxy, then the direct one\n{}",
+        proxy.logs()
+    );
+    // the balancer's address without a header: refused
+    let bare = plain_from(BALANCER, http_port);
+    assert!(
+        bare.is_err(),
+        "a listed peer without a PROXY header: {bare:?}"
+    );
+    wait_until(
+        "the refusal is logged",
+        WAIT,
+        || proxy.logs().contains("sent no valid PROXY header"),
+        || proxy.logs(),
+    );
+}

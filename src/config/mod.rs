@@ -279,7 +279,7 @@ pub struct ServerConfig {
     /// passes a client's forged other header through untouched.
     #[serde(default)]
     pub client_address_header: ClientAddressHeader,
-    /// L4 balancers in front that send a PROXY header (TLS listener).
+    /// L4 balancers in front that send a PROXY header (both listeners).
     pub proxy_protocol: Option<ProxyProtocolConfig>,
     /// HTTP/2 flow control on the TLS listener.
     #[serde(default)]

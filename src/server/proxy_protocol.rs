@@ -1,23 +1,31 @@
 //! `[server.proxy_protocol]`: the PROXY protocol (v1 and v2, as HAProxy's
-//! `send-proxy` and `send-proxy-v2` write it) on the TLS listener. A
+//! `send-proxy` and `send-proxy-v2` write it) on the TLS listener and the
+//! plain-HTTP one (`server.http_listen`). A
 //! connection from a listed network must start with a PROXY header, whose
 //! source address becomes the client's for everything after (rules,
 //! throttle, logs, audit, the registry's `X-Forwarded-For`); a connection
 //! from anywhere else that starts with one is refused, so no client can
 //! claim another's address.
 //!
-//! It runs before the TLS handshake (Pingora's pre-TLS hook), then hands
-//! the stream to the next hook (the tls-alpn-01 responder) if any.
+//! On the TLS listener it runs before the handshake (Pingora's pre-TLS
+//! hook), then hands the stream to the next hook (the tls-alpn-01
+//! responder) if any. Pingora runs that hook on TLS listeners only, so the
+//! plain listener's service wraps its app in [`PlainBehindBalancer`], which
+//! runs the same step once per connection before serving it.
 
 use async_trait::async_trait;
 use ipnet::IpNet;
+use pingora::apps::ServerApp;
 use pingora::listeners::{PreTlsCallback, PreTlsProcess};
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora::server::ShutdownWatch;
+use pingora::services::listening::Service;
 use pingora::{Error, ErrorType};
 use ppp::{HeaderResult, PartialResult};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::io::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
@@ -199,6 +207,58 @@ impl PreTlsProcess for ProxyProtocol {
             Some(next) => next.process(stream).await,
             None => Ok(()),
         }
+    }
+}
+
+/// The plain listener's app behind `[server.proxy_protocol]`: the PROXY
+/// step, then the connection served by `A` for as long as it is kept
+/// alive (this app loops over the reuses itself, so the step runs once).
+pub struct PlainBehindBalancer<A> {
+    app: Arc<A>,
+    proxy: ProxyProtocol,
+}
+
+impl<A: ServerApp + Send + Sync + 'static> PlainBehindBalancer<A> {
+    /// The service listening on `listen`.
+    pub fn service(app: A, from: &[IpNet], listen: SocketAddr) -> Service<Self> {
+        let wrapped = PlainBehindBalancer {
+            app: Arc::new(app),
+            proxy: ProxyProtocol::new(from, None),
+        };
+        let mut service = Service::new("portcullis plain http".to_owned(), wrapped);
+        service.add_tcp(&listen.to_string());
+        service
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for PlainBehindBalancer<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // a plain listener's streams are plain TCP (or Unix) sockets
+        let mut l4 = match stream.into_any().downcast::<L4Stream>() {
+            Ok(l4) => *l4,
+            Err(_) => {
+                tracing::error!("plain HTTP: a stream that is not a socket; closed");
+                return None;
+            }
+        };
+        if let Err(e) = self.proxy.process(&mut l4).await {
+            tracing::debug!(error = %e, "plain HTTP: connection refused");
+            return None;
+        }
+        let mut next = self.app.process_new(Box::new(l4), shutdown).await;
+        while let Some(reused) = next {
+            next = self.app.process_new(reused, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
     }
 }
 

@@ -172,7 +172,12 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
     if let Some(http) = cfg.server.http_listen {
         let http01 = acme.as_ref().and_then(|a| a.http01.clone());
         let plain = PlainHttp::new(cfg.server.listen.port(), http01, cfg.log.access_log);
-        server.add_service(plain.service(http));
+        match &cfg.server.proxy_protocol {
+            Some(p) => server.add_service(super::proxy_protocol::PlainBehindBalancer::service(
+                plain, &p.from, http,
+            )),
+            None => server.add_service(plain.service(http)),
+        };
     }
 
     if let Some(acme) = acme {
