@@ -9,9 +9,12 @@
 #            and with [cluster]: the success path, which never asks Redis
 #   lb1/lb3: GET of a manifest through HAProxy (round robin) to one and to
 #            three replicas sharing one Redis
+#   limits:  cached logins (as ok) with [limits] per address and per user
+#            set high enough never to refuse, without and with [cluster]
+#            (the buckets synced every 2 s): the cost of the rate limits
 #   rounds interleaved; requests/s and portcullis CPU per request.
 #
-#   bash bench/fleet.sh          # about 4 min on 2 vCPUs
+#   bash bench/fleet.sh          # about 5 min on 2 vCPUs
 #   QUICK=1 bash bench/fleet.sh  # smoke test
 # Needs: wrk haproxy redis-server docker-registry htpasswd openssl curl.
 # Knobs: ROUNDS [5] WRK_DURATION [10s] WRK_CONNS [16]
@@ -71,7 +74,7 @@ start_redis() {
 
 # start_portcullis NAME CLUSTER(0|1)
 start_portcullis() {
-  local n=$1 cluster=$2 d=$WORK/$1 port
+  local n=$1 cluster=$2 limits=${3:-0} d=$WORK/$1 port
   mkdir -p "$d"
   port=$(free_port); BASE[$n]=https://127.0.0.1:$port
   {
@@ -110,6 +113,9 @@ level = "error"
 access_log = false
 TOML
     if [[ $cluster == 1 ]]; then printf '\n[cluster]\nredis = "%s"\n' "$REDIS"; fi
+    if [[ $limits == 1 ]]; then
+      printf '\n[limits.per_address]\nrate = 1e9\nburst = 1000000000\n\n[limits.per_user]\nrate = 1e9\nburst = 1000000000\n'
+    fi
   } >"$d/proxy.toml"
   "$PORTCULLIS" check --config "$d/proxy.toml" >"$d/check.log" 2>&1 || { cat "$d/check.log" >&2; die "config $n"; }
   "$PORTCULLIS" serve --config "$d/proxy.toml" >"$d/out.log" 2>&1 &
@@ -158,6 +164,8 @@ round() {
     fail-cluster) url=${BASE[r0]}/v2/; creds="bench:wrong"; pids=("${PID[r0]}") ;;
     ok-local) url=${BASE[solo]}/v2/; creds="bench:$PASS"; pids=("${PID[solo]}") ;;
     ok-cluster) url=${BASE[r0]}/v2/; creds="bench:$PASS"; pids=("${PID[r0]}") ;;
+    limits-local) url=${BASE[lim]}/v2/; creds="bench:$PASS"; pids=("${PID[lim]}") ;;
+    limits-cluster) url=${BASE[limc]}/v2/; creds="bench:$PASS"; pids=("${PID[limc]}") ;;
     lb1) url=${BASE[lb1]}/v2/$REPO/manifests/latest; creds="bench:$PASS"; pids=("${PID[r0]}") ;;
     lb3) url=${BASE[lb3]}/v2/$REPO/manifests/latest; creds="bench:$PASS"; pids=("${PID[r0]}" "${PID[r1]}" "${PID[r2]}") ;;
   esac
@@ -191,13 +199,15 @@ seed_image
 start_redis
 start_portcullis solo 0
 for n in r0 r1 r2; do start_portcullis "$n" 1; done
+start_portcullis lim 0 1
+start_portcullis limc 1 1
 start_lb
 
 for ((r = 1; r <= ROUNDS; r++)); do
-  for t in $(rotate "$r" fail-local fail-cluster ok-local ok-cluster lb1 lb3); do round "$t" "$r"; sleep 1; done
+  for t in $(rotate "$r" fail-local fail-cluster ok-local ok-cluster limits-local limits-cluster lb1 lb3); do round "$t" "$r"; sleep 1; done
 done
 rec redis 0 keys "$(redis-cli -u "$REDIS" dbsize)"
-for n in solo r0 r1 r2; do rec "$n" 0 log_error_lines "$(grep -cE ' (ERROR|WARN) |panicked' "$WORK/$n/out.log" || true)"; done
+for n in solo r0 r1 r2 lim limc; do rec "$n" 0 log_error_lines "$(grep -cE ' (ERROR|WARN) |panicked' "$WORK/$n/out.log" || true)"; done
 
 {
   echo "{\"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"duration_s\": $(( $(date +%s) - T_START )),"
@@ -223,15 +233,21 @@ print(f"`{meta['wrk_args']}`, {meta['rounds']} interleaved rounds, medians:\n")
 print("| what | without `[cluster]` req/s | with `[cluster]` req/s | × | CPU µs/request without | with | × | rounds (with) |")
 print("|---|---:|---:|---:|---:|---:|---:|---|")
 for label, a, b in [("failed login (bcrypt cost 4, counted)", "fail-local", "fail-cluster"),
-                    ("cached login, `GET /v2/`", "ok-local", "ok-cluster")]:
+                    ("cached login, `GET /v2/`", "ok-local", "ok-cluster"),
+                    ("cached login with `[limits]` (never refusing)", "limits-local", "limits-cluster")]:
     print(f"| {label} | {med(a,'rps'):,.0f} | {med(b,'rps'):,.0f} | {med(b,'rps')/med(a,'rps'):.2f} | "
           f"{med(a,'cpu_us_per_request'):,.0f} | {med(b,'cpu_us_per_request'):,.0f} | {med(b,'cpu_us_per_request')/med(a,'cpu_us_per_request'):.2f} | {runs(b)} |")
+print("\nThe rate limits' own cost, cached login `GET /v2/`, against the same without `[limits]`:\n")
+print("| | req/s × | CPU µs/request × |")
+print("|---|---:|---:|")
+for label, a, b in [("`[limits]`, one process", "ok-local", "limits-local"), ("`[limits]` + `[cluster]`", "ok-cluster", "limits-cluster")]:
+    print(f"| {label} | {med(b,'rps')/med(a,'rps'):.2f} | {med(b,'cpu_us_per_request')/med(a,'cpu_us_per_request'):.2f} |")
 print("\nManifest GETs through HAProxy (round robin, `option forwardfor`, TLS to the replicas), Basic login cached:\n")
 print("| replicas | req/s | × one | portcullis CPU µs/request (all replicas) | rounds |")
 print("|---|---:|---:|---:|---|")
 for t, n in [("lb1", 1), ("lb3", 3)]:
     print(f"| {n} | {med(t,'rps'):,.0f} | {med(t,'rps')/med('lb1','rps'):.2f} | {med(t,'cpu_us_per_request'):,.0f} | {runs(t)} |")
-errs = sum(vals[(n, "log_error_lines")][0] for n in ("solo", "r0", "r1", "r2"))
+errs = sum(vals[(n, "log_error_lines")][0] for n in ("solo", "r0", "r1", "r2", "lim", "limc"))
 print(f"\nKeys in Redis at the end: {med('redis','keys'):.0f}. ERROR/WARN lines in the portcullis logs: {errs:.0f}.")
 PY
 log "done in $(( $(date +%s) - T_START )) s"
