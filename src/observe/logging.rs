@@ -4,7 +4,7 @@ use crate::config::{LogConfig, LogFormat};
 use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_log::{log, LogTracer, NormalizeEvent};
+use tracing_log::{log, AsLog, LogTracer, NormalizeEvent};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::EnvFilter;
 
@@ -38,10 +38,21 @@ pub fn init(cfg: &LogConfig, filter: Option<EnvFilter>) {
 }
 
 /// Sends the `log` records of Pingora and other crates to tracing, as
-/// `try_init` would, through [`Demote`].
+/// `try_init` would, through [`Demote`], with `log`'s maximum level set to
+/// the most verbose one the filter lets through: a record above it is
+/// skipped at its call site, before its arguments are evaluated. Pingora's
+/// chunked-body parser passes every buffer it reads through
+/// `String::from_utf8_lossy` for a `trace!` record; with the maximum at
+/// Trace that was three quarters of the CPU of a chunked upload (the
+/// Docker engine's pushes), every record then dropped by the filter
+/// (bench/profile.sh, docs/benchmarks.md).
 fn bridge_log() {
+    bridge_log_at(tracing::level_filters::LevelFilter::current().as_log());
+}
+
+fn bridge_log_at(max: log::LevelFilter) {
     if log::set_boxed_logger(Box::new(Demote(LogTracer::new()))).is_ok() {
-        log::set_max_level(log::LevelFilter::Trace);
+        log::set_max_level(max);
     }
 }
 
@@ -182,7 +193,7 @@ mod tests {
             .finish()
             .with(QuietHangups);
         // as Pingora logs: through the `log` crate, bridged to tracing
-        bridge_log();
+        bridge_log_at(log::LevelFilter::Trace);
         tracing::subscriber::with_default(subscriber, || {
             let addr = "127.0.0.1:50096";
             log::error!(
@@ -235,10 +246,29 @@ mod tests {
             .with_env_filter(EnvFilter::new(level))
             .finish()
             .with(QuietHangups);
-        bridge_log();
+        bridge_log_at(log::LevelFilter::Trace);
         tracing::subscriber::with_default(subscriber, emit);
         let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
         text
+    }
+
+    #[test]
+    fn log_records_the_filter_drops_are_not_even_formatted() {
+        // (nextest runs each test in a process of its own: this one
+        // installs the global subscriber and the bridge)
+        std::env::remove_var("RUST_LOG");
+        init(&LogConfig::default(), Some(EnvFilter::new("warn")));
+        assert_eq!(log::max_level(), log::LevelFilter::Warn);
+        let evaluated = std::cell::Cell::new(0);
+        let costly = || {
+            evaluated.set(evaluated.get() + 1);
+            "the arguments"
+        };
+        // as Pingora's chunked-body parser logs every buffer
+        log::trace!("{}", costly());
+        log::debug!("{}", costly());
+        log::warn!("{}", costly());
+        assert_eq!(evaluated.get(), 1, "only the WARN record's arguments");
     }
 
     #[test]
