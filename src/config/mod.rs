@@ -297,6 +297,11 @@ pub struct ServerConfig {
     pub hsts_max_age: Duration,
     /// Proxy worker threads; default: one per CPU.
     pub threads: Option<usize>,
+    /// Whether idle worker threads take tasks from busy ones (Pingora's
+    /// `work_stealing`). Off, each connection and its HTTP/2 streams stay
+    /// on the thread that accepted it.
+    #[serde(default = "defaults::work_stealing")]
+    pub work_stealing: bool,
     /// Unix socket over which a running process hands its listening
     /// sockets to its successor (`serve --upgrade`).
     #[serde(default = "defaults::upgrade_sock")]
@@ -563,6 +568,9 @@ mod defaults {
     }
     pub fn cache_size() -> u64 {
         10_000
+    }
+    pub fn work_stealing() -> bool {
+        true
     }
     pub fn hash_threads() -> usize {
         2

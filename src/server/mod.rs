@@ -93,6 +93,7 @@ fn pingora_server(cfg: &Config, upgrade: bool) -> Server {
             .server
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        work_stealing: cfg.server.work_stealing,
         grace_period_seconds: Some(cfg.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
         upstream_keepalive_pool_size: 256,
