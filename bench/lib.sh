@@ -39,6 +39,8 @@ wrk_stats() {
 rotate() { local r=$1; shift; local a=("$@") n=$# i; for ((i = 0; i < n; i++)); do echo "${a[$(((i + r - 1) % n))]}"; done; }
 
 # A registry:2 (Debian docker-registry) on a free port, data in $WORK: sets REG, REG_PID.
+# REG_RELATIVE=1: relative upload Locations (relativeurls), so the same
+# upload URL works through every proxy (bare Pingora rewrites nothing).
 start_registry() {
   local port; port=$(free_port)
   REG=http://127.0.0.1:$port
@@ -57,6 +59,7 @@ storage:
 http:
   addr: 127.0.0.1:$port
   secret: portcullis-bench-secret
+  relativeurls: $([[ ${REG_RELATIVE:-0} == 1 ]] && echo true || echo false)
 YML
   docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
   REG_PID=$!

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Summary of bench/clients.sh: medians over the rounds per (target, op),
+ratios of portcullis to the others, and the issue's targets (issue 17).
+
+    python3 bench/clients_report.py --csv bench/results/clients.csv \
+        --meta bench/results/clients-meta.json --out bench/results/clients-summary.md
+"""
+import argparse
+import csv
+import json
+import statistics
+from collections import defaultdict
+
+TARGET_ORDER = ["registry", "nginx", "nginx-tuned", "caddy", "pingora-bare", "portcullis"]
+OPS = [
+    ("skopeo_pull", "skopeo pull"),
+    ("skopeo_push", "skopeo push"),
+    ("docker_pull", "docker pull"),
+    ("docker_push", "docker push"),
+]
+METRICS = [
+    ("wall_s", "wall s", 2),
+    ("proxy_cpu_s_per_gib", "proxy CPU s/GiB", 2),
+    ("registry_cpu_s_per_gib", "registry CPU s/GiB", 2),
+    ("client_cpu_s", "client CPU s", 2),
+]
+# (label, metric, other target, bound): portcullis / other <= bound
+GOALS = [
+    ("wall ≤ 0.9 × nginx recipe", "wall_s", "nginx", 0.9),
+    ("wall ≤ 1.0 × Caddy", "wall_s", "caddy", 1.0),
+    ("CPU/GiB ≤ 0.5 × nginx recipe", "proxy_cpu_s_per_gib", "nginx", 0.5),
+    ("CPU/GiB ≤ 1.0 × Caddy", "proxy_cpu_s_per_gib", "caddy", 1.0),
+    ("wall ≤ 1.10 × pingora-bare", "wall_s", "pingora-bare", 1.10),
+    ("CPU/GiB ≤ 1.10 × pingora-bare", "proxy_cpu_s_per_gib", "pingora-bare", 1.10),
+]
+
+
+def fmt(x, digits=2):
+    if x is None:
+        return "–"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--csv", required=True)
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+
+    per_round = defaultdict(list)   # (target, metric) -> values over rounds >= 1
+    facts = {}                      # (target, metric) -> value of round 0
+    with open(a.csv) as f:
+        for row in csv.DictReader(f):
+            try:
+                v = float(row["value"])
+            except ValueError:
+                continue
+            key = (row["target"], row["metric"])
+            if row["round"] == "0":
+                facts[key] = v
+            else:
+                per_round[key].append(v)
+    meta = json.load(open(a.meta))
+    targets = [t for t in TARGET_ORDER if t in meta.get("targets", [])]
+    targets += [t for t in meta.get("targets", []) if t not in targets]
+
+    def med(t, m):
+        v = per_round.get((t, m))
+        return statistics.median(v) if v else None
+
+    def cell(t, m, digits):
+        v = per_round.get((t, m))
+        if not v:
+            return "–"
+        s = fmt(statistics.median(v), digits)
+        if len(v) > 1:
+            s += f" ({fmt(min(v), digits)}–{fmt(max(v), digits)})"
+        return s
+
+    ops = [(op, name) for op, name in OPS if any((t, op + "_wall_s") in per_round for t in targets)]
+    out = []
+    w = out.append
+    w("# Real clients through the targets (bench/clients.sh)")
+    w("")
+    mib = meta.get("image_bytes", 0) / 2**20
+    tar_mib = meta.get("image_tar_bytes", 0) / 2**20
+    w(f"{meta.get('date', '?')}, git {meta.get('git', '?')}, {meta.get('rounds', '?')} round(s), "
+      f"{meta.get('duration_s', '?')} s; {meta.get('nproc', '?')} × {meta.get('cpu', '?')}; "
+      f"load average {meta.get('loadavg_start', '?')} before, {meta.get('loadavg_end', '?')} after.")
+    w("")
+    w(f"Image: {meta.get('layers', '?')} layers of {meta.get('layer_mib', '?')} MiB "
+      f"({meta.get('layer_content', '?')}): {mib:.1f} MiB gzip'd as pulled and pushed by skopeo "
+      f"({tar_mib:.1f} MiB of tars); docker push moves the engine's own gzip (its bytes are in the CSV).")
+    w("")
+    vers = [f"{k} {meta[k]}" for k in ("skopeo", "docker_cli", "docker_engine", "nginx", "caddy", "registry", "openssl") if meta.get(k)]
+    if meta.get("docker_storage"):
+        vers.append(f"engine storage {meta['docker_storage']}")
+    if meta.get("portcullis_binary"):
+        vers.append(f"portcullis binary {meta['portcullis_binary']}")
+    w("Versions: " + ", ".join(vers) + ".")
+    w("")
+    w("Median over the rounds (min–max). Proxy CPU is utime+stime of the proxy's processes "
+      "(nginx: master + workers) per GiB moved; client CPU is skopeo's, or dockerd's + the CLI's "
+      "(docker pull gunzips and extracts into the storage driver, docker push gzips every layer).")
+    w("")
+    w("| operation | metric | " + " | ".join(targets) + " |")
+    w("|---|---|" + "---:|" * len(targets))
+    for op, name in ops:
+        for m, label, digits in METRICS:
+            if not any((t, f"{op}_{m}") in per_round for t in targets):
+                continue
+            w(f"| {name} | {label} | " + " | ".join(cell(t, f"{op}_{m}", digits) for t in targets) + " |")
+    w("")
+
+    others = [t for t in ("nginx", "nginx-tuned", "caddy", "pingora-bare") if t in targets]
+    if "portcullis" in targets and others:
+        w("## portcullis / the others (ratio of medians)")
+        w("")
+        w("| operation | metric | " + " | ".join(f"/ {o}" for o in others) + " |")
+        w("|---|---|" + "---:|" * len(others))
+        for op, name in ops:
+            for m, label, _ in METRICS[:2]:
+                p = med("portcullis", f"{op}_{m}")
+                cells = []
+                for o in others:
+                    q = med(o, f"{op}_{m}")
+                    cells.append(fmt(p / q) if p is not None and q else "–")
+                w(f"| {name} | {label} | " + " | ".join(cells) + " |")
+        w("")
+        w("## The issue's targets")
+        w("")
+        w("| operation | target | portcullis / other | verdict |")
+        w("|---|---|---:|---|")
+        met = total = 0
+        for op, name in ops:
+            for label, m, other, bound in GOALS:
+                p = med("portcullis", f"{op}_{m}")
+                q = med(other, f"{op}_{m}")
+                if p is None or not q:
+                    w(f"| {name} | {label} | – | n/a |")
+                    continue
+                r = p / q
+                ok = r <= bound
+                total += 1
+                met += ok
+                w(f"| {name} | {label} | {fmt(r)} | {'met' if ok else '**not met**'} |")
+        w("")
+        w(f"{met} of {total} met.")
+        w("")
+
+    w("## Protocol, checks and logs")
+    w("")
+    w("HTTP version each client used (what it offers in ALPN, probed with openssl s_server: "
+      + ", ".join(f"{c} offers {v}" for c, v in meta.get("client_alpn", {}).items())
+      + "; and what the target selects for curl --http2). Failures count operations that failed "
+      "over all rounds; reused counts blobs skopeo skipped and layers the engine mounted or found "
+      "(all should be 0: every push uploads the whole image).")
+    w("")
+    clients = meta.get("clients", "skopeo docker").split()
+    hdr = ["target"] + [f"{c} HTTP" for c in clients] + ["target picks (curl)", "pulled blobs verified", "failures", "reused", "log errors", "log warnings", "nginx spills"]
+    w("| " + " | ".join(hdr) + " |")
+    w("|---|" + "---:|" * (len(hdr) - 1))
+
+    def fact(t, m, digits=0):
+        v = facts.get((t, m))
+        if v is None:
+            return "–"
+        return f"{v:g}" if digits == 0 else fmt(v, digits)
+
+    for t in targets:
+        fails = sum(1 for (tt, m), vs in per_round.items() if tt == t and m.endswith("_ok") for v in vs if v == 0)
+        reused = sum(sum(vs) for (tt, m), vs in per_round.items()
+                     if tt == t and m in ("skopeo_push_reused_blobs", "docker_push_mounted_layers", "docker_push_existing_layers"))
+        ver = []
+        for c in clients:
+            v = facts.get((t, f"verify_{c}_pull_ok"))
+            if v is not None:
+                ver.append(f"{c} {'ok' if v == 1 else 'BAD'}")
+        row = [t] + [fact(t, f"http_version_{c}") for c in clients] + [
+            fact(t, "server_http_version_curl"), ", ".join(ver) or "–", str(fails), f"{reused:g}",
+            fact(t, "log_error_lines"), fact(t, "log_warn_lines"), fact(t, "nginx_temp_file_spills")]
+        w("| " + " | ".join(row) + " |")
+    if ("docker-engine", "dockerd_log_error_lines") in facts:
+        w("")
+        w(f"dockerd logged {facts[('docker-engine', 'dockerd_log_error_lines')]:g} error lines.")
+    w("")
+    with open(a.out, "w") as f:
+        f.write("\n".join(out))
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
