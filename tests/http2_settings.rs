@@ -30,7 +30,7 @@ fn advertised(proxy: &Proxy) -> Advertised {
         "nghttp saw no SETTINGS from the proxy:\n{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut setting = |name: &str| -> Option<u64> {
+    let setting = |name: &str| -> Option<u64> {
         let recv = text.split("recv SETTINGS frame").nth(1)?;
         let block = recv.split("\n[").next()?;
         let at = block.find(name)?;
