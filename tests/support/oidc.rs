@@ -28,9 +28,11 @@ fn start_node(script: &str, args: &[String], log: &Path) -> (Child, String) {
     let mut cmd = Command::new("node");
     cmd.arg(oidc_dir().join(script)).args(args);
     let child = spawn_logged(&mut cmd, log);
+    // (an upper bound, not a timing: a loaded CI machine once took over
+    // 30 s to load oidc-provider while other tests ran)
     let url = wait_for(
         &format!("{script} ready"),
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         Duration::from_millis(50),
         || {
             fs::read_to_string(log)
