@@ -18,6 +18,10 @@
 #   skopeo push   skopeo copy dir:SRC docker://HOST/push-T-R/app:latest
 #   docker pull   docker rmi (all images), docker pull HOST/bench/app:latest
 #   docker push   docker tag + docker push HOST/push-T-R-d/app:latest
+#   curl          one BLOB_MIB blob: GET and monolithic PUT, each over
+#                 --http1.1 and, where the target offers it, --http2
+#                 (curl 7.88 negotiates h2 by ALPN, as Go's default
+#                 transport does): the HTTP/2 rows, in the same rounds
 # each in a fresh repository, measuring wall seconds, proxy CPU (utime+stime
 # of nginx master+workers, caddy, the binaries) per GiB moved, the
 # registry's CPU per GiB, and the client's CPU (skopeo; dockerd + CLI).
@@ -26,15 +30,16 @@
 #   QUICK=1 bash bench/clients.sh        # smoke test (1 round, 2 x 8 MiB)
 #   PORTCULLIS=/path/portcullis BARE=/path/bare_proxy bash bench/clients.sh
 #
-# Full run (ROUNDS=5, 6 x 48 MiB layers, 6 targets x 4 operations): about
-# 10 min on 2 vCPUs, some 17 s per target and round, most of it the Docker
-# engine's own work (gunzip + vfs copies on pull, gzip on push).
+# Full run (ROUNDS=5, 6 x 48 MiB layers, 6 targets x 4 operations, plus
+# curl's 2-4 transfers of one 256 MiB blob): about 12 min on 2 vCPUs, some
+# 21 s per target and round, most of it the Docker engine's own work
+# (gunzip + vfs copies on pull, gzip on push).
 #
 # Knobs (defaults in brackets):
 #   ROUNDS [5]  LAYERS [6]  LAYER_MIB [48] (uncompressed tar content per
 #   layer; layers are stored gzip'd, see "image" below)
 #   TARGETS ["registry nginx nginx-tuned caddy pingora-bare portcullis"]
-#   CLIENTS ["skopeo docker"]
+#   CLIENTS ["skopeo docker curl"]  BLOB_MIB [256] (the curl blob)
 #   PORTCULLIS [${CARGO_TARGET_DIR:-target}/release/portcullis]
 #   BARE [${CARGO_TARGET_DIR:-target}/release/examples/bare_proxy]
 #   OUT [bench/results]  OP_TIMEOUT [900] (seconds per client command)
@@ -101,12 +106,13 @@
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ ${QUICK:-0} == 1 ]]; then ROUNDS=${ROUNDS:-1}; LAYERS=${LAYERS:-2}; LAYER_MIB=${LAYER_MIB:-8}; fi
+if [[ ${QUICK:-0} == 1 ]]; then ROUNDS=${ROUNDS:-1}; LAYERS=${LAYERS:-2}; LAYER_MIB=${LAYER_MIB:-8}; BLOB_MIB=${BLOB_MIB:-16}; fi
 ROUNDS=${ROUNDS:-5}
 LAYERS=${LAYERS:-6}
 LAYER_MIB=${LAYER_MIB:-48}
 TARGETS=${TARGETS:-"registry nginx nginx-tuned caddy pingora-bare portcullis"}
-CLIENTS=${CLIENTS:-"skopeo docker"}
+CLIENTS=${CLIENTS:-"skopeo docker curl"}
+BLOB_MIB=${BLOB_MIB:-256}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 PORTCULLIS=${PORTCULLIS:-$TARGET_DIR/release/portcullis}
 BARE=${BARE:-$TARGET_DIR/release/examples/bare_proxy}
@@ -468,6 +474,68 @@ op_docker_push() {
   dk rmi "$dst" >/dev/null 2>&1 || true
 }
 
+# ---------------------------------------------------------------- curl: one blob
+# The HTTP/2 rows: curl moves one BLOB_MIB blob of random bytes (seeded
+# as a blob of bench/app) over HTTP/1.1 and HTTP/2. A PUT is monolithic
+# (POST, then PUT ?digest= with the whole body) into a fresh repository.
+seed_curl_blob() {
+  head -c $((BLOB_MIB * 1024 * 1024)) /dev/urandom >"$WORK/blob.bin"
+  BLOB_DIGEST=sha256:$(sha256sum "$WORK/blob.bin" | cut -d' ' -f1)
+  push_blob "$REPO" "$WORK/blob.bin" "$BLOB_DIGEST"
+  BLOB_BYTES=$((BLOB_MIB * 1024 * 1024))
+}
+# curl_to TARGET ARGS...: curl with the target's trust and credentials
+curl_to() {
+  local t=$1; shift
+  if [[ $t == registry ]]; then timeout "$OP_TIMEOUT" curl -s "$@"
+  else timeout "$OP_TIMEOUT" curl -s --cacert "$WORK/ca.pem" -u "$BENCH_USER:$BENCH_PASS" "$@"; fi
+}
+# curl_done OP PROTO WANT: checks the last measured curl's status line and
+# protocol (written by -w to $WORK/op.log)
+curl_done() {
+  local got; got=$(tail -n 1 "$WORK/op.log")
+  [[ $got == "$3 $2" ]] && return 0
+  log "$M_T $1: got '$got', want '$3 $2': not counted"
+  return 1
+}
+op_curl_get() {
+  local t=$1 r=$2 proto=$3 op=curl_get_h${3%.*}
+  M_T=$t; M_OP=$op
+  rm -f "$WORK/got.bin"
+  if measure "$WORK/op.log" curl_to "$t" "--http$proto" -o "$WORK/got.bin" -w '%{http_code} %{http_version}\n' \
+    "${BASE[$t]}/v2/$REPO/blobs/$BLOB_DIGEST" && curl_done "$op" "$proto" 200; then
+    if [[ -z ${VERIFIED[$t-$op]:-} ]]; then
+      VERIFIED[$t-$op]=1
+      if [[ sha256:$(sha256sum "$WORK/got.bin" | cut -d' ' -f1) == "$BLOB_DIGEST" ]]; then rec "$t" 0 "verify_${op}_ok" 1
+      else rec "$t" 0 "verify_${op}_ok" 0; log "$t $op: wrong bytes"; fi
+    fi
+    record_op "$t" "$r" "$op" "$BLOB_BYTES"
+    rec "$t" "$r" "${op}_mibs" "$(calc "$BLOB_MIB / $M_WALL")"
+    rec "$t" "$r" "${op}_ok" 1
+  else
+    rec "$t" "$r" "${op}_ok" 0
+  fi
+  rm -f "$WORK/got.bin"
+}
+op_curl_put() {
+  local t=$1 r=$2 proto=$3 op=curl_put_h${3%.*} h=$WORK/curl-h.txt loc code
+  M_T=$t; M_OP=$op
+  code=$(curl_to "$t" --http1.1 -X POST -D "$h" -o /dev/null -w '%{http_code}' -H 'Content-Length: 0' \
+    "${BASE[$t]}/v2/push-$t-$r-c$proto/blob/blobs/uploads/" || true)
+  loc=$(grep -i '^location:' "$h" | tail -1 | cut -d' ' -f2- | tr -d '\r')
+  if [[ $code != 202 || -z $loc ]]; then log "$t $op: POST -> $code"; rec "$t" "$r" "${op}_ok" 0; return 0; fi
+  [[ $loc == /* ]] && loc=${BASE[$t]}$loc
+  [[ $loc == *\?* ]] && loc="$loc&digest=$BLOB_DIGEST" || loc="$loc?digest=$BLOB_DIGEST"
+  if measure "$WORK/op.log" curl_to "$t" "--http$proto" -X PUT -T "$WORK/blob.bin" -H 'Content-Type: application/octet-stream' \
+    -H 'Expect:' -o /dev/null -w '%{http_code} %{http_version}\n' "$loc" && curl_done "$op" "$proto" 201; then
+    record_op "$t" "$r" "$op" "$BLOB_BYTES"
+    rec "$t" "$r" "${op}_mibs" "$(calc "$BLOB_MIB / $M_WALL")"
+    rec "$t" "$r" "${op}_ok" 1
+  else
+    rec "$t" "$r" "${op}_ok" 0
+  fi
+}
+
 # ---------------------------------------------------------------- probes
 # probe_client_alpn CLIENT: what the client offers in ALPN, seen by an
 # openssl s_server it is sent to; sets CLIENT_ALPN (h2, or http/1.1 when it
@@ -506,7 +574,7 @@ for c in docker-registry nginx caddy skopeo dockerd "$DOCKER" htpasswd openssl c
   command -v "$c" >/dev/null || die "$c missing (apt-get install -y --no-install-recommends nginx caddy skopeo docker.io docker-registry apache2-utils)"
 done
 [[ $(id -u) == 0 ]] || die "run as root (dockerd, /etc/docker/certs.d, mount namespaces)"
-for c in $CLIENTS; do [[ $c == skopeo || $c == docker ]] || die "unknown client $c"; done
+for c in $CLIENTS; do [[ $c == skopeo || $c == docker || $c == curl ]] || die "unknown client $c"; done
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN{exit !(l > n / 2)}'; then
@@ -519,6 +587,7 @@ make_htpasswd
 mkdir -p "$WORK/certs"; cp "$WORK/ca.pem" "$WORK/certs/ca.crt"
 start_client_registry
 seed_client_image
+if [[ " $CLIENTS " == *" curl "* ]]; then seed_curl_blob; fi
 
 # the blob-info cache mount point (an empty directory; skopeo only ever sees
 # the bound one), or else deleting the cache files before every command
@@ -580,7 +649,9 @@ fi
 
 # the HTTP version each client uses through each target: what the client
 # offers in ALPN (s_server probe) and what the target picks (curl --http2)
-for c in $CLIENTS; do probe_client_alpn "$c"; done
+for c in $CLIENTS; do
+  if [[ $c == curl ]]; then CLIENT_ALPN[curl]=h2; else probe_client_alpn "$c"; fi
+done
 DOCKERD_LOG_FROM=$(wc -l <"$D/dockerd.log" 2>/dev/null || echo 0)   # the probe's errors are expected
 declare -A SERVER_H2
 for t in "${ACTIVE[@]}"; do
@@ -607,6 +678,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
       case $c in
         skopeo) op_skopeo_pull "$t" "$r"; op_skopeo_push "$t" "$r" ;;
         docker) op_docker_pull "$t" "$r"; op_docker_push "$t" "$r" ;;
+        curl)
+          for proto in 1.1 2; do
+            [[ $proto == 2 && ${SERVER_H2[$t]} != 2 ]] && continue
+            op_curl_get "$t" "$r" "$proto"; op_curl_put "$t" "$r" "$proto"
+          done ;;
       esac
     done
   done
@@ -647,7 +723,8 @@ json_str() { "$PY" -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
   echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
   echo "  \"duration_s\": $(( $(date +%s) - T_START )),"
   echo "  \"git\": $(json_str "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo none)"),"
-  echo "  \"rounds\": $ROUNDS, \"layers\": $LAYERS, \"layer_mib\": $LAYER_MIB,"
+  echo "  \"rounds\": $ROUNDS, \"layers\": $LAYERS, \"layer_mib\": $LAYER_MIB, \"blob_mib\": $BLOB_MIB,"
+  echo "  \"curl\": \"$(curl --version | awk 'NR==1{print $2}')\","
   echo "  \"image_bytes\": $IMAGE_BYTES, \"image_tar_bytes\": $IMAGE_RAW_BYTES,"
   echo "  \"layer_content\": \"the concatenated regular files of /usr/bin and /usr/lib in path order, gzip -1\","
   echo "  \"clients\": $(json_str "$CLIENTS"), \"targets\": [$(printf '"%s",' "${ACTIVE[@]}" | sed 's/,$//')],"

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Proxy CPU per GiB of skopeo pushes (or pulls) through bare Pingora and
+# several portcullis binaries or run-time settings, interleaved: the tool
+# behind "portcullis over bare Pingora: the allocator" in docs/benchmarks.md.
+# Each VARIANT is NAME=BINARY[:ENV=VALUE,...]; every one runs with the
+# bench's Basic-auth config (bench/targets.sh), metrics and access log off.
+#
+#   cargo build --release --bin portcullis --example bare_proxy
+#   cp target/release/portcullis /tmp/portcullis-jemalloc
+#   cargo build --release --bin portcullis --no-default-features
+#   VARIANTS="jemalloc=/tmp/portcullis-jemalloc glibc=target/release/portcullis" bash bench/push_cpu.sh
+#   MODE=pull VARIANTS=... bash bench/push_cpu.sh
+#
+# Knobs: ROUNDS [6] LAYERS [4] LAYER_MIB [64] (random bytes: skopeo moves
+# blobs as they are) MODE [push|pull] BARE [target/release/examples/bare_proxy].
+# Prints each operation's proxy CPU ticks and, last, one TOTAL line per
+# target: CPU seconds per GiB over all rounds and the RSS at the end.
+# Needs root (a mount namespace hides containers/image's blob-info cache,
+# as in bench/clients.sh). Everything listens on 127.0.0.1.
+set -Eeuo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+ROUNDS=${ROUNDS:-6}; LAYERS=${LAYERS:-4}; LAYER_MIB=${LAYER_MIB:-64}
+BARE=${BARE:-$TARGET_DIR/release/examples/bare_proxy}
+[[ -n ${VARIANTS:-} ]] || { echo "set VARIANTS (see the header)" >&2; exit 2; }
+CACHE_MNT=/var/lib/containers/cache
+# PY, T_START and CSV_TMP are for bench/lib.sh
+# shellcheck disable=SC2034
+PY=python3 T_START=$(date +%s)
+CLK_TCK=$(getconf CLK_TCK)
+WORK=$(mktemp -d /tmp/portcullis-push-cpu.XXXXXX)
+# shellcheck disable=SC2034
+CSV_TMP=$WORK/r.csv
+declare -A PID PORT BASE
+BENCH_USER=bench; BENCH_PASS=bench-$RANDOM$RANDOM; REPO=bench/app
+# shellcheck source=bench/lib.sh disable=SC1091
+source "$ROOT/bench/lib.sh"
+# shellcheck source=bench/targets.sh disable=SC1091
+source "$ROOT/bench/targets.sh"
+cleanup() { set +e; for p in "${PID[@]}" $REG_PID; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+make_certs; make_htpasswd; mkdir -p "$WORK/certs"; cp "$WORK/ca.pem" "$WORK/certs/ca.crt"
+REG_RELATIVE=1 start_registry; PORT[registry]=${REG##*:}; BASE[registry]=$REG
+seed_image
+start_bare
+# VARIANTS: name=binary[:ENV=VAL]
+for v in $VARIANTS; do
+  name=${v%%=*}; rest=${v#*=}; bin=${rest%%:*}; envs=""; [[ $rest == *:* ]] && envs=${rest#*:}
+  PORT[$name]=$(free_port); BASE[$name]=https://127.0.0.1:${PORT[$name]}; mkdir -p "$WORK/$name"
+  cat >"$WORK/$name/proxy.toml" <<T
+[server]
+listen = "127.0.0.1:${PORT[$name]}"
+[upstream]
+url = "$REG"
+[tls]
+cert = "$WORK/cert.pem"
+key = "$WORK/key.pem"
+[auth]
+realm = "bench"
+[auth.htpasswd]
+path = "$WORK/htpasswd"
+[log]
+access_log = false
+level = "warn"
+[metrics]
+enabled = false
+T
+  # shellcheck disable=SC2086 # envs: words on purpose
+  env $envs "$bin" serve --config "$WORK/$name/proxy.toml" >"$WORK/$name/out.log" 2>&1 &
+  PID[$name]=$!
+  wait_http "${BASE[$name]}/v2/" "$BENCH_USER:$BENCH_PASS" 200 30 || { cat "$WORK/$name/out.log"; exit 1; }
+done
+NAMES="pingora-bare"; for v in $VARIANTS; do NAMES+=" ${v%%=*}"; done
+mkdir -p "$WORK/cache" "$WORK/home"
+mkdir -p "$CACHE_MNT"
+# shellcheck disable=SC2016
+sk() { HOME="$WORK/home" unshare --mount --propagation private sh -c 'mount --bind "$0" "$1" && shift && exec skopeo "$@"' "$WORK/cache" "$CACHE_MNT" --insecure-policy "$@"; }
+sk copy --src-tls-verify=false "docker://${REG#http://}/$REPO:latest" "dir:$WORK/src" >/dev/null
+declare -A SUM
+for ((r=1;r<=ROUNDS;r++)); do
+  # shellcheck disable=SC2086
+  for t in $(rotate "$r" $NAMES); do
+    rm -rf "${WORK:?}"/cache/*
+    c0=$(cpu_ticks "${PID[$t]}"); t0=$(now)
+    if [[ ${MODE:-push} == push ]]; then
+    sk copy --dest-cert-dir="$WORK/certs" --dest-creds "$BENCH_USER:$BENCH_PASS" "dir:$WORK/src" "docker://127.0.0.1:${PORT[$t]}/push-$t-$r/app:latest" >"$WORK/op.log" 2>&1 || { cat "$WORK/op.log"; exit 1; }
+    else rm -rf "$WORK/pull"
+    sk copy --src-cert-dir="$WORK/certs" --src-creds "$BENCH_USER:$BENCH_PASS" "docker://127.0.0.1:${PORT[$t]}/$REPO:latest" "dir:$WORK/pull" >"$WORK/op.log" 2>&1 || { cat "$WORK/op.log"; exit 1; }
+    fi
+    t1=$(now); c1=$(cpu_ticks "${PID[$t]}")
+    SUM[$t]=$(( ${SUM[$t]:-0} + c1 - c0 ))
+    echo "$t r$r wall $(calc "$t1-$t0") ticks $((c1-c0))"
+  done
+done
+for t in $NAMES; do echo "TOTAL $t cpu_s_per_gib $(calc "${SUM[$t]}/$CLK_TCK/($ROUNDS*$IMAGE_BYTES/1073741824)") rss_kb $(awk '/VmRSS/{print $2}' "/proc/${PID[$t]}/status")"; done
