@@ -24,25 +24,46 @@ pub fn oidc_dir() -> PathBuf {
 }
 
 /// Starts `node SCRIPT ARGS`, waits for its `ready URL` line.
+///
+/// A second start if the first prints no ready line within a minute: CI
+/// twice saw node stop after oidc-provider's "Unsupported runtime" notice
+/// and print nothing more for 30 and 90 s, while the other tests starting
+/// the same script were ready in 2–6 s. A hung start is the Node
+/// process's, not the proxy's; one that fails twice still fails the test.
 fn start_node(script: &str, args: &[String], log: &Path) -> (Child, String) {
-    let mut cmd = Command::new("node");
-    cmd.arg(oidc_dir().join(script)).args(args);
-    let child = spawn_logged(&mut cmd, log);
+    let ready_line = || {
+        fs::read_to_string(log).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("ready ").map(str::to_owned))
+        })
+    };
+    let spawn = || {
+        let mut cmd = Command::new("node");
+        cmd.arg(oidc_dir().join(script)).args(args);
+        spawn_logged(&mut cmd, log)
+    };
+    let mut child = spawn();
+    let first = std::time::Instant::now();
+    while first.elapsed() < Duration::from_secs(60) {
+        if let Some(url) = ready_line() {
+            return (child, url);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "{script}: no ready line within 60 s, starting it again; its log so far:\n{}",
+        tail(log, 30)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let child = spawn();
     // (an upper bound, not a timing: a loaded CI machine once took over
     // 30 s to load oidc-provider while other tests ran)
     let url = wait_for(
-        &format!("{script} ready"),
+        &format!("{script} ready (second start)"),
         Duration::from_secs(90),
         Duration::from_millis(50),
-        || {
-            fs::read_to_string(log)
-                .ok()
-                .and_then(|t| {
-                    t.lines()
-                        .find_map(|l| l.strip_prefix("ready ").map(str::to_owned))
-                })
-                .ok_or_else(|| "no ready line yet".to_owned())
-        },
+        || ready_line().ok_or_else(|| "no ready line yet".to_owned()),
         || tail(log, 30),
     );
     (child, url)
