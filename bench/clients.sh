@@ -607,7 +607,7 @@ for t in $TARGETS; do
     nginx)        start_nginx nginx recipe; ACTIVE+=(nginx) ;;
     nginx-tuned)  start_nginx nginx-tuned tuned; ACTIVE+=(nginx-tuned) ;;
     caddy)        if start_caddy caddy; then ACTIVE+=(caddy); fi ;;
-    portcullis)   if start_portcullis; then ACTIVE+=(portcullis); fi ;;
+    portcullis)   if start_portcullis portcullis; then ACTIVE+=(portcullis); fi ;;
     pingora-bare) if start_bare; then ACTIVE+=(pingora-bare); fi ;;
     *) die "unknown target $t" ;;
   esac

@@ -61,7 +61,7 @@ push_blob bench "$WORK/blob.bin" "$DIGEST"
 for t in $TARGETS; do
   case $t in
     pingora-bare) start_bare ;;
-    portcullis) start_portcullis ;;
+    portcullis) start_portcullis portcullis ;;
     *) die "unknown target $t" ;;
   esac
 done

@@ -40,35 +40,19 @@ source "$ROOT/bench/targets.sh"
 cleanup() { set +e; for p in "${PID[@]}" $REG_PID; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 make_certs; make_htpasswd; mkdir -p "$WORK/certs"; cp "$WORK/ca.pem" "$WORK/certs/ca.crt"
-REG_RELATIVE=1 start_registry; PORT[registry]=${REG##*:}; BASE[registry]=$REG
+REG_RELATIVE=1 start_registry; PORT[registry]=${REG##*:}
+# shellcheck disable=SC2034 # read by bench/targets.sh
+BASE[registry]=$REG
 seed_image
 start_bare
-# VARIANTS: name=binary[:ENV=VAL]
+# VARIANTS: name=binary[:ENV=VAL]; each one is started as bench/targets.sh
+# starts portcullis, with metrics off
+# shellcheck disable=SC2034 # read by start_portcullis
+PORTCULLIS_TOML_EXTRA=$'[metrics]\nenabled = false'
 for v in $VARIANTS; do
   name=${v%%=*}; rest=${v#*=}; bin=${rest%%:*}; envs=""; [[ $rest == *:* ]] && envs=${rest#*:}
-  PORT[$name]=$(free_port); BASE[$name]=https://127.0.0.1:${PORT[$name]}; mkdir -p "$WORK/$name"
-  cat >"$WORK/$name/proxy.toml" <<T
-[server]
-listen = "127.0.0.1:${PORT[$name]}"
-[upstream]
-url = "$REG"
-[tls]
-cert = "$WORK/cert.pem"
-key = "$WORK/key.pem"
-[auth]
-realm = "bench"
-[auth.htpasswd]
-path = "$WORK/htpasswd"
-[log]
-access_log = false
-level = "warn"
-[metrics]
-enabled = false
-T
   # shellcheck disable=SC2086 # envs: words on purpose
-  env $envs "$bin" serve --config "$WORK/$name/proxy.toml" >"$WORK/$name/out.log" 2>&1 &
-  PID[$name]=$!
-  wait_http "${BASE[$name]}/v2/" "$BENCH_USER:$BENCH_PASS" 200 30 || { cat "$WORK/$name/out.log"; exit 1; }
+  start_portcullis "$name" "$bin" $envs || die "$name did not start"
 done
 NAMES="pingora-bare"; for v in $VARIANTS; do NAMES+=" ${v%%=*}"; done
 mkdir -p "$WORK/cache" "$WORK/home"

@@ -426,7 +426,7 @@ for t in $TARGETS; do
     nginx)        start_nginx nginx recipe && ACTIVE+=(nginx) ;;
     nginx-noauth) start_nginx nginx-noauth noauth && ACTIVE+=(nginx-noauth) ;;
     nginx-tuned)  start_nginx nginx-tuned tuned && ACTIVE+=(nginx-tuned) ;;
-    portcullis)   start_portcullis && ACTIVE+=(portcullis) || true ;;
+    portcullis)   start_portcullis portcullis && ACTIVE+=(portcullis) || true ;;
     pingora-bare) start_bare && ACTIVE+=(pingora-bare) || true ;;
     *) die "unknown target $t" ;;
   esac

@@ -163,17 +163,21 @@ start_nginx() {
 }
 
 # ---------------------------------------------------------------- portcullis
-# PORTCULLIS_TOML_EXTRA (optional): TOML appended to the config
+# start_portcullis [NAME [BINARY [ENV=VALUE...]]]: NAME [portcullis] is the
+# target's name, BINARY [$PORTCULLIS], the ENV=VALUE words are set for that
+# process only. PORTCULLIS_TOML_EXTRA (optional): TOML appended to the config
 start_portcullis() {
-  if [[ ! -x $PORTCULLIS ]]; then
-    log "WARNING: $PORTCULLIS not found; skipping portcullis"; return 1
+  local name=${1:-portcullis} bin=${2:-$PORTCULLIS}
+  shift $(($# < 2 ? $# : 2))
+  if [[ ! -x $bin ]]; then
+    log "WARNING: $bin not found; skipping $name"; return 1
   fi
-  PORT[portcullis]=$(free_port)
-  BASE[portcullis]=https://127.0.0.1:${PORT[portcullis]}
-  mkdir -p "$WORK/portcullis"
-  cat >"$WORK/portcullis/proxy.toml" <<EOF
+  PORT[$name]=$(free_port)
+  BASE[$name]=https://127.0.0.1:${PORT[$name]}
+  mkdir -p "$WORK/$name"
+  cat >"$WORK/$name/proxy.toml" <<EOF
 [server]
-listen = "127.0.0.1:${PORT[portcullis]}"
+listen = "127.0.0.1:${PORT[$name]}"
 
 [upstream]
 url = "${BASE[registry]}"
@@ -192,18 +196,18 @@ path = "$WORK/htpasswd"
 access_log = false
 level = "warn"
 EOF
-  if [[ -n ${PORTCULLIS_TOML_EXTRA:-} ]]; then printf '\n%s\n' "$PORTCULLIS_TOML_EXTRA" >>"$WORK/portcullis/proxy.toml"; fi
-  "$PORTCULLIS" serve --config "$WORK/portcullis/proxy.toml" >"$WORK/portcullis/out.log" 2>&1 &
-  PID[portcullis]=$!
-  if ! wait_http "${BASE[portcullis]}/v2/" "$BENCH_USER:$BENCH_PASS" 200 30; then
-    log "WARNING: portcullis not ready within 30 s; log follows; skipping it"
-    tail -n 40 "$WORK/portcullis/out.log" >&2
-    kill "${PID[portcullis]}" 2>/dev/null || true; unset 'PID[portcullis]'
+  if [[ -n ${PORTCULLIS_TOML_EXTRA:-} ]]; then printf '\n%s\n' "$PORTCULLIS_TOML_EXTRA" >>"$WORK/$name/proxy.toml"; fi
+  env "$@" "$bin" serve --config "$WORK/$name/proxy.toml" >"$WORK/$name/out.log" 2>&1 &
+  PID[$name]=$!
+  if ! wait_http "${BASE[$name]}/v2/" "$BENCH_USER:$BENCH_PASS" 200 30; then
+    log "WARNING: $name not ready within 30 s; log follows; skipping it"
+    tail -n 40 "$WORK/$name/out.log" >&2
+    kill "${PID[$name]}" 2>/dev/null || true; unset "PID[$name]"
     return 1
   fi
-  local c; c=$(curl -sk -o /dev/null -w '%{http_code}' "${BASE[portcullis]}/v2/")
-  [[ $c == 401 ]] || log "WARNING: portcullis answers $c (not 401) to /v2/ without credentials"
-  log "portcullis pid ${PID[portcullis]} on ${BASE[portcullis]}"
+  local c; c=$(curl -sk -o /dev/null -w '%{http_code}' "${BASE[$name]}/v2/")
+  [[ $c == 401 ]] || log "WARNING: $name answers $c (not 401) to /v2/ without credentials"
+  log "$name pid ${PID[$name]} on ${BASE[$name]}"
 }
 
 # pingora-bare: the same TLS, certificate and upstream, no auth, no filters
