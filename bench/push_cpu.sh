@@ -12,7 +12,11 @@
 #   MODE=pull VARIANTS=... bash bench/push_cpu.sh
 #
 # Knobs: ROUNDS [6] LAYERS [4] LAYER_MIB [64] (random bytes: skopeo moves
-# blobs as they are) MODE [push|pull] BARE [target/release/examples/bare_proxy].
+# blobs as they are) MODE [push|pull] BARE [target/release/examples/bare_proxy]
+# BARE_VARIANTS [unset]: more bare Pingora builds, NAME=BINARY ...
+# PERF [unset]: a directory; each operation is also sampled with
+# `perf record ${PERF_OPTS:--F 999}` into PERF/NAME-rROUND.data, PERF/NAME.txt
+# the top symbols over all rounds (Debian linux-perf).
 # Prints each operation's proxy CPU ticks and, last, one TOTAL line per
 # target: CPU seconds per GiB over all rounds and the RSS at the end.
 # Needs root (a mount namespace hides containers/image's blob-info cache,
@@ -54,26 +58,40 @@ for v in $VARIANTS; do
   # shellcheck disable=SC2086 # envs: words on purpose
   start_portcullis "$name" "$bin" $envs || die "$name did not start"
 done
-NAMES="pingora-bare"; for v in $VARIANTS; do NAMES+=" ${v%%=*}"; done
+NAMES="pingora-bare"
+for v in ${BARE_VARIANTS:-}; do start_bare "${v%%=*}" "${v#*=}" || die "${v%%=*} did not start"; NAMES+=" ${v%%=*}"; done
+for v in $VARIANTS; do NAMES+=" ${v%%=*}"; done
 mkdir -p "$WORK/cache" "$WORK/home"
 mkdir -p "$CACHE_MNT"
 # shellcheck disable=SC2016
 sk() { HOME="$WORK/home" unshare --mount --propagation private sh -c 'mount --bind "$0" "$1" && shift && exec skopeo "$@"' "$WORK/cache" "$CACHE_MNT" --insecure-policy "$@"; }
 sk copy --src-tls-verify=false "docker://${REG#http://}/$REPO:latest" "dir:$WORK/src" >/dev/null
 declare -A SUM
+# page faults show memory the allocator gave back to the kernel and takes again
+minor_faults() { awk '{print $10}' "/proc/$1/stat"; }
 for ((r=1;r<=ROUNDS;r++)); do
   # shellcheck disable=SC2086
   for t in $(rotate "$r" $NAMES); do
     rm -rf "${WORK:?}"/cache/*
-    c0=$(cpu_ticks "${PID[$t]}"); t0=$(now)
+    [[ -n ${PERF:-} ]] && { mkdir -p "$PERF"; perf record -q ${PERF_OPTS:--F 999} -p "${PID[$t]}" -o "$PERF/$t-r$r.data" 2>/dev/null & PERF_PID=$!; sleep 0.5; }
+    c0=$(cpu_ticks "${PID[$t]}"); f0=$(minor_faults "${PID[$t]}"); t0=$(now)
     if [[ ${MODE:-push} == push ]]; then
     sk copy --dest-cert-dir="$WORK/certs" --dest-creds "$BENCH_USER:$BENCH_PASS" "dir:$WORK/src" "docker://127.0.0.1:${PORT[$t]}/push-$t-$r/app:latest" >"$WORK/op.log" 2>&1 || { cat "$WORK/op.log"; exit 1; }
     else rm -rf "$WORK/pull"
     sk copy --src-cert-dir="$WORK/certs" --src-creds "$BENCH_USER:$BENCH_PASS" "docker://127.0.0.1:${PORT[$t]}/$REPO:latest" "dir:$WORK/pull" >"$WORK/op.log" 2>&1 || { cat "$WORK/op.log"; exit 1; }
     fi
-    t1=$(now); c1=$(cpu_ticks "${PID[$t]}")
+    t1=$(now); c1=$(cpu_ticks "${PID[$t]}"); f1=$(minor_faults "${PID[$t]}")
+    [[ -n ${PERF:-} ]] && { kill -INT "$PERF_PID"; wait "$PERF_PID" || true; }
     SUM[$t]=$(( ${SUM[$t]:-0} + c1 - c0 ))
-    echo "$t r$r wall $(calc "$t1-$t0") ticks $((c1-c0))"
+    echo "$t r$r wall $(calc "$t1-$t0") ticks $((c1-c0)) minor_faults $((f1-f0))"
   done
 done
 for t in $NAMES; do echo "TOTAL $t cpu_s_per_gib $(calc "${SUM[$t]}/$CLK_TCK/($ROUNDS*$IMAGE_BYTES/1073741824)") rss_kb $(awk '/VmRSS/{print $2}' "/proc/${PID[$t]}/status")"; done
+if [[ -n ${PERF:-} ]]; then
+  for t in $NAMES; do
+    for f in "$PERF/$t"-r*.data; do perf report -q -i "$f" --no-children --sort dso,sym --percent-limit 0 2>/dev/null; done \
+      | awk '{pct=$1; sub(/%/,"",pct); $1=""; sum[$0]+=pct; n[$0]++} END {for (k in sum) printf "%7.2f %s\n", sum[k]/'"$ROUNDS"', k}' \
+      | sort -rn | head -60 >"$PERF/$t.txt"
+  done
+  echo "top symbols: $PERF/NAME.txt (average share per operation, %)"
+fi

@@ -211,23 +211,24 @@ EOF
 }
 
 # pingora-bare: the same TLS, certificate and upstream, no auth, no filters
-start_bare() {
-  if [[ ! -x $BARE ]]; then
-    log "WARNING: $BARE not found (cargo build --release --example bare_proxy); skipping pingora-bare"; return 1
+start_bare() { # [NAME [BINARY]]: bare Pingora (examples/bare_proxy), $BARE unless told
+  local name=${1:-pingora-bare} bin=${2:-$BARE}
+  if [[ ! -x $bin ]]; then
+    log "WARNING: $bin not found (cargo build --release --example bare_proxy); skipping $name"; return 1
   fi
-  PORT[pingora-bare]=$(free_port)
-  BASE[pingora-bare]=https://127.0.0.1:${PORT[pingora-bare]}
-  mkdir -p "$WORK/pingora-bare"
-  "$BARE" "127.0.0.1:${PORT[pingora-bare]}" "${BASE[registry]#http://}" "$WORK/cert.pem" "$WORK/key.pem" \
-    >"$WORK/pingora-bare/out.log" 2>&1 &
-  PID[pingora-bare]=$!
-  if ! wait_http "${BASE[pingora-bare]}/v2/" "" 200 30; then
-    log "WARNING: pingora-bare not ready within 30 s; skipping it"
-    tail -n 20 "$WORK/pingora-bare/out.log" >&2
-    kill "${PID[pingora-bare]}" 2>/dev/null || true; unset 'PID[pingora-bare]'
+  PORT[$name]=$(free_port)
+  BASE[$name]=https://127.0.0.1:${PORT[$name]}
+  mkdir -p "$WORK/$name"
+  "$bin" "127.0.0.1:${PORT[$name]}" "${BASE[registry]#http://}" "$WORK/cert.pem" "$WORK/key.pem" \
+    >"$WORK/$name/out.log" 2>&1 &
+  PID[$name]=$!
+  if ! wait_http "${BASE[$name]}/v2/" "" 200 30; then
+    log "WARNING: $name not ready within 30 s; skipping it"
+    tail -n 20 "$WORK/$name/out.log" >&2
+    kill "${PID[$name]}" 2>/dev/null || true; unset "PID[$name]"
     return 1
   fi
-  log "pingora-bare pid ${PID[pingora-bare]} on ${BASE[pingora-bare]}"
+  log "$name pid ${PID[$name]} on ${BASE[$name]}"
 }
 
 # ---------------------------------------------------------------- caddy
