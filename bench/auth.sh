@@ -18,6 +18,8 @@
 #        SOAK_RUNS [24] SOAK_DURATION [3s]
 #        PORTCULLIS_SYSTEM_MALLOC: for the soak, the binary built with
 #          `cargo build --release --no-default-features --bin portcullis`
+#        SOAK_LABEL, SOAK_OTHER_LABEL: the soak's names for PORTCULLIS and
+#          PORTCULLIS_SYSTEM_MALLOC, when the soak compares other builds
 #        PORTCULLIS [target/release/portcullis] OUT [bench/results] KEEP_WORK=1
 #        NAME [auth]: results file names
 # Output: $OUT/$NAME.csv (target,round,metric,value), $OUT/$NAME-summary.md
@@ -396,6 +398,7 @@ fi
 {
   echo "{\"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"duration_s\": $(( $(date +%s) - T_START )),"
   echo " \"rounds\": $ROUNDS, \"wrk_args\": \"wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION\","
+  echo " \"soak_label\": \"${SOAK_LABEL:-jemalloc (default build)}\", \"soak_other_label\": \"${SOAK_OTHER_LABEL:-system malloc (\`--no-default-features\`)}\","
   echo " \"soak_runs\": $SOAK_RUNS, \"soak_duration\": \"$SOAK_DURATION\", \"parts\": \"$PARTS\", \"rjem_malloc_conf_env\": \"${_RJEM_MALLOC_CONF:-}\","
   [[ -n ${PORTCULLIS_SYSTEM_MALLOC:-} ]] && echo " \"portcullis_system_malloc_binary\": \"$(sha256sum "$PORTCULLIS_SYSTEM_MALLOC" | cut -c1-16)\","
   echo " \"ldap_rounds\": $LDAP_ROUNDS, \"ldap_downloads\": $LDAP_DOWNLOADS, \"storm_rate\": $STORM_RATE, \"ldap\": $LDAP,"

@@ -106,7 +106,8 @@ def main():
 def soak_section(vals, meta, fmt):
     """The allocator soak: RSS of each instance as the runs go by."""
     names = ("soak-jemalloc", "soak-system")
-    label = {"soak-jemalloc": "jemalloc (default build)", "soak-system": "system malloc (`--no-default-features`)"}
+    label = {"soak-jemalloc": meta.get("soak_label", "jemalloc (default build)"),
+             "soak-system": meta.get("soak_other_label", "system malloc (`--no-default-features`)")}
     rss = {t: vals.get((t, "rss_mib"), []) for t in names}
     runs = min(len(rss[t]) for t in names)
     marks = sorted({1, 2, 4} | set(range(6, runs + 1, 6)) | {runs})
@@ -134,7 +135,7 @@ def soak_section(vals, meta, fmt):
                        f"errors {sum(vals.get((t, 'manifest_errors'), [])) + sum(vals.get((t, 'download_errors'), [])):.0f}.")
     cj, cs = med("soak-jemalloc", "manifest_proxy_cpu_us_per_req"), med("soak-system", "manifest_proxy_cpu_us_per_req")
     if cj and cs:
-        out.append(f"- CPU per request, jemalloc / system malloc: {cj / cs:.2f}.")
+        out.append(f"- CPU per request, {label['soak-jemalloc']} / {label['soak-system']}: {cj / cs:.2f}.")
     return out
 
 

@@ -41,7 +41,8 @@ BENCH_USER=bench; BENCH_PASS=bench-$RANDOM$RANDOM; REPO=bench/app
 source "$ROOT/bench/lib.sh"
 # shellcheck source=bench/targets.sh disable=SC1091
 source "$ROOT/bench/targets.sh"
-cleanup() { set +e; for p in "${PID[@]}" $REG_PID; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$WORK"; }
+# SIGINT: Pingora's fast shutdown (SIGTERM waits up to 5 min for sessions)
+cleanup() { set +e; for p in "${PID[@]}"; do kill -INT "$p" 2>/dev/null; done; kill "$REG_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 make_certs; make_htpasswd; mkdir -p "$WORK/certs"; cp "$WORK/ca.pem" "$WORK/certs/ca.crt"
 REG_RELATIVE=1 start_registry; PORT[registry]=${REG##*:}
