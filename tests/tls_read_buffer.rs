@@ -1,9 +1,9 @@
 //! The rustls that portcullis builds with (vendor/rustls-0.23.46, see
 //! vendor/README.md) keeps room for a whole TLS record in its read buffer
-//! once data flows. Published rustls 0.23 shrinks that buffer to 4 KiB each
-//! time it drains, so after a drained record a `read_tls` takes at most
-//! 4 KiB: these tests fail on it, and so they also notice when a rustls
-//! upgrade drops the patch.
+//! once a record has needed more than one read. Published rustls 0.23
+//! shrinks that buffer to 4 KiB each time it drains, so after a drained
+//! record a `read_tls` takes at most 4 KiB: the first test fails on it, and
+//! so it also notices when a rustls upgrade drops the patch.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -96,10 +96,18 @@ fn drain_plaintext(server: &mut Connection, fill: u8) {
 #[test]
 fn after_a_drained_record_the_next_read_takes_a_whole_record() {
     let (mut client, mut server) = connected_pair();
+    // The first large record is read 4 KiB at a time and makes the room.
+    let wire = client_record(&mut client, 0x01);
+    let mut rest = &wire[..];
+    while !rest.is_empty() {
+        server.read_tls(&mut rest).expect("read_tls");
+        server.process_new_packets().expect("process");
+    }
+    drain_plaintext(&mut server, 0x01);
     for (round, fill) in [(1, 0xa5u8), (2, 0x5a), (3, 0x3c)] {
         let wire = client_record(&mut client, fill);
-        // Published rustls reads 4096 bytes here, since its buffer shrank to
-        // 4 KiB when the previous record drained (round 1: after the handshake).
+        // Published rustls reads 4096 bytes here: its buffer shrank to
+        // 4 KiB when the previous record drained.
         let read = server.read_tls(&mut &wire[..]).expect("read_tls");
         assert_eq!(
             read,
@@ -109,6 +117,25 @@ fn after_a_drained_record_the_next_read_takes_a_whole_record() {
         server.process_new_packets().expect("process");
         drain_plaintext(&mut server, fill);
     }
+}
+
+#[test]
+fn small_records_keep_the_buffer_at_one_read() {
+    // A connection that has only sent small records (requests without a
+    // body) keeps the 4 KiB buffer: its first large record is read 4 KiB
+    // at a time, as published rustls reads it.
+    let (mut client, mut server) = connected_pair();
+    const REQUEST: &[u8] = b"GET /v2/ HTTP/1.1\r\nhost: registry.test\r\n\r\n";
+    for _ in 0..3 {
+        client.writer().write_all(REQUEST).expect("plaintext");
+        move_all(&mut client, &mut server);
+        let mut request = vec![0u8; REQUEST.len()];
+        server.reader().read_exact(&mut request).expect("request");
+        assert_eq!(request, REQUEST, "the request arrived");
+    }
+    let wire = client_record(&mut client, 0x77);
+    let read = server.read_tls(&mut &wire[..]).expect("read_tls");
+    assert_eq!(read, 4096, "one 4 KiB read, not a record's room");
 }
 
 #[test]

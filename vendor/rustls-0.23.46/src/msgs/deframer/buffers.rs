@@ -241,16 +241,21 @@ impl DeframerVecBuffer {
         // Also, reduce the buffer size if there are neither full nor partial messages in it,
         // which usually means that the other side suspended sending data.
         //
-        // portcullis: while data flows, keep room for one whole record instead
-        // of shrinking to 4 KiB each time the buffer drains and regrowing it
-        // through 8, 16 and 32 KiB for the next record. With jemalloc every one
-        // of those steps crosses a size class and copies (vendor/README.md).
-        // A buffer that grew past a record for a large handshake message is
-        // still given back.
+        // portcullis: once a record needs more than one read, make room for a
+        // whole record at once, and keep it when the buffer drains instead of
+        // shrinking it to 4 KiB and regrowing it through 8, 16 and 32 KiB for
+        // the next record: with jemalloc every one of those steps is a copy
+        // (vendor/README.md). A connection that only ever reads small records
+        // keeps its 4 KiB; a buffer that grew past a record for a large
+        // handshake message is still given back.
         let need_capacity = Ord::min(allow_max, self.used + READ_SIZE);
-        let record = Ord::min(allow_max, MAX_WIRE_SIZE);
         if need_capacity > self.buf.len() {
-            self.buf.resize(Ord::max(need_capacity, record), 0);
+            if need_capacity > READ_SIZE {
+                let record = Ord::min(allow_max, MAX_WIRE_SIZE);
+                self.buf
+                    .reserve_exact(record.saturating_sub(self.buf.len()));
+            }
+            self.buf.resize(need_capacity, 0);
         } else if self.buf.len() > allow_max {
             self.buf.resize(need_capacity, 0);
             self.buf.shrink_to(need_capacity);
