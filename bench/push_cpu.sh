@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proxy CPU per GiB of skopeo pushes (or pulls) through bare Pingora and
 # several portcullis binaries or run-time settings, interleaved: the tool
-# behind "portcullis over bare Pingora: the allocator" in docs/benchmarks.md.
+# behind "portcullis over bare Pingora on a push" in docs/benchmarks.md.
 # Each VARIANT is NAME=BINARY[:ENV=VALUE,...]; every one runs with the
 # bench's Basic-auth config (bench/targets.sh), metrics and access log off.
 #
@@ -15,9 +15,9 @@
 # blobs as they are) MODE [push|pull] BARE [target/release/examples/bare_proxy]
 # BARE_VARIANTS [unset]: more bare Pingora builds, NAME=BINARY ...
 # PERF [unset]: a directory; each operation is also sampled with
-# `perf record ${PERF_OPTS:--F 999}` into PERF/NAME-rROUND.data, PERF/NAME.txt
-# the top symbols over all rounds (Debian linux-perf).
-# Prints each operation's proxy CPU ticks and, last, one TOTAL line per
+# `perf record ${PERF_OPTS:--F 999}` into PERF/NAME-rROUND.data, and
+# PERF/NAME.txt gets the top symbols over all rounds (Debian linux-perf).
+# Prints each operation's proxy CPU ticks and minor page faults and, last, one TOTAL line per
 # target: CPU seconds per GiB over all rounds and the RSS at the end.
 # Needs root (a mount namespace hides containers/image's blob-info cache,
 # as in bench/clients.sh). Everything listens on 127.0.0.1.
@@ -91,7 +91,7 @@ for t in $NAMES; do echo "TOTAL $t cpu_s_per_gib $(calc "${SUM[$t]}/$CLK_TCK/($R
 if [[ -n ${PERF:-} ]]; then
   for t in $NAMES; do
     for f in "$PERF/$t"-r*.data; do perf report -q -i "$f" --no-children --sort dso,sym --percent-limit 0 2>/dev/null; done \
-      | awk '{pct=$1; sub(/%/,"",pct); $1=""; sum[$0]+=pct; n[$0]++} END {for (k in sum) printf "%7.2f %s\n", sum[k]/'"$ROUNDS"', k}' \
+      | awk '{pct=$1; sub(/%/,"",pct); $1=""; sum[$0]+=pct} END {for (k in sum) printf "%7.2f %s\n", sum[k]/'"$ROUNDS"', k}' \
       | sort -rn | head -60 >"$PERF/$t.txt"
   done
   echo "top symbols: $PERF/NAME.txt (average share per operation, %)"

@@ -61,11 +61,19 @@ fn move_all(from: &mut Connection, to: &mut Connection) {
     while from.wants_write() {
         from.write_tls(&mut wire).expect("write_tls");
     }
-    let mut rest = &wire[..];
+    feed(to, &wire);
+}
+
+/// `wire` read by `to` in as many `read_tls` calls as it takes; their number.
+fn feed(to: &mut Connection, wire: &[u8]) -> usize {
+    let mut rest = wire;
+    let mut reads = 0;
     while !rest.is_empty() {
         to.read_tls(&mut rest).expect("read_tls");
         to.process_new_packets().expect("process");
+        reads += 1;
     }
+    reads
 }
 
 /// One record of `RECORD_PLAINTEXT` bytes from the client, as it goes on the wire.
@@ -98,11 +106,7 @@ fn after_a_drained_record_the_next_read_takes_a_whole_record() {
     let (mut client, mut server) = connected_pair();
     // The first large record is read 4 KiB at a time and makes the room.
     let wire = client_record(&mut client, 0x01);
-    let mut rest = &wire[..];
-    while !rest.is_empty() {
-        server.read_tls(&mut rest).expect("read_tls");
-        server.process_new_packets().expect("process");
-    }
+    feed(&mut server, &wire);
     drain_plaintext(&mut server, 0x01);
     for (round, fill) in [(1, 0xa5u8), (2, 0x5a), (3, 0x3c)] {
         let wire = client_record(&mut client, fill);
@@ -145,13 +149,7 @@ fn records_split_across_reads_still_decrypt_in_order() {
     let (mut client, mut server) = connected_pair();
     let mut wire = client_record(&mut client, 0x11);
     wire.extend(client_record(&mut client, 0x22));
-    let mut rest = &wire[..];
-    let mut reads = 0;
-    while !rest.is_empty() {
-        server.read_tls(&mut rest).expect("read_tls");
-        server.process_new_packets().expect("process");
-        reads += 1;
-    }
+    let reads = feed(&mut server, &wire);
     assert!(reads >= 2, "two records cannot fit in one record's room");
     drain_plaintext(&mut server, 0x11);
     drain_plaintext(&mut server, 0x22);
