@@ -509,8 +509,8 @@ impl Login {
         }
     }
 
-    /// Removes the token and its session; bearer tokens minted from it
-    /// are revoked too.
+    /// Revokes the bearer tokens minted from the token, then removes the
+    /// token and its session.
     fn revoke(&self, id: &str, session: &Session, reason: &str) {
         tracing::info!(target: "auth", user = %session.user, token = %session.token, reason, "login token revoked");
         self.audit(
@@ -520,12 +520,8 @@ impl Login {
             "oidc-refresh".into(),
             Some(reason),
         );
-        if let Some(store) = self.auth.tokens() {
-            if let Err(e) = store.remove(id) {
-                tracing::error!(target: "auth", error = %e, token = %session.token, "cannot remove the revoked login token");
-                return;
-            }
-        }
+        // the bearer tokens first: once the login token is refused, none
+        // minted from it may still pass
         if let Some((list, keep)) = &self.revocations {
             let target = Target::AccessToken(id.to_owned());
             let result = RevocationFile::revoke(list.path(), target, *keep, Some(reason.into()))
@@ -533,6 +529,12 @@ impl Login {
                 .and_then(|()| list.reload().map_err(|e| e.to_string()));
             if let Err(e) = result {
                 tracing::error!(target: "auth", error = %e, "cannot revoke the bearer tokens of a revoked login token");
+            }
+        }
+        if let Some(store) = self.auth.tokens() {
+            if let Err(e) = store.remove(id) {
+                tracing::error!(target: "auth", error = %e, token = %session.token, "cannot remove the revoked login token");
+                return;
             }
         }
         self.forget(id);

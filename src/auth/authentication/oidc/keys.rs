@@ -210,10 +210,16 @@ impl IssuerKeys {
     }
 
     /// The background refresh: a fetch, one at a time with those of
-    /// requests (which wait for it rather than find no keys).
-    pub async fn refresh(&self) -> Result<usize, FetchError> {
+    /// requests (which wait for it rather than find no keys). Whether it
+    /// is due is asked again under the lock: a request that fetched
+    /// while the refresh waited (the first login at startup) has done
+    /// its work, and `None` says so.
+    pub async fn refresh(&self) -> Option<Result<usize, FetchError>> {
         let _one = self.fetching.lock().await;
-        self.fetch().await
+        if !self.refresh_due() {
+            return None;
+        }
+        Some(self.fetch().await)
     }
 
     /// Fetches the discovery document and the keys; on error the cached

@@ -186,7 +186,7 @@ impl Oidc {
     pub async fn refresh_keys(&self) {
         for k in &self.key_sets {
             if k.refresh_due() {
-                if let Err(e) = k.refresh().await {
+                if let Some(Err(e)) = k.refresh().await {
                     let stale = k.current().is_none();
                     tracing::warn!(target: "auth", issuer = k.issuer(), error = %e, keys_usable = !stale, "cannot fetch the OIDC issuer's keys");
                 }
