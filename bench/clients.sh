@@ -22,9 +22,12 @@
 #                 --http1.1 and, where the target offers it, --http2
 #                 (curl 7.88 negotiates h2 by ALPN, as Go's default
 #                 transport does): the HTTP/2 rows, in the same rounds
-# each in a fresh repository, measuring wall seconds, proxy CPU (utime+stime
-# of nginx master+workers, caddy, the binaries) per GiB moved, the
-# registry's CPU per GiB, and the client's CPU (skopeo; dockerd + CLI).
+# each in a fresh repository, measuring wall seconds, proxy CPU (of nginx
+# master+workers, caddy, the binaries) per GiB moved, the registry's CPU per
+# GiB, and the client's CPU (skopeo; dockerd + CLI). Proxy and registry CPU
+# come from a cgroup per process (ns, bench/lib.sh's cpu_clock_*) where the
+# machine allows one, else from /proc's 10 ms ticks, like the client's;
+# meta's cpu_clock says which.
 #
 #   bash bench/clients.sh                # full run, see the estimate below
 #   QUICK=1 bash bench/clients.sh        # smoke test (1 round, 2 x 8 MiB)
@@ -183,6 +186,7 @@ cleanup() {
   for t in "${!PID[@]}"; do [[ -n ${PID[$t]:-} ]] && kill -9 "${PID[$t]}" 2>/dev/null; done
   [[ -n $REG_PID ]] && kill -9 "$REG_PID" 2>/dev/null
   wait 2>/dev/null
+  cpu_clock_cleanup
   for p in "${TRUSTED[@]}"; do rm -rf "$p"; done
   for ((t = ${#CREATED_DIRS[@]} - 1; t >= 0; t--)); do rmdir "${CREATED_DIRS[$t]}" 2>/dev/null; done
   if [[ ${KEEP_WORK:-0} == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
@@ -199,7 +203,8 @@ proxy_pids() {
   echo "$p"
   if [[ $t == nginx* ]]; then pgrep -P "$p" || true; fi
 }
-proxy_ticks() { [[ $1 == registry ]] && { echo 0; return; }; local p; mapfile -t p < <(proxy_pids "$1"); cpu_ticks "${p[@]}"; }
+# CPU ns of a target's proxy (bench/lib.sh's cpu_ns: its cgroup, else ticks)
+proxy_ns() { [[ $1 == registry ]] && { echo 0; return; }; local p; mapfile -t p < <(proxy_pids "$1"); cpu_ns "$1" "${p[@]}"; }
 dockerd_ticks() {
   [[ -n $DOCKERD_PID ]] || { echo 0; return; }
   local p; mapfile -t p < <(pgrep -P "$DOCKERD_PID" || true); cpu_ticks "$DOCKERD_PID" "${p[@]}"
@@ -349,17 +354,17 @@ docker_rmi_all() {
 
 # ---------------------------------------------------------------- one measured command
 # measure LOGFILE CMD...: runs CMD (bounded by its own timeout) and sets
-# M_WALL (s) and the ticks M_PROXY (of target M_T), M_REG (registry) and
-# M_CLIENT (this shell's children, i.e. skopeo or the docker CLI, + dockerd
-# and its children); returns CMD's status
+# M_WALL (s), the CPU ns M_PROXY (of target M_T) and M_REG (registry), and
+# the ticks M_CLIENT (this shell's children, i.e. skopeo or the docker CLI,
+# + dockerd and its children); returns CMD's status
 measure() {
   local lf=$1; shift
   local c0 c1 g0 g1 k0 k1 d0 d1 t0 t1 rc=0
-  c0=$(proxy_ticks "$M_T"); g0=$(cpu_ticks "$REG_PID"); d0=$(dockerd_ticks)
+  c0=$(proxy_ns "$M_T"); g0=$(cpu_ns registry "$REG_PID"); d0=$(dockerd_ticks)
   k0=$(child_ticks); t0=$(now)
   "$@" >"$lf" 2>&1 || rc=$?
   t1=$(now); k1=$(child_ticks)
-  c1=$(proxy_ticks "$M_T"); g1=$(cpu_ticks "$REG_PID"); d1=$(dockerd_ticks)
+  c1=$(proxy_ns "$M_T"); g1=$(cpu_ns registry "$REG_PID"); d1=$(dockerd_ticks)
   M_WALL=$(calc "$t1 - $t0"); M_PROXY=$((c1 - c0)); M_REG=$((g1 - g0)); M_CLIENT=$((k1 - k0 + d1 - d0))
   if [[ $rc != 0 ]]; then
     log "$M_T $M_OP FAILED (rc $rc), last lines:"; tail -n 5 "$lf" | cut -c1-300 >&2
@@ -373,13 +378,13 @@ record_op() {
   gib=$(calc "$bytes / 1073741824")
   rec "$t" "$r" "${op}_wall_s" "$M_WALL"
   if [[ $t != registry ]]; then
-    rec "$t" "$r" "${op}_proxy_cpu_s" "$(calc "$M_PROXY / $CLK_TCK")"
-    rec "$t" "$r" "${op}_proxy_cpu_s_per_gib" "$(calc "$M_PROXY / $CLK_TCK / $gib")"
+    rec "$t" "$r" "${op}_proxy_cpu_s" "$(calc "$M_PROXY / 1e9")"
+    rec "$t" "$r" "${op}_proxy_cpu_s_per_gib" "$(calc "$M_PROXY / 1e9 / $gib")"
   fi
-  rec "$t" "$r" "${op}_registry_cpu_s_per_gib" "$(calc "$M_REG / $CLK_TCK / $gib")"
+  rec "$t" "$r" "${op}_registry_cpu_s_per_gib" "$(calc "$M_REG / 1e9 / $gib")"
   rec "$t" "$r" "${op}_client_cpu_s" "$(calc "$M_CLIENT / $CLK_TCK")"
   rec "$t" "$r" "${op}_bytes" "$bytes"
-  log "$t r$r $op: $M_WALL s, $(calc "$bytes / 1048576 / $M_WALL") MiB/s, CPU s: proxy $(calc "$M_PROXY / $CLK_TCK"), registry $(calc "$M_REG / $CLK_TCK"), client $(calc "$M_CLIENT / $CLK_TCK")"
+  log "$t r$r $op: $M_WALL s, $(calc "$bytes / 1048576 / $M_WALL") MiB/s, CPU s: proxy $(calc "$M_PROXY / 1e9"), registry $(calc "$M_REG / 1e9"), client $(calc "$M_CLIENT / $CLK_TCK")"
 }
 
 declare -A VERIFIED
@@ -613,6 +618,14 @@ for t in $TARGETS; do
   esac
 done
 log "targets: ${ACTIVE[*]}"
+# each proxy (nginx: master + workers) and the registry in a cgroup of its
+# own: CPU in ns rather than 10 ms ticks (bench/lib.sh)
+cpu_clock_init
+cpu_clock_join registry "$REG_PID"
+for t in "${ACTIVE[@]}"; do
+  [[ $t == registry ]] && continue
+  mapfile -t pids < <(proxy_pids "$t"); cpu_clock_join "$t" "${pids[@]}"
+done
 # where each proxy's log is and how long it was when the proxy was ready
 proxy_log() {
   case $1 in
@@ -739,6 +752,8 @@ json_str() { "$PY" -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
   echo "  \"nginx\": \"$(nginx -v 2>&1 | sed 's/.*: //')\","
   echo "  \"caddy\": $(json_str "$(caddy version 2>/dev/null | awk '{print $1}')"),"
   echo "  \"registry\": \"$(docker-registry --version | awk '{print $NF}')\","
+  if [[ -n $CPU_CG_KIND ]]; then clock="cgroup $CPU_CG_KIND, ns"; else clock="ticks of 1/$CLK_TCK s"; fi
+  echo "  \"cpu_clock\": \"$clock\","
   echo "  \"openssl\": \"$(openssl version | awk '{print $2}')\","
   if [[ -n ${PID[portcullis]:-} ]]; then
     echo "  \"portcullis_binary\": \"$(sha256sum "$PORTCULLIS" | cut -c1-16) $(date -u -r "$PORTCULLIS" +%Y-%m-%dT%H:%M:%SZ)\","

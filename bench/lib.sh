@@ -19,6 +19,68 @@ cpu_ticks() {
   done
   echo "$sum"
 }
+# ---- a nanosecond CPU clock
+# utime+stime in /proc move in ticks of 1/CLK_TCK s (10 ms here): on a skopeo
+# pull of the clients.sh image one tick is some 3 % of a proxy's CPU, so two
+# targets read 1:1 can differ by a tick either way. A cgroup's CPU counter is
+# kept in ns by the scheduler and also counts the threads and child processes
+# that come and go (tokio's blocking pool, nginx workers). cpu_clock_join puts a
+# target's processes in a cgroup of their own where the machine lets us (root;
+# cgroup v1 cpuacct or v2), cpu_ns reads it and falls back to the ticks.
+# CPU_CLOCK=ticks forces the ticks. Call cpu_clock_cleanup on exit.
+declare -gA CPU_CG=()
+CPU_CG_ROOT=""  # the cgroup this run made (children: one per name); "" = ticks
+CPU_CG_KIND=""  # v1 (cpuacct.usage, ns) or v2 (cpu.stat usage_usec)
+CPU_CG_HOME=""  # where processes go back to before a cgroup is removed
+cpu_clock_init() {
+  [[ ${CPU_CLOCK:-cgroup} == cgroup ]] || { log "CPU clock: ticks of 1/$(getconf CLK_TCK) s (CPU_CLOCK=${CPU_CLOCK})"; return 0; }
+  local d kind=v1
+  d=$(awk '$3 == "cgroup" && $4 ~ /(^|,)cpuacct(,|$)/ {print $2; exit}' /proc/self/mounts)
+  [[ -n $d ]] || { d=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/self/mounts); kind=v2; }
+  if [[ -n $d ]] && mkdir "$d/portcullis-bench.$$" 2>/dev/null; then
+    CPU_CG_ROOT=$d/portcullis-bench.$$; CPU_CG_KIND=$kind; CPU_CG_HOME=$d
+    log "CPU clock: cgroup $kind ($CPU_CG_ROOT), ns"
+  else
+    log "CPU clock: ticks of 1/$(getconf CLK_TCK) s (no writable cgroup)"
+  fi
+}
+# cpu_clock_join NAME PID...: NAME's CPU is then the cgroup's (the PIDs' threads
+# and every process they start later); without a cgroup nothing changes
+cpu_clock_join() {
+  local name=$1 p; shift
+  [[ -n $CPU_CG_ROOT ]] || return 0
+  local g=$CPU_CG_ROOT/$name
+  mkdir -p "$g" || return 0
+  for p in "$@"; do
+    if ! echo "$p" >"$g/cgroup.procs" 2>/dev/null; then
+      log "CPU clock: could not move $p into $g: ticks for $name"; cpu_clock_leave "$g"; return 0
+    fi
+  done
+  CPU_CG[$name]=$g
+}
+# cpu_ns NAME PID...: CPU ns of NAME's cgroup, else of the PIDs by their ticks
+cpu_ns() {
+  local name=$1 g=${CPU_CG[$1]:-} v; shift
+  if [[ -n $g ]]; then
+    if [[ $CPU_CG_KIND == v1 ]]; then read -r v <"$g/cpuacct.usage"; echo "$v"
+    else awk '$1 == "usage_usec" {printf "%d\n", $2 * 1000}' "$g/cpu.stat"; fi
+    return
+  fi
+  echo $(( $(cpu_ticks "$@") * 1000000000 / $(getconf CLK_TCK) ))
+}
+cpu_clock_leave() { # CGROUP: its processes back home, then remove it
+  local g=$1 p
+  [[ -d $g ]] || return 0
+  while read -r p; do echo "$p" >"$CPU_CG_HOME/cgroup.procs" 2>/dev/null || true; done <"$g/cgroup.procs"
+  rmdir "$g" 2>/dev/null || log "CPU clock: could not remove $g"
+}
+cpu_clock_cleanup() {
+  [[ -n $CPU_CG_ROOT && -d $CPU_CG_ROOT ]] || return 0
+  local g
+  for g in "$CPU_CG_ROOT"/*/; do [[ -d $g ]] && cpu_clock_leave "${g%/}"; done
+  rmdir "$CPU_CG_ROOT" 2>/dev/null || log "CPU clock: could not remove $CPU_CG_ROOT"
+  CPU_CG_ROOT=""
+}
 wait_http() { # URL CURL_AUTH WANT SECONDS
   local url=$1 auth=$2 want=$3 secs=$4 code i
   for ((i = 0; i < secs * 10; i++)); do
