@@ -104,8 +104,10 @@ def main():
         vers.append(f"portcullis binary {meta['portcullis_binary']}")
     w("Versions: " + ", ".join(vers) + ".")
     w("")
-    w("Median over the rounds (min–max). Proxy CPU is utime+stime of the proxy's processes "
-      "(nginx: master + workers) per GiB moved; client CPU is skopeo's, or dockerd's + the CLI's "
+    clock = meta.get("cpu_clock", "ticks of 1/100 s")
+    w("Median over the rounds (min–max). Proxy CPU is the CPU time of the proxy's processes "
+      f"(nginx: master + workers) per GiB moved, clock: {clock}; client CPU (ticks) is skopeo's, "
+      "or dockerd's + the CLI's "
       "(docker pull gunzips and extracts into the storage driver, docker push gzips every layer).")
     w("")
     w("| operation | metric | " + " | ".join(targets) + " |")
