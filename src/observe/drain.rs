@@ -39,18 +39,25 @@ pub fn wait_idle(grace: Duration) -> usize {
     }
 }
 
-/// Bytes this process has sent on connections to `ports` that the
-/// clients have not acknowledged yet (`/proc/net/tcp{,6}` `tx_queue` of
-/// the sockets among our own file descriptors). Exiting closes those
-/// sockets; with data unsent or frames from the client unread, the kernel
-/// answers with a reset and the client loses the tail of its download.
-/// `None` where /proc cannot tell (then the caller waits a fixed time).
-pub fn unacked_bytes(ports: &[u16]) -> Option<u64> {
+/// The connections to `ports` this process still holds (not listening
+/// sockets) and the bytes sent on them that the clients have not
+/// acknowledged yet (`/proc/net/tcp{,6}` `tx_queue`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OpenConnections {
+    pub count: usize,
+    pub unacked: u64,
+}
+
+/// The downstream connections among our own file descriptors. `None`
+/// where /proc cannot tell (then the caller waits a fixed time).
+pub fn open_connections(ports: &[u16]) -> Option<OpenConnections> {
     let ours = own_socket_inodes()?;
-    let mut total = 0;
+    let mut total = OpenConnections::default();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         if let Ok(text) = std::fs::read_to_string(table) {
-            total += pending_in_table(&text, ports, &ours);
+            let c = connections_in_table(&text, ports, &ours);
+            total.count += c.count;
+            total.unacked += c.unacked;
         }
     }
     Some(total)
@@ -72,33 +79,55 @@ fn own_socket_inodes() -> Option<std::collections::HashSet<u64>> {
     )
 }
 
-/// Sums `tx_queue` over the rows of a /proc/net/tcp table whose local port
-/// is in `ports` and whose inode is in `ours` (listening sockets have none).
-fn pending_in_table(text: &str, ports: &[u16], ours: &std::collections::HashSet<u64>) -> u64 {
+/// The rows of a /proc/net/tcp table whose local port is in `ports`,
+/// whose inode is in `ours` and which are not listening (state `0A`).
+fn connections_in_table(
+    text: &str,
+    ports: &[u16],
+    ours: &std::collections::HashSet<u64>,
+) -> OpenConnections {
     text.lines()
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             let port = u16::from_str_radix(f.get(1)?.rsplit_once(':')?.1, 16).ok()?;
+            let listening = *f.get(3)? == "0A";
             let tx = u64::from_str_radix(f.get(4)?.split_once(':')?.0, 16).ok()?;
             let inode: u64 = f.get(9)?.parse().ok()?;
-            (ports.contains(&port) && ours.contains(&inode)).then_some(tx)
+            (ports.contains(&port) && !listening && ours.contains(&inode)).then_some(tx)
         })
-        .sum()
+        .fold(OpenConnections::default(), |c, tx| OpenConnections {
+            count: c.count + 1,
+            unacked: c.unacked + tx,
+        })
 }
 
-/// Waits, until `deadline`, for every byte sent to clients on `ports` to be
-/// acknowledged; without /proc, waits `fallback` (bounded by the deadline).
-pub fn wait_acknowledged(ports: &[u16], deadline: Instant, fallback: Duration) {
-    if unacked_bytes(ports).is_none() {
+/// Waits, until `deadline`, for every connection to clients on `ports` to
+/// be closed by the server: an HTTP/2 connection closes only once its
+/// streams are flushed, which the end of a request does not mean (h2
+/// holds a response's tail until the client's window lets it go, and a
+/// socket with an empty send queue can still have it pending). Exiting
+/// earlier would cut that tail off. Without /proc, waits `fallback`
+/// (bounded by the deadline).
+pub fn wait_closed(ports: &[u16], deadline: Instant, fallback: Duration) {
+    if open_connections(ports).is_none() {
         std::thread::sleep(fallback.min(deadline.saturating_duration_since(Instant::now())));
         return;
     }
+    let mut last = None;
     while Instant::now() < deadline {
-        match unacked_bytes(ports) {
-            Some(0) | None => return,
-            Some(_) => std::thread::sleep(Duration::from_millis(50)),
+        match open_connections(ports) {
+            Some(OpenConnections { count: 0, .. }) | None => return,
+            Some(open) => last = Some(open),
         }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(open) = last {
+        tracing::warn!(
+            connections = open.count,
+            unacked_bytes = open.unacked,
+            "grace period over with client connections still open"
+        );
     }
 }
 
@@ -107,30 +136,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sums_the_unacknowledged_bytes_of_our_sockets_on_our_ports() {
-        // port 0x1F90 = 8080; inodes 100 (ours, 0x200 bytes pending),
-        // 101 (ours, other port), 102 (someone else's), 0 (listening/orphan)
+    fn counts_our_open_connections_on_our_ports_and_their_unacked_bytes() {
+        // port 0x1F90 = 8080; inode 90 is our listening socket (not
+        // counted), inodes 100 (ours, 0x200 bytes pending), 101 (ours,
+        // other port, nothing pending), 102 (someone else's), 0 (orphan)
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 0 1 0000000000000000 100 0 0 10 0
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 90 1 0000000000000000 100 0 0 10 0
    1: 0100007F:1F90 0100007F:C350 01 00000200:00000000 01:00000014 00000000     0        0 100 1 0000000000000000 20 4 30 10 -1
-   2: 0100007F:0050 0100007F:C351 01 00000300:00000000 01:00000014 00000000     0        0 101 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:0050 0100007F:C351 01 00000000:00000000 01:00000014 00000000     0        0 101 1 0000000000000000 20 4 30 10 -1
    3: 0100007F:1F90 0100007F:C352 01 00000400:00000000 01:00000014 00000000     0        0 102 1 0000000000000000 20 4 30 10 -1
-   4: broken line
+   4: 0100007F:1F90 0100007F:C353 06 00000000:00000000 03:00000014 00000000     0        0 0 1 0000000000000000 20 4 30 10 -1
+   5: broken line
 ";
-        let ours: std::collections::HashSet<u64> = [100, 101].into();
-        assert_eq!(pending_in_table(table, &[8080], &ours), 0x200);
-        assert_eq!(pending_in_table(table, &[8080, 80], &ours), 0x500);
-        assert_eq!(pending_in_table(table, &[443], &ours), 0);
+        let ours: std::collections::HashSet<u64> = [90, 100, 101].into();
+        let open = |count, unacked| OpenConnections { count, unacked };
+        assert_eq!(connections_in_table(table, &[8080], &ours), open(1, 0x200));
+        // an open connection with an empty send queue still counts
+        assert_eq!(
+            connections_in_table(table, &[8080, 80], &ours),
+            open(2, 0x200)
+        );
+        assert_eq!(connections_in_table(table, &[443], &ours), open(0, 0));
     }
 
     #[test]
     fn reads_this_process_sockets() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        // only the listener: no connection
+        assert_eq!(open_connections(&[port]).map(|c| c.count), Some(0));
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let _server = listener.accept().unwrap();
-        // nothing sent: nothing pending (and /proc is readable here)
-        assert_eq!(unacked_bytes(&[port]), Some(0));
+        let (server, _) = listener.accept().unwrap();
+        // one accepted connection (the client's end is ours too, but its
+        // local port is another), nothing sent (and /proc is readable here)
+        let open = OpenConnections {
+            count: 1,
+            unacked: 0,
+        };
+        assert_eq!(open_connections(&[port]), Some(open));
+        drop(server);
+        assert_eq!(open_connections(&[port]).map(|c| c.count), Some(0));
     }
 
     // The counter is process-wide; this is the only test that touches it.

@@ -26,11 +26,10 @@ pub fn spawn(
                     );
                     let deadline = Instant::now() + grace;
                     let left = drain::wait_idle(grace);
-                    // the last response may still sit in socket buffers:
-                    // exiting now would close them with unread client
-                    // frames pending, which resets the connection and
-                    // loses the tail of the transfer
-                    drain::wait_acknowledged(&ports, deadline, Duration::from_secs(2));
+                    // the last response may still sit in h2's buffers or
+                    // the sockets': exiting before the server has closed
+                    // each connection loses the tail of the transfer
+                    drain::wait_closed(&ports, deadline, Duration::from_secs(2));
                     tracing::info!(left, "shutdown complete");
                     std::process::exit(0);
                 }
