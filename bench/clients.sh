@@ -51,9 +51,17 @@
 #   lower layer on pull, some 1 GiB for the default image: overlay2 works on
 #   an ext4 /tmp and takes that client cost out)
 #   QUICK=1 (ROUNDS=1 LAYERS=2 LAYER_MIB=8)  KEEP_WORK=1 (keep the work dir)
+#   NAME [clients] (the output files' prefix)
+#   COUNT [cpu]: cpu, or instructions: the proxies run under valgrind's
+#     callgrind and their cost is counted in instructions (G per GiB), which
+#     do not move with the speed of a shared VM the way CPU seconds do (no
+#     hardware counters here for perf stat). Only the targets pingora-bare
+#     and portcullis (the default then), NAME [clients-instructions]; wall
+#     times are then the slowed proxies' and mean nothing. A proxy runs some
+#     50x slower under callgrind: ROUNDS=3 takes about 25 min.
 #
-# Output: $OUT/clients.csv (target,round,metric,value; round 0: per-target
-# facts), $OUT/clients-meta.json, and $OUT/clients-summary.md written by
+# Output: $OUT/$NAME.csv (target,round,metric,value; round 0: per-target
+# facts), $OUT/$NAME-meta.json, and $OUT/$NAME-summary.md written by
 # bench/clients_report.py (medians over rounds, ratios, the issue's targets).
 #
 # The image: LAYERS layers, each a tar of one file of LAYER_MIB MiB cut from
@@ -113,7 +121,22 @@ if [[ ${QUICK:-0} == 1 ]]; then ROUNDS=${ROUNDS:-1}; LAYERS=${LAYERS:-2}; LAYER_
 ROUNDS=${ROUNDS:-5}
 LAYERS=${LAYERS:-6}
 LAYER_MIB=${LAYER_MIB:-48}
-TARGETS=${TARGETS:-"registry nginx nginx-tuned caddy pingora-bare portcullis"}
+COUNT=${COUNT:-cpu}
+case $COUNT in
+  cpu) TARGETS=${TARGETS:-"registry nginx nginx-tuned caddy pingora-bare portcullis"}; NAME=${NAME:-clients} ;;
+  instructions)
+    TARGETS=${TARGETS:-"pingora-bare portcullis"}; NAME=${NAME:-clients-instructions}
+    for t in $TARGETS; do
+      [[ $t == pingora-bare || $t == portcullis ]] || { echo "COUNT=instructions: target $t cannot run under callgrind here" >&2; exit 2; }
+    done
+    if ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null; then
+      echo "COUNT=instructions needs valgrind (apt-get install valgrind)" >&2; exit 2
+    fi
+    # the callgrind files go to the work dir, one per process (%p), with a
+    # dump (.1, .2, ...) per measured command: proxy_count reads them
+    START_WAIT=${START_WAIT:-180} ;;
+  *) echo "COUNT is cpu or instructions, not $COUNT" >&2; exit 2 ;;
+esac
 CLIENTS=${CLIENTS:-"skopeo docker curl"}
 BLOB_MIB=${BLOB_MIB:-256}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -142,7 +165,11 @@ CACHE_MNT=/var/lib/containers/cache   # containers/image's blob-info cache as ro
 WORK=$(mktemp -d /tmp/portcullis-clients.XXXXXX)
 chmod 755 "$WORK"          # nginx workers (user nobody) read the htpasswd file
 mkdir -p "$OUT" "$WORK/tmp"
-rm -f "$OUT"/clients-last-*.log   # the logs of a previous run's failures
+rm -f "$OUT/$NAME"-last-*.log   # the logs of a previous run's failures
+if [[ $COUNT == instructions ]]; then
+  # shellcheck disable=SC2034 # read by bench/targets.sh
+  PROXY_WRAP="valgrind --tool=callgrind --cache-sim=no --branch-sim=no --callgrind-out-file=$WORK/callgrind.%p"
+fi
 CSV_TMP=$WORK/results.csv
 echo "target,round,metric,value" >"$CSV_TMP"
 
@@ -205,6 +232,18 @@ proxy_pids() {
 }
 # CPU ns of a target's proxy (bench/lib.sh's cpu_ns: its cgroup, else ticks)
 proxy_ns() { [[ $1 == registry ]] && { echo 0; return; }; local p; mapfile -t p < <(proxy_pids "$1"); cpu_ns "$1" "${p[@]}"; }
+# COUNT=instructions: the instructions the proxy has run so far. callgrind
+# writes the counts since its last dump to a new file on every dump, so
+# their sum is the whole process's.
+proxy_instructions() {
+  [[ $1 == registry ]] && { echo 0; return; }
+  local pid=${PID[$1]}
+  callgrind_control --dump "$pid" >/dev/null 2>&1 || { log "callgrind_control --dump $pid ($1) failed"; echo 0; return; }
+  # (%.0f: mawk's %d stops at 2^31-1, some 2 s of a proxy's instructions)
+  cat "$WORK/callgrind.$pid".* 2>/dev/null | awk '$1 == "totals:" {s += $2} END {printf "%.0f\n", s}'
+}
+# the proxy's cost so far: CPU ns, or instructions (COUNT)
+proxy_count() { if [[ $COUNT == instructions ]]; then proxy_instructions "$1"; else proxy_ns "$1"; fi; }
 dockerd_ticks() {
   [[ -n $DOCKERD_PID ]] || { echo 0; return; }
   local p; mapfile -t p < <(pgrep -P "$DOCKERD_PID" || true); cpu_ticks "$DOCKERD_PID" "${p[@]}"
@@ -354,21 +393,22 @@ docker_rmi_all() {
 
 # ---------------------------------------------------------------- one measured command
 # measure LOGFILE CMD...: runs CMD (bounded by its own timeout) and sets
-# M_WALL (s), the CPU ns M_PROXY (of target M_T) and M_REG (registry), and
+# M_WALL (s), the CPU ns (COUNT=instructions: instructions) M_PROXY of
+# target M_T, the CPU ns M_REG of the registry, and
 # the ticks M_CLIENT (this shell's children, i.e. skopeo or the docker CLI,
 # + dockerd and its children); returns CMD's status
 measure() {
   local lf=$1; shift
   local c0 c1 g0 g1 k0 k1 d0 d1 t0 t1 rc=0
-  c0=$(proxy_ns "$M_T"); g0=$(cpu_ns registry "$REG_PID"); d0=$(dockerd_ticks)
+  c0=$(proxy_count "$M_T"); g0=$(cpu_ns registry "$REG_PID"); d0=$(dockerd_ticks)
   k0=$(child_ticks); t0=$(now)
   "$@" >"$lf" 2>&1 || rc=$?
   t1=$(now); k1=$(child_ticks)
-  c1=$(proxy_ns "$M_T"); g1=$(cpu_ns registry "$REG_PID"); d1=$(dockerd_ticks)
+  c1=$(proxy_count "$M_T"); g1=$(cpu_ns registry "$REG_PID"); d1=$(dockerd_ticks)
   M_WALL=$(calc "$t1 - $t0"); M_PROXY=$((c1 - c0)); M_REG=$((g1 - g0)); M_CLIENT=$((k1 - k0 + d1 - d0))
   if [[ $rc != 0 ]]; then
     log "$M_T $M_OP FAILED (rc $rc), last lines:"; tail -n 5 "$lf" | cut -c1-300 >&2
-    cp "$lf" "$OUT/clients-last-$M_T-$M_OP.log" 2>/dev/null || true
+    cp "$lf" "$OUT/$NAME-last-$M_T-$M_OP.log" 2>/dev/null || true
   fi
   return "$rc"
 }
@@ -377,14 +417,17 @@ record_op() {
   local t=$1 r=$2 op=$3 bytes=$4 gib
   gib=$(calc "$bytes / 1073741824")
   rec "$t" "$r" "${op}_wall_s" "$M_WALL"
-  if [[ $t != registry ]]; then
+  if [[ $t != registry && $COUNT == instructions ]]; then
+    rec "$t" "$r" "${op}_proxy_ginstr" "$(calc "$M_PROXY / 1e9")"
+    rec "$t" "$r" "${op}_proxy_ginstr_per_gib" "$(calc "$M_PROXY / 1e9 / $gib")"
+  elif [[ $t != registry ]]; then
     rec "$t" "$r" "${op}_proxy_cpu_s" "$(calc "$M_PROXY / 1e9")"
     rec "$t" "$r" "${op}_proxy_cpu_s_per_gib" "$(calc "$M_PROXY / 1e9 / $gib")"
   fi
   rec "$t" "$r" "${op}_registry_cpu_s_per_gib" "$(calc "$M_REG / 1e9 / $gib")"
   rec "$t" "$r" "${op}_client_cpu_s" "$(calc "$M_CLIENT / $CLK_TCK")"
   rec "$t" "$r" "${op}_bytes" "$bytes"
-  log "$t r$r $op: $M_WALL s, $(calc "$bytes / 1048576 / $M_WALL") MiB/s, CPU s: proxy $(calc "$M_PROXY / 1e9"), registry $(calc "$M_REG / 1e9"), client $(calc "$M_CLIENT / $CLK_TCK")"
+  log "$t r$r $op: $M_WALL s, $(calc "$bytes / 1048576 / $M_WALL") MiB/s, proxy $(calc "$M_PROXY / 1e9") $([[ $COUNT == instructions ]] && echo G instructions || echo CPU s), CPU s: registry $(calc "$M_REG / 1e9"), client $(calc "$M_CLIENT / $CLK_TCK")"
 }
 
 declare -A VERIFIED
@@ -723,7 +766,7 @@ for t in "${ACTIVE[@]}"; do
     log "$t: $ne error and $nw warning lines in its log, the last ones:"
     tail -n +"$((LOG_FROM[$t] + 1))" "$f" | grep -E "$pe|$pw" | tail -n 3 | cut -c1-300 >&2
   fi
-  if [[ ${ne:-0} -gt 0 ]]; then cp "$f" "$OUT/clients-last-$t.log" 2>/dev/null || true; fi
+  if [[ ${ne:-0} -gt 0 ]]; then cp "$f" "$OUT/$NAME-last-$t.log" 2>/dev/null || true; fi
 done
 if [[ -n $DOCKERD_PID ]]; then
   rec docker-engine 0 dockerd_log_error_lines "$(tail -n +"$((DOCKERD_LOG_FROM + 1))" "$D/dockerd.log" | grep -c 'level=error' || true)"
@@ -754,6 +797,8 @@ json_str() { "$PY" -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
   echo "  \"registry\": \"$(docker-registry --version | awk '{print $NF}')\","
   if [[ -n $CPU_CG_KIND ]]; then clock="cgroup $CPU_CG_KIND, ns"; else clock="ticks of 1/$CLK_TCK s"; fi
   echo "  \"cpu_clock\": \"$clock\","
+  echo "  \"count\": \"$COUNT\","
+  if [[ $COUNT == instructions ]]; then echo "  \"valgrind\": \"$(valgrind --version)\","; fi
   echo "  \"openssl\": \"$(openssl version | awk '{print $2}')\","
   if [[ -n ${PID[portcullis]:-} ]]; then
     echo "  \"portcullis_binary\": \"$(sha256sum "$PORTCULLIS" | cut -c1-16) $(date -u -r "$PORTCULLIS" +%Y-%m-%dT%H:%M:%SZ)\","
@@ -770,8 +815,8 @@ json_str() { "$PY" -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 } >"$WORK/meta.json"
 "$PY" -c 'import json,sys; json.load(open(sys.argv[1]))' "$WORK/meta.json" || { cat "$WORK/meta.json" >&2; die "meta.json is not JSON"; }
 
-cp "$CSV_TMP" "$OUT/clients.csv"
-cp "$WORK/meta.json" "$OUT/clients-meta.json"
-log "results: $OUT/clients.csv"
-"$PY" "$ROOT/bench/clients_report.py" --csv "$OUT/clients.csv" --meta "$OUT/clients-meta.json" --out "$OUT/clients-summary.md"
+cp "$CSV_TMP" "$OUT/$NAME.csv"
+cp "$WORK/meta.json" "$OUT/$NAME-meta.json"
+log "results: $OUT/$NAME.csv"
+"$PY" "$ROOT/bench/clients_report.py" --csv "$OUT/$NAME.csv" --meta "$OUT/$NAME-meta.json" --out "$OUT/$NAME-summary.md"
 log "done in $(( $(date +%s) - T_START )) s"

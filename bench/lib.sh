@@ -63,7 +63,7 @@ cpu_ns() {
   local name=$1 g=${CPU_CG[$1]:-} v; shift
   if [[ -n $g ]]; then
     if [[ $CPU_CG_KIND == v1 ]]; then read -r v <"$g/cpuacct.usage"; echo "$v"
-    else awk '$1 == "usage_usec" {printf "%d\n", $2 * 1000}' "$g/cpu.stat"; fi
+    else awk '$1 == "usage_usec" {printf "%.0f\n", $2 * 1000}' "$g/cpu.stat"; fi  # %.0f: mawk's %d stops at 2^31-1
     return
   fi
   echo $(( $(cpu_ticks "$@") * 1000000000 / $(getconf CLK_TCK) ))

@@ -7,6 +7,9 @@
 # The caller sets WORK, BENCH_USER, BENCH_PASS, PORTCULLIS, BARE and the
 # associative arrays PID, PORT and BASE, with PORT[registry] and
 # BASE[registry] (http://127.0.0.1:PORT) set before any proxy starts.
+# PROXY_WRAP (optional): words put before the portcullis and bare Pingora
+# binaries (clients.sh COUNT=instructions: valgrind's callgrind), and
+# START_WAIT [30]: the seconds they get to answer.
 # Every start_* sets PORT[NAME], BASE[NAME] (https://127.0.0.1:PORT) and
 # PID[NAME] (for nginx: the master; its workers are its children).
 # Everything listens on 127.0.0.1 only.
@@ -197,10 +200,11 @@ access_log = false
 level = "warn"
 EOF
   if [[ -n ${PORTCULLIS_TOML_EXTRA:-} ]]; then printf '\n%s\n' "$PORTCULLIS_TOML_EXTRA" >>"$WORK/$name/proxy.toml"; fi
-  env "$@" "$bin" serve --config "$WORK/$name/proxy.toml" >"$WORK/$name/out.log" 2>&1 &
+  # shellcheck disable=SC2086 # PROXY_WRAP: words
+  env "$@" ${PROXY_WRAP:-} "$bin" serve --config "$WORK/$name/proxy.toml" >"$WORK/$name/out.log" 2>&1 &
   PID[$name]=$!
-  if ! wait_http "${BASE[$name]}/v2/" "$BENCH_USER:$BENCH_PASS" 200 30; then
-    log "WARNING: $name not ready within 30 s; log follows; skipping it"
+  if ! wait_http "${BASE[$name]}/v2/" "$BENCH_USER:$BENCH_PASS" 200 "${START_WAIT:-30}"; then
+    log "WARNING: $name not ready within ${START_WAIT:-30} s; log follows; skipping it"
     tail -n 40 "$WORK/$name/out.log" >&2
     kill "${PID[$name]}" 2>/dev/null || true; unset "PID[$name]"
     return 1
@@ -219,11 +223,12 @@ start_bare() { # [NAME [BINARY]]: bare Pingora (examples/bare_proxy), $BARE unle
   PORT[$name]=$(free_port)
   BASE[$name]=https://127.0.0.1:${PORT[$name]}
   mkdir -p "$WORK/$name"
-  "$bin" "127.0.0.1:${PORT[$name]}" "${BASE[registry]#http://}" "$WORK/cert.pem" "$WORK/key.pem" \
+  # shellcheck disable=SC2086 # PROXY_WRAP: words
+  ${PROXY_WRAP:-} "$bin" "127.0.0.1:${PORT[$name]}" "${BASE[registry]#http://}" "$WORK/cert.pem" "$WORK/key.pem" \
     >"$WORK/$name/out.log" 2>&1 &
   PID[$name]=$!
-  if ! wait_http "${BASE[$name]}/v2/" "" 200 30; then
-    log "WARNING: $name not ready within 30 s; skipping it"
+  if ! wait_http "${BASE[$name]}/v2/" "" 200 "${START_WAIT:-30}"; then
+    log "WARNING: $name not ready within ${START_WAIT:-30} s; skipping it"
     tail -n 20 "$WORK/$name/out.log" >&2
     kill "${PID[$name]}" 2>/dev/null || true; unset "PID[$name]"
     return 1
