@@ -25,10 +25,9 @@ pub fn is_empty(header: &[u8]) -> bool {
     let Some((scheme, token)) = value.trim().split_once(' ') else {
         return false;
     };
-    scheme.eq_ignore_ascii_case("basic")
-        && base64::engine::general_purpose::STANDARD
-            .decode(token.trim())
-            .is_ok_and(|d| d == b":")
+    // "Og==" is the one spelling of ":" the strict decoder of `parse`
+    // accepts (padding required, no stray trailing bits): no decoding needed
+    scheme.eq_ignore_ascii_case("basic") && token.trim() == "Og=="
 }
 
 /// Parses a header value; `None` for other schemes or malformed values.
@@ -82,6 +81,36 @@ mod tests {
         assert!(is_empty(b"Basic Og=="));
         assert!(!is_empty(format!("Basic {}", b64("a:")).as_bytes()));
         assert!(!is_empty(b"Bearer Og=="));
+        assert!(is_empty(b"  basic  Og== "));
+    }
+
+    /// `is_empty` compares text; it must agree with decoding the token the
+    /// way `parse` does, for every token that could decode to one byte
+    /// or two, padded or not.
+    #[test]
+    fn empty_check_agrees_with_decoding() {
+        let decodes_to_colon = |t: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(t)
+                .is_ok_and(|d| d == b":")
+        };
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut checked = 0;
+        for a in alphabet.chars() {
+            for b in alphabet.chars() {
+                for tail in ["==", "=", "", "A=", "AA"] {
+                    let token = format!("{a}{b}{tail}");
+                    let header = format!("Basic {token}");
+                    assert_eq!(
+                        is_empty(header.as_bytes()),
+                        decodes_to_colon(&token),
+                        "{token}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 64 * 64 * 5);
     }
 
     #[test]
