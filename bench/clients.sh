@@ -58,7 +58,8 @@
 #     hardware counters here for perf stat). Only the targets pingora-bare
 #     and portcullis (the default then), NAME [clients-instructions]; wall
 #     times are then the slowed proxies' and mean nothing. A proxy runs some
-#     50x slower under callgrind: ROUNDS=3 takes about 25 min.
+#     50x slower under callgrind: ROUNDS=3 took 21 min with BLOB_MIB=64
+#     here, 31 min with the default blob.
 #
 # Output: $OUT/$NAME.csv (target,round,metric,value; round 0: per-target
 # facts), $OUT/$NAME-meta.json, and $OUT/$NAME-summary.md written by
