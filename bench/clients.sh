@@ -418,12 +418,10 @@ record_op() {
   local t=$1 r=$2 op=$3 bytes=$4 gib
   gib=$(calc "$bytes / 1073741824")
   rec "$t" "$r" "${op}_wall_s" "$M_WALL"
-  if [[ $t != registry && $COUNT == instructions ]]; then
-    rec "$t" "$r" "${op}_proxy_ginstr" "$(calc "$M_PROXY / 1e9")"
-    rec "$t" "$r" "${op}_proxy_ginstr_per_gib" "$(calc "$M_PROXY / 1e9 / $gib")"
-  elif [[ $t != registry ]]; then
-    rec "$t" "$r" "${op}_proxy_cpu_s" "$(calc "$M_PROXY / 1e9")"
-    rec "$t" "$r" "${op}_proxy_cpu_s_per_gib" "$(calc "$M_PROXY / 1e9 / $gib")"
+  if [[ $t != registry ]]; then
+    local unit=cpu_s; [[ $COUNT == instructions ]] && unit=ginstr   # ns or instructions, /1e9 either way
+    rec "$t" "$r" "${op}_proxy_$unit" "$(calc "$M_PROXY / 1e9")"
+    rec "$t" "$r" "${op}_proxy_${unit}_per_gib" "$(calc "$M_PROXY / 1e9 / $gib")"
   fi
   rec "$t" "$r" "${op}_registry_cpu_s_per_gib" "$(calc "$M_REG / 1e9 / $gib")"
   rec "$t" "$r" "${op}_client_cpu_s" "$(calc "$M_CLIENT / $CLK_TCK")"

@@ -220,11 +220,15 @@ impl ProxyHttp for RegistryProxy {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let client_host = headers::request_host(session.req_header());
+        // (admit checked the Host and kept it in the origin: no second parse)
+        let client_host = ctx
+            .public_origin
+            .as_deref()
+            .and_then(|o| o.strip_prefix(PUBLIC_SCHEME));
         headers::prepare_upstream_request(
             req,
             &self.upstream.load(),
-            client_host.as_deref(),
+            client_host,
             &client_of(session, ctx),
         )?;
         parameters::canonicalize_query(req)?;
@@ -652,6 +656,9 @@ impl From<Box<pingora::Error>> for Stop {
 
 /// The `https://host[:port]` the client addressed, after the checks on
 /// the headers the proxy acts on.
+/// The scheme of the origin clients reach us by: we only serve TLS.
+const PUBLIC_SCHEME: &str = "https://";
+
 fn checked_origin(req: &RequestHeader) -> Result<String, RegistryError> {
     // Upload URLs are built from the Host the client sent: without a
     // well-formed one the registry would fall back to its own address
@@ -662,7 +669,7 @@ fn checked_origin(req: &RequestHeader) -> Result<String, RegistryError> {
     if !headers::connection_header_ok(req) {
         return Err(RegistryError::BAD_CONNECTION);
     }
-    Ok(format!("https://{host}"))
+    Ok(format!("{PUBLIC_SCHEME}{host}"))
 }
 
 /// The client's address: the one `admit` found, or the peer's for a
