@@ -669,7 +669,10 @@ fn checked_origin(req: &RequestHeader) -> Result<String, RegistryError> {
     if !headers::connection_header_ok(req) {
         return Err(RegistryError::BAD_CONNECTION);
     }
-    Ok(format!("{PUBLIC_SCHEME}{host}"))
+    let mut origin = String::with_capacity(PUBLIC_SCHEME.len() + host.len());
+    origin.push_str(PUBLIC_SCHEME);
+    origin.push_str(host);
+    Ok(origin)
 }
 
 /// The client's address: the one `admit` found, or the peer's for a

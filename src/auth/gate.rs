@@ -235,9 +235,10 @@ impl Gate {
             let user = user.to_owned();
             (Err(refusal), LoginOutcome::Throttled { user })
         };
-        if let Some(wait) = self.throttle.check(Some(user), ip) {
-            return throttled(wait);
-        }
+        let standing = match self.throttle.check(Some(user), ip) {
+            Ok(standing) => standing,
+            Err(wait) => return throttled(wait),
+        };
         let creds = basic::BasicCredentials {
             user: user.to_owned(),
             password: password.to_owned(),
@@ -260,7 +261,7 @@ impl Gate {
                 m.auth_attempts
                     .with_label_values(&[identity.backend, "ok"])
                     .inc();
-                self.throttle.succeeded(user, ip);
+                self.throttle.succeeded(user, ip, standing);
                 if cold {
                     self.throttle.succeeded_shared(user, ip).await;
                 }

@@ -50,7 +50,7 @@ impl PlainHttp {
         }
         let host = headers::request_host(req);
         Reply::Redirect {
-            location: headers::https_redirect(host.as_deref(), self.https_port, req),
+            location: headers::https_redirect(host, self.https_port, req),
             keep_method: !matches!(req.method, http::Method::GET | http::Method::HEAD),
         }
     }

@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderName;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 use std::time::Duration;
@@ -232,12 +233,36 @@ impl Parts {
 
 /// The headers of every registry API answer, the upstream's included.
 pub fn add_registry_headers(resp: &mut ResponseHeader, hsts: Option<&str>) -> pingora::Result<()> {
-    resp.insert_header("Docker-Distribution-Api-Version", "registry/2.0")?;
-    resp.insert_header("X-Content-Type-Options", "nosniff")?;
+    static API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+    static NOSNIFF: HeaderName = HeaderName::from_static("x-content-type-options");
+    ensure(
+        resp,
+        &API_VERSION,
+        "Docker-Distribution-Api-Version",
+        "registry/2.0",
+    )?;
+    ensure(resp, &NOSNIFF, "X-Content-Type-Options", "nosniff")?;
     if let Some(hsts) = hsts {
         resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
     }
     Ok(())
+}
+
+/// Sets `name: value` unless the response has exactly that already, as
+/// the registry's own answers do: an insert parses `cased` into a name
+/// again and, for a name the response lacks, grows both of Pingora's
+/// header maps (values and original case).
+fn ensure(
+    resp: &mut ResponseHeader,
+    name: &HeaderName,
+    cased: &'static str,
+    value: &'static str,
+) -> pingora::Result<()> {
+    let mut present = resp.headers.get_all(name).iter();
+    if present.next().is_some_and(|v| v == value) && present.next().is_none() {
+        return Ok(());
+    }
+    resp.insert_header(cased, value)
 }
 
 /// Writes `reply` as a complete response; no body for `HEAD` (its
@@ -429,5 +454,39 @@ mod tests {
         assert_eq!(header(&resp, "content-length").as_deref(), Some("0"));
         assert_eq!(header(&resp, "docker-distribution-api-version"), None);
         assert!(body.is_empty());
+    }
+
+    #[test]
+    fn registry_headers_replace_what_the_upstream_got_wrong() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("Docker-Distribution-Api-Version", "registry/2.0")
+            .unwrap();
+        resp.append_header("X-Content-Type-Options", "nosniff")
+            .unwrap();
+        resp.append_header("X-Content-Type-Options", "other")
+            .unwrap();
+        add_registry_headers(&mut resp, Some("max-age=60")).unwrap();
+        let all = |name: &str| -> Vec<String> {
+            resp.headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(all("docker-distribution-api-version"), ["registry/2.0"]);
+        assert_eq!(all("x-content-type-options"), ["nosniff"]);
+        assert_eq!(all("strict-transport-security"), ["max-age=60"]);
+        let mut wrong = ResponseHeader::build(200, None).unwrap();
+        wrong
+            .append_header("Docker-Distribution-Api-Version", "registry/3.0")
+            .unwrap();
+        add_registry_headers(&mut wrong, None).unwrap();
+        let version = wrong.headers.get("docker-distribution-api-version");
+        assert_eq!(version.unwrap(), "registry/2.0");
+        assert_eq!(
+            wrong.headers.get("x-content-type-options").unwrap(),
+            "nosniff"
+        );
+        assert!(wrong.headers.get("strict-transport-security").is_none());
     }
 }

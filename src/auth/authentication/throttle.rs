@@ -203,10 +203,14 @@ impl Throttle {
         }
     }
 
-    /// `Some(retry_after)` if this attempt must be refused unexamined.
-    pub fn check(&self, user: Option<&str>, ip: IpAddr) -> Option<Duration> {
+    /// `Err(retry_after)` if this attempt must be refused unexamined;
+    /// otherwise what a success must then forget.
+    pub fn check(&self, user: Option<&str>, ip: IpAddr) -> Result<Standing, Duration> {
+        let clean = Standing {
+            failed_before: false,
+        };
         if !self.cfg.enabled {
-            return None;
+            return Ok(clean);
         }
         let ip = self.client_key(ip);
         let user = user.map(fold_user);
@@ -219,15 +223,18 @@ impl Throttle {
                 .and_then(|t| t.checked_duration_since(now))
         };
         if let Some(wait) = self.by_ip.get(&ip).as_ref().and_then(blocked) {
-            return Some(wait);
+            return Err(wait);
         }
-        let user = user?;
-        if self.pairs.contains_key(&(user.to_owned(), ip)) {
-            if let Some(wait) = self.by_user.get(user).as_ref().and_then(blocked) {
-                return Some(wait);
-            }
+        let Some(user) = user else { return Ok(clean) };
+        if !self.pairs.contains_key(&(user.to_owned(), ip)) {
+            return Ok(clean);
         }
-        None
+        match self.by_user.get(user).as_ref().and_then(blocked) {
+            Some(wait) => Err(wait),
+            None => Ok(Standing {
+                failed_before: true,
+            }),
+        }
     }
 
     /// Records a failed login.
@@ -246,9 +253,14 @@ impl Throttle {
     }
 
     /// A success from this address forgets its failures for this user.
-    pub fn succeeded(&self, user: &str, ip: IpAddr) {
-        self.pairs
-            .invalidate(&(fold_user(user), self.client_key(ip)));
+    /// Only when [`check`](Self::check) found some: a removal costs a
+    /// cache write on every request with a password, and nearly all of
+    /// them never failed. (A failure racing this success stays counted.)
+    pub fn succeeded(&self, user: &str, ip: IpAddr, standing: Standing) {
+        if standing.failed_before {
+            self.pairs
+                .invalidate(&(fold_user(user), self.client_key(ip)));
+        }
     }
 
     fn bump(&self, entry: Arc<std::sync::Mutex<Failures>>) {
@@ -258,6 +270,14 @@ impl Throttle {
             f.blocked_until = Some(Instant::now() + backoff);
         }
     }
+}
+
+/// What [`Throttle::check`] found for an attempt it let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Standing {
+    /// This address has failed for this user before.
+    failed_before: bool,
 }
 
 /// The form a user name is counted under: compatibility-normalised
@@ -332,14 +352,14 @@ mod tests {
         let t = throttle(3);
         let a = ip("192.0.2.1");
         for _ in 0..2 {
-            assert!(t.check(Some("alice"), a).is_none());
+            assert!(t.check(Some("alice"), a).is_ok());
             t.failed(Some("alice"), a);
         }
-        assert!(t.check(Some("alice"), a).is_none());
+        assert!(t.check(Some("alice"), a).is_ok());
         t.failed(Some("alice"), a);
         let wait = t
             .check(Some("bob"), a)
-            .expect("address blocked for every user");
+            .expect_err("address blocked for every user");
         assert!(wait <= Duration::from_secs(1));
     }
 
@@ -352,11 +372,42 @@ mod tests {
         }
         // each attacking address has failed only once, but alice is now
         // throttled from all of them
-        assert!(t.check(Some("alice"), ip("198.51.100.1")).is_some());
+        assert!(t.check(Some("alice"), ip("198.51.100.1")).is_err());
         // ... and never from an address that has not failed
-        assert!(t.check(Some("alice"), ip("192.0.2.77")).is_none());
+        assert!(t.check(Some("alice"), ip("192.0.2.77")).is_ok());
         // other users from an attacking address are fine (address below limit)
-        assert!(t.check(Some("bob"), ip("198.51.100.1")).is_none());
+        assert!(t.check(Some("bob"), ip("198.51.100.1")).is_ok());
+    }
+
+    #[test]
+    fn a_success_forgets_the_failures_check_found() {
+        let t = throttle(3);
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        for addr in [a, b] {
+            t.failed(Some("alice"), addr);
+        }
+        let standing = t.check(Some("Alice"), a).expect("below the limit");
+        assert_eq!(
+            standing,
+            Standing {
+                failed_before: true
+            }
+        );
+        t.succeeded("alice", a, standing);
+        let clean = t.check(Some("alice"), ip("192.0.2.3")).unwrap();
+        assert_eq!(
+            clean,
+            Standing {
+                failed_before: false
+            }
+        );
+        // alice is now blocked by name from the addresses that failed for
+        // her, which `a` no longer is and `b` still is
+        for i in 10..20 {
+            t.failed(Some("alice"), ip(&format!("198.51.100.{i}")));
+        }
+        assert!(t.check(Some("alice"), a).is_ok());
+        assert!(t.check(Some("alice"), b).is_err());
     }
 
     #[test]
@@ -364,11 +415,11 @@ mod tests {
         let t = throttle(1);
         let a = ip("192.0.2.9");
         t.failed(None, a);
-        let first = t.check(None, a).unwrap();
+        let first = t.check(None, a).unwrap_err();
         for _ in 0..10 {
             t.failed(None, a);
         }
-        let later = t.check(None, a).unwrap();
+        let later = t.check(None, a).unwrap_err();
         assert!(later > first, "{later:?} > {first:?}");
         assert!(later <= Duration::from_secs(8));
     }
@@ -380,9 +431,9 @@ mod tests {
         for i in 1..=3 {
             t.failed(None, ip(&format!("2001:db8:1:2::{i:x}")));
         }
-        assert!(t.check(None, ip("2001:db8:1:2:ffff::1")).is_some());
+        assert!(t.check(None, ip("2001:db8:1:2:ffff::1")).is_err());
         // the neighbouring /64 is someone else
-        assert!(t.check(None, ip("2001:db8:1:3::1")).is_none());
+        assert!(t.check(None, ip("2001:db8:1:3::1")).is_ok());
         // a configurable prefix: /128 counts addresses
         let t = Throttle::new(&ThrottleConfig {
             max_failures: 3,
@@ -392,7 +443,7 @@ mod tests {
         for i in 1..=3 {
             t.failed(None, ip(&format!("2001:db8::{i:x}")));
         }
-        assert!(t.check(None, ip("2001:db8::1")).is_none());
+        assert!(t.check(None, ip("2001:db8::1")).is_ok());
     }
 
     #[test]
@@ -400,8 +451,8 @@ mod tests {
         let t = throttle(2);
         t.failed(None, ip("::ffff:192.0.2.5"));
         t.failed(None, ip("192.0.2.5"));
-        assert!(t.check(None, ip("192.0.2.5")).is_some());
-        assert!(t.check(None, ip("::ffff:192.0.2.5")).is_some());
+        assert!(t.check(None, ip("192.0.2.5")).is_err());
+        assert!(t.check(None, ip("::ffff:192.0.2.5")).is_err());
     }
 
     #[test]
@@ -415,7 +466,7 @@ mod tests {
         {
             t.failed(Some(u), ip(&format!("198.51.100.{i}")));
         }
-        assert!(t.check(Some("Mallory "), ip("198.51.100.0")).is_some());
+        assert!(t.check(Some("Mallory "), ip("198.51.100.0")).is_err());
     }
 
     #[test]
@@ -429,6 +480,6 @@ mod tests {
         for _ in 0..5 {
             t.failed(Some("x"), a);
         }
-        assert!(t.check(Some("x"), a).is_none());
+        assert!(t.check(Some("x"), a).is_ok());
     }
 }
