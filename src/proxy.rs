@@ -683,7 +683,7 @@ fn client(session: &Session, ctx: &RequestCtx) -> IpAddr {
 }
 
 fn client_of(session: &Session, ctx: &RequestCtx) -> String {
-    client(session, ctx).to_string()
+    headers::forwarded_for(client(session, ctx))
 }
 
 /// The client certificate verified in this connection's handshake, as the

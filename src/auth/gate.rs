@@ -148,11 +148,13 @@ impl Gate {
         peer: Option<&PeerCertificate>,
         ip: IpAddr,
     ) -> (Result<Principal, Refusal>, Option<LoginOutcome>) {
-        let sends_credentials = authorization.is_some_and(|h| !basic::is_empty(h));
-        let (Some(mapping), Some(cert), false) = (&self.certificates, peer, sends_credentials)
-        else {
+        // (credentials are looked at only when a certificate could stand in)
+        let (Some(mapping), Some(cert)) = (&self.certificates, peer) else {
             return self.authenticate(authorization, ip).await;
         };
+        if authorization.is_some_and(|h| !basic::is_empty(h)) {
+            return self.authenticate(authorization, ip).await;
+        }
         let (r, outcome) = self.certificate_login(mapping, cert);
         (r, Some(outcome))
     }
@@ -239,11 +241,7 @@ impl Gate {
             Ok(standing) => standing,
             Err(wait) => return throttled(wait),
         };
-        let creds = basic::BasicCredentials {
-            user: user.to_owned(),
-            password: password.to_owned(),
-        };
-        let cached = self.authenticator.cached(&creds);
+        let cached = self.authenticator.cached(user, password);
         // the fleet's count, before a login that costs a verification (a
         // cached one never waits on Redis)
         let cold = cached.is_none() && self.throttle.is_shared();
@@ -254,7 +252,13 @@ impl Gate {
         }
         let verified = match cached {
             Some(identity) => Ok(identity),
-            None => self.authenticator.verify_uncached(&creds).await,
+            None => {
+                let creds = basic::BasicCredentials {
+                    user: user.to_owned(),
+                    password: password.to_owned(),
+                };
+                self.authenticator.verify_uncached(&creds).await
+            }
         };
         match verified {
             Ok(identity) => {
@@ -298,12 +302,17 @@ impl Gate {
         authorization: Option<&[u8]>,
         ip: IpAddr,
     ) -> (Result<Principal, Refusal>, Option<LoginOutcome>) {
-        let Some(header) = authorization.filter(|h| !basic::is_empty(h)) else {
+        let Some(header) = authorization else {
             return (Ok(Principal::Anonymous), None);
         };
+        // (parsed first: credentials are the usual case, and an empty pair
+        // — what docker sends before a login — does not parse)
         if let Some(creds) = basic::parse(header) {
             let (r, outcome) = self.login(&creds.user, &creds.password, ip).await;
             return (r, Some(outcome));
+        }
+        if basic::is_empty(header) {
+            return (Ok(Principal::Anonymous), None);
         }
         if let (Some(tokens), Some(token)) = (&self.tokens, bearer(header)) {
             use sha2::Digest;

@@ -152,6 +152,30 @@ pub fn prepare_upstream_request(
     Ok(())
 }
 
+/// `ip` as the registry's `X-Forwarded-For` gets it, for every request:
+/// IPv4 written octet by octet, since `Ipv4Addr`'s `Display` goes through
+/// the padding-aware formatter four times (some 1.3 k instructions).
+pub fn forwarded_for(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        let (hundreds, tens, ones) = (octet / 100, octet / 10 % 10, octet % 10);
+        if hundreds > 0 {
+            text.push(char::from(b'0' + hundreds));
+        }
+        if hundreds > 0 || tens > 0 {
+            text.push(char::from(b'0' + tens));
+        }
+        text.push(char::from(b'0' + ones));
+    }
+    text
+}
+
 /// The answer for a failed upstream exchange; `None` when the client side
 /// failed (nothing useful can be sent back).
 pub fn upstream_error(e: &Error) -> Option<RegistryError> {
@@ -182,6 +206,20 @@ mod tests {
             r.append_header(k.to_string(), *v).unwrap();
         }
         r
+    }
+
+    #[test]
+    fn forwarded_for_writes_what_display_writes() {
+        for a in 0..=255u8 {
+            for b in [0u8, 1, 9, 10, 99, 100, 199, 255] {
+                let ip = std::net::IpAddr::from([a, b, a.wrapping_mul(7), 255 - a]);
+                assert_eq!(forwarded_for(ip), ip.to_string());
+            }
+        }
+        for v6 in ["::1", "2001:db8::8a2e:370:7334", "::ffff:192.0.2.1"] {
+            let ip: std::net::IpAddr = v6.parse().unwrap();
+            assert_eq!(forwarded_for(ip), ip.to_string());
+        }
     }
 
     #[test]

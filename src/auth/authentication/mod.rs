@@ -376,17 +376,18 @@ impl Authenticator {
     /// knows the user decides. Never runs bcrypt or LDAP on the calling
     /// thread.
     pub async fn verify(&self, creds: &BasicCredentials) -> Result<Arc<Identity>, AuthFailure> {
-        match self.cached(creds) {
+        match self.cached(&creds.user, &creds.password) {
             Some(id) => Ok(id),
             None => self.verify_uncached(creds).await,
         }
     }
 
-    /// The identity `creds` verified to recently, if still good: a login
-    /// that costs no verification (and, in a fleet, no call to Redis).
-    pub fn cached(&self, creds: &BasicCredentials) -> Option<Arc<Identity>> {
+    /// The identity `user` and `password` verified to recently, if still
+    /// good: a login that costs no verification (and, in a fleet, no call
+    /// to Redis).
+    pub fn cached(&self, user: &str, password: &str) -> Option<Arc<Identity>> {
         let cache = &crate::observe::metrics::metrics().credential_cache;
-        if let Some(id) = self.cache.get(&creds.user, &creds.password) {
+        if let Some(id) = self.cache.get(user, password) {
             match self.token_of(&id) {
                 None => {
                     cache.with_label_values(&["hit"]).inc();
@@ -401,10 +402,7 @@ impl Authenticator {
                 Some(_) => {}
             }
         }
-        let id = self
-            .ldap_cache
-            .as_ref()?
-            .get(&creds.user, &creds.password)?;
+        let id = self.ldap_cache.as_ref()?.get(user, password)?;
         let stale_ok = self
             .ldap
             .as_ref()
