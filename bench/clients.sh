@@ -167,10 +167,6 @@ WORK=$(mktemp -d /tmp/portcullis-clients.XXXXXX)
 chmod 755 "$WORK"          # nginx workers (user nobody) read the htpasswd file
 mkdir -p "$OUT" "$WORK/tmp"
 rm -f "$OUT/$NAME"-last-*.log   # the logs of a previous run's failures
-if [[ $COUNT == instructions ]]; then
-  # shellcheck disable=SC2034 # read by bench/targets.sh
-  PROXY_WRAP="valgrind --tool=callgrind --cache-sim=no --branch-sim=no --callgrind-out-file=$WORK/callgrind.%p"
-fi
 CSV_TMP=$WORK/results.csv
 echo "target,round,metric,value" >"$CSV_TMP"
 
@@ -184,6 +180,10 @@ CREATED_DIRS=()     # directories outside $WORK this run created (removed if emp
 # log die calc now rec free_port cpu_ticks wait_http rotate push_blob
 # shellcheck source=bench/lib.sh disable=SC1091
 source "$ROOT/bench/lib.sh"
+if [[ $COUNT == instructions ]]; then
+  # shellcheck disable=SC2034 # read by bench/targets.sh
+  PROXY_WRAP=$(callgrind_wrap "$WORK")
+fi
 # make_certs make_htpasswd start_nginx start_caddy start_portcullis start_bare
 # shellcheck source=bench/targets.sh disable=SC1091
 source "$ROOT/bench/targets.sh"

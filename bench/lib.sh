@@ -98,6 +98,13 @@ wrk_stats() {
   [[ -n $REQS && $REQS != 0 ]] || { cat "$1" >&2; die "wrk made no requests ($1)"; }
 }
 # the names, rotated by round R: interleaved runs
+# The command prefix that runs a proxy under valgrind's callgrind (for
+# PROXY_WRAP), writing one file per process to DIR/callgrind.<pid>. No cache
+# or branch simulation (instructions are what is counted); names and
+# positions uncompressed so that every dump can be annotated on its own.
+callgrind_wrap() { # DIR
+  echo "valgrind --tool=callgrind --cache-sim=no --branch-sim=no --compress-strings=no --compress-pos=no --callgrind-out-file=$1/callgrind.%p"
+}
 rotate() { local r=$1; shift; local a=("$@") n=$# i; for ((i = 0; i < n; i++)); do echo "${a[$(((i + r - 1) % n))]}"; done; }
 
 # A registry:2 (Debian docker-registry) on a free port, data in $WORK: sets REG, REG_PID.

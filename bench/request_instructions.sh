@@ -54,7 +54,7 @@ make_certs
 make_htpasswd
 LAYERS=1 LAYER_MIB=1 REPO=bench/tiny seed_image
 # shellcheck disable=SC2034 # read by bench/targets.sh
-PROXY_WRAP="valgrind --tool=callgrind --cache-sim=no --compress-strings=no --compress-pos=no --callgrind-out-file=$WORK/callgrind.%p"
+PROXY_WRAP=$(callgrind_wrap "$WORK")
 START_WAIT=180
 start_bare pingora-bare || die "bare Pingora did not start"
 start_portcullis portcullis || die "portcullis did not start"
