@@ -10,7 +10,7 @@
 //! The key is computed on every request that carries a password, so it is
 //! BLAKE3 in keyed mode: one compression for a user and password that fit
 //! in 64 bytes, where HMAC-SHA256 takes two SHA-256 blocks even with its key
-//! pads prepared (docs/benchmarks.md, "Per request").
+//! pads prepared (docs/benchmarks.md, "Per request, second pass").
 
 use moka::sync::Cache;
 use std::sync::Arc;
