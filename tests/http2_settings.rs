@@ -11,6 +11,7 @@ use support::*;
 
 /// What the proxy told nghttp in its first SETTINGS frame and in the
 /// WINDOW_UPDATE on stream 0 that follows it.
+#[derive(Debug, PartialEq, Eq)]
 struct Advertised {
     stream_window: u64,
     max_frame_size: u64,
@@ -59,14 +60,17 @@ fn advertised(proxy: &Proxy) -> Advertised {
 #[test]
 fn the_default_windows_are_advertised() {
     let (_reg, proxy) = registry_and_proxy(ProxyOptions::basic(&[(USER, PASS)]));
-    let a = advertised(&proxy);
-    assert_eq!(a.stream_window, 1 << 20, "stream window");
-    assert_eq!(a.max_frame_size, 16_384, "max frame size");
-    assert_eq!(
-        a.connection_increment,
-        (2 << 20) - 65_535,
-        "connection window"
-    );
+    assert_eq!(advertised(&proxy), windows(1 << 20, 2 << 20, 16_384));
+}
+
+/// What a proxy with these windows and frame size advertises.
+fn windows(stream: u64, connection: u64, max_frame_size: u64) -> Advertised {
+    Advertised {
+        stream_window: stream,
+        max_frame_size,
+        // the connection window starts at 65535; the update adds the rest
+        connection_increment: connection - 65_535,
+    }
 }
 
 #[test]
@@ -74,14 +78,7 @@ fn configured_windows_are_advertised_and_an_upload_larger_than_them_goes_through
     let (_reg, proxy) = registry_and_proxy(ProxyOptions::basic(&[(USER, PASS)]).toml(
         "[server.http2]\nstream_window = 3145728\nconnection_window = 6291456\nmax_frame_size = 65536",
     ));
-    let a = advertised(&proxy);
-    assert_eq!(a.stream_window, 3 << 20, "stream window");
-    assert_eq!(a.max_frame_size, 65_536, "max frame size");
-    assert_eq!(
-        a.connection_increment,
-        (6 << 20) - 65_535,
-        "connection window"
-    );
+    assert_eq!(advertised(&proxy), windows(3 << 20, 6 << 20, 65_536));
 
     // 8 MiB over HTTP/2 in one monolithic PUT: more than both windows, so
     // the proxy must keep sending WINDOW_UPDATEs as it forwards the body.
