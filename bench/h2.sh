@@ -19,7 +19,8 @@
 # each over --http1.1 and --http2 (h2 via ALPN, TLS 1.3, the cipher curl
 # picks: TLS_AES_256_GCM_SHA384), and the same h2 GET with AES-128-GCM
 # forced (--tls13-ciphers), the cipher Go clients choose on AES hardware.
-# Metrics: MiB/s (wall) and proxy CPU seconds per GiB (utime+stime).
+# Metrics: MiB/s (wall) and proxy CPU seconds per GiB (the proxy's cgroup,
+# in ns, where the machine allows; else utime+stime ticks).
 #
 #   bash bench/h2.sh             # about 6 min on 2 vCPUs
 #   QUICK=1 bash bench/h2.sh     # smoke test
@@ -38,7 +39,6 @@ PORTCULLIS_AWSLC=${PORTCULLIS_AWSLC:-}
 TARGETS=${TARGETS:-"bare p-64k p-default p-4m p-16m p-t1 p-nosteal${PORTCULLIS_AWSLC:+ p-awslc}"}
 OUT=${OUT:-$ROOT/bench/results}
 PY=${PYTHON:-python3}
-CLK_TCK=$(getconf CLK_TCK)
 T_START=$(date +%s)
 WORK=$(mktemp -d /tmp/portcullis-h2.XXXXXX)
 CSV_TMP=$WORK/results.csv
@@ -54,6 +54,7 @@ cleanup() {
   set +e
   for p in "${PID[@]}" $REG_PID; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
+  cpu_clock_cleanup
   if [[ ${KEEP_WORK:-0} == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
   exit $rc
 }
@@ -137,9 +138,9 @@ transfer() {
     url=${BASE[$t]}/v2/bench/blobs/$DIGEST
     args+=(-o "$WORK/got.bin")
   fi
-  c0=$(cpu_ticks "${PID[$t]}"); t0=$(now)
+  c0=$(cpu_ns "$t" "${PID[$t]}"); t0=$(now)
   code=$(curl -sk -u "bench:$PASS" "${args[@]}" -D "$h" -w '%{http_code} %{http_version}' --max-time 300 "$url" | tail -1)
-  t1=$(now); c1=$(cpu_ticks "${PID[$t]}")
+  t1=$(now); c1=$(cpu_ns "$t" "${PID[$t]}")
   local want=200; [[ $mode == put ]] && want=201
   [[ ${code%% *} == "$want" ]] || die "$t $mode $proto -> $code"
   [[ ${code##* } == "${proto%%-*}" ]] || die "$t $mode $proto: spoke HTTP/${code##* }"
@@ -151,7 +152,7 @@ transfer() {
   fi
   local s; s=$(calc "$t1 - $t0")
   rec "$t" "$r" "${mode}_h${proto}_mibs" "$(calc "$BLOB_MIB / $s")"
-  rec "$t" "$r" "${mode}_h${proto}_cpu_s_per_gib" "$(calc "($c1 - $c0) / $CLK_TCK * 1024 / $BLOB_MIB")"
+  rec "$t" "$r" "${mode}_h${proto}_cpu_s_per_gib" "$(calc "($c1 - $c0) / 1e9 * 1024 / $BLOB_MIB")"
 }
 
 for c in curl docker-registry htpasswd openssl sha256sum; do command -v $c >/dev/null || die "$c missing"; done
@@ -166,6 +167,9 @@ DIGEST=sha256:$(sha256sum "$WORK/blob.bin" | cut -d' ' -f1)
 REG_RELATIVE=1 start_registry
 push_blob bench "$WORK/blob.bin" "$DIGEST"
 for t in $TARGETS; do start_target "$t"; done
+# each proxy's CPU from a cgroup of its own, in ns (bench/lib.sh), else ticks
+cpu_clock_init
+for t in $TARGETS; do cpu_clock_join "$t" "${PID[$t]}"; done
 log "targets: $TARGETS; ${BLOB_MIB} MiB blob; $ROUNDS rounds"
 
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -183,6 +187,7 @@ for t in $TARGETS; do rec "$t" 0 log_error_lines "$(grep -cE ' (ERROR|WARN) |pan
   echo "{\"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"duration_s\": $(( $(date +%s) - T_START )),"
   echo " \"rounds\": $ROUNDS, \"blob_mib\": $BLOB_MIB, \"curl\": \"$(curl --version | awk 'NR==1{print $2" "$5" "$6}')\","
   echo " \"cpu\": \"$(lscpu | awk -F': *' '/^Model name/{print $2; exit}')\", \"nproc\": $(nproc),"
+  echo " \"cpu_clock\": \"${CPU_CG_KIND:-ticks}\","
   echo " \"loadavg_start\": \"$LOAD_START\", \"loadavg_end\": \"$(cut -d' ' -f1-3 /proc/loadavg)\","
   echo " \"git_head_at_run\": \"$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo none)\"}"
 } >"$WORK/meta.json"
