@@ -457,7 +457,8 @@ impl RegistryProxy {
         // 1. route
         let req = session.req_header();
         let route = route::parse(req.uri.path(), req.uri.query()).map_err(RegistryError::from)?;
-        ctx.route = Some(route.clone());
+        // (kept in the context for the logs, and read from there: no copy)
+        let route = &*ctx.route.insert(route);
         // the registry must act on exactly what was parsed and authorized
         parameters::check_body_type(req)?;
         let needs = route.required(&req.method).map_err(RegistryError::from)?;
@@ -477,11 +478,11 @@ impl RegistryProxy {
                 .map_err(|l| limited(l, ip, Some(user)))?;
         }
         // 3. authorize
-        self.authorize(principal, &route, &needs, ip)?;
+        self.authorize(principal, route, &needs, ip)?;
         if let Some(tokens) = &self.upstream_tokens {
             ctx.upstream_authorization = tokens.bearer(principal.user(), &needs);
         }
-        if route == Route::Catalog {
+        if *route == Route::Catalog {
             let upstream_authorization = ctx.upstream_authorization.as_deref();
             let page = self.catalog(session, principal, ip, upstream_authorization);
             return Err(Stop::Answer(page.await));
