@@ -129,6 +129,8 @@ http:
   addr: 127.0.0.1:$port
   secret: portcullis-bench-secret
   relativeurls: $([[ ${REG_RELATIVE:-0} == 1 ]] && echo true || echo false)
+  headers: # as Debian's /etc/docker/registry/config.yml and the registry:2 image's
+    X-Content-Type-Options: [nosniff]
 YML
   docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
   REG_PID=$!

@@ -47,7 +47,7 @@ pub struct RegistryProxy {
     upstream_tokens: Option<UpstreamTokens>,
     audit: Option<Arc<AuditLog>>,
     /// Precomputed `Strict-Transport-Security` value, if enabled.
-    hsts: Option<String>,
+    hsts: Option<http::HeaderValue>,
     access_log: bool,
     /// Seals the catalog's give-up cursors.
     catalog_cursors: catalog::CursorKey,
@@ -78,7 +78,10 @@ impl RegistryProxy {
             token_endpoint,
             upstream_tokens,
             audit,
-            hsts: (!hsts_max_age.is_zero()).then(|| format!("max-age={}", hsts_max_age.as_secs())),
+            // (digits: always a valid value)
+            hsts: (!hsts_max_age.is_zero())
+                .then(|| format!("max-age={}", hsts_max_age.as_secs()))
+                .and_then(|v| http::HeaderValue::try_from(v).ok()),
             access_log: cfg.log.access_log,
             trusted: TrustedProxies::new(
                 &cfg.server.trusted_proxies,
@@ -270,7 +273,7 @@ impl ProxyHttp for RegistryProxy {
                 location::rewrite_response(resp, origin, public)?;
             }
         }
-        reply::add_registry_headers(resp, self.hsts.as_deref())
+        reply::add_registry_headers(resp, self.hsts.as_ref())
     }
 
     async fn fail_to_proxy(
@@ -539,7 +542,7 @@ impl RegistryProxy {
         let endpoint = self.token_endpoint.as_ref();
         let rc = ReplyContext {
             registry: true,
-            hsts: self.hsts.as_deref(),
+            hsts: self.hsts.as_ref(),
             mode,
             basic_realm: &self.realm,
             bearer: endpoint.map(|e| (e.realm(ctx.public_origin.as_deref()), e.service.as_str())),

@@ -51,6 +51,10 @@ pub struct Upstream {
     origin: String,
     /// `host[:port]` as written in the config, for DNS and the Host header.
     authority: String,
+    /// `authority` as the Host header of every forwarded request, built
+    /// once: a clone shares its bytes, where a `&str` is validated and
+    /// copied on every request.
+    host_value: http::HeaderValue,
     tls: bool,
     sni: String,
     addr: ArcSwap<SocketAddr>,
@@ -79,6 +83,12 @@ impl Upstream {
             None => host.clone(),
         };
         let addr = resolve(&host, port)?;
+        let host_value = http::HeaderValue::try_from(authority.as_str()).map_err(|e| {
+            UpstreamError::Resolve {
+                host: authority.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         let authorization = match (&cfg.username, &cfg.password) {
             (Some(u), Some(p)) => {
                 let token = base64::engine::general_purpose::STANDARD
@@ -90,6 +100,7 @@ impl Upstream {
         Ok(Upstream {
             origin: url.origin().ascii_serialization(),
             authority,
+            host_value,
             tls: url.scheme() == "https",
             sni: host
                 .trim_start_matches('[')
@@ -189,6 +200,11 @@ impl Upstream {
 
     pub fn host_header(&self) -> &str {
         &self.authority
+    }
+
+    /// [`host_header`](Self::host_header) as a header value.
+    pub fn host_value(&self) -> &http::HeaderValue {
+        &self.host_value
     }
 
     pub fn authorization(&self) -> Option<&str> {

@@ -66,7 +66,7 @@ pub struct ReplyContext<'a> {
     /// `X-Content-Type-Options`): on the TLS listener only.
     pub registry: bool,
     /// The `Strict-Transport-Security` value, if enabled (TLS only).
-    pub hsts: Option<&'a str>,
+    pub hsts: Option<&'a http::HeaderValue>,
     /// The scheme credentials are asked for with.
     pub mode: Mode,
     /// The realm of a Basic challenge.
@@ -232,7 +232,10 @@ impl Parts {
 }
 
 /// The headers of every registry API answer, the upstream's included.
-pub fn add_registry_headers(resp: &mut ResponseHeader, hsts: Option<&str>) -> pingora::Result<()> {
+pub fn add_registry_headers(
+    resp: &mut ResponseHeader,
+    hsts: Option<&http::HeaderValue>,
+) -> pingora::Result<()> {
     static API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
     static NOSNIFF: HeaderName = HeaderName::from_static("x-content-type-options");
     ensure(
@@ -243,7 +246,9 @@ pub fn add_registry_headers(resp: &mut ResponseHeader, hsts: Option<&str>) -> pi
     )?;
     ensure(resp, &NOSNIFF, "X-Content-Type-Options", "nosniff")?;
     if let Some(hsts) = hsts {
-        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
+        // (the name as text: Pingora copies a `HeaderName` it has no
+        // title case for, then parses the copy)
+        resp.insert_header("Strict-Transport-Security", hsts.clone())?;
     }
     Ok(())
 }
@@ -262,7 +267,7 @@ fn ensure(
     if present.next().is_some_and(|v| v == value) && present.next().is_none() {
         return Ok(());
     }
-    resp.insert_header(cased, value)
+    resp.insert_header(cased, http::HeaderValue::from_static(value))
 }
 
 /// Writes `reply` as a complete response; no body for `HEAD` (its
@@ -350,11 +355,12 @@ fn expects_continue(req: &RequestHeader) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    static HSTS: http::HeaderValue = http::HeaderValue::from_static("max-age=60");
 
     fn ctx(mode: Mode) -> ReplyContext<'static> {
         ReplyContext {
             registry: true,
-            hsts: Some("max-age=60"),
+            hsts: Some(&HSTS),
             mode,
             basic_realm: "portcullis",
             bearer: Some(("https://r.test/token".into(), "registry.test")),
@@ -465,7 +471,7 @@ mod tests {
             .unwrap();
         resp.append_header("X-Content-Type-Options", "other")
             .unwrap();
-        add_registry_headers(&mut resp, Some("max-age=60")).unwrap();
+        add_registry_headers(&mut resp, Some(&HSTS)).unwrap();
         let all = |name: &str| -> Vec<String> {
             resp.headers
                 .get_all(name)

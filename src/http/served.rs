@@ -9,7 +9,7 @@ use forwarded_header_value::ForwardedHeaderValue;
 
 use crate::config::ClientAddressHeader;
 use crate::observe::access_log::{self, AccessRecord};
-use crate::observe::metrics::{code_class, method_label, metrics};
+use crate::observe::metrics::{metrics, RequestRecord};
 
 /// The client's address, canonical: on a dual-stack listener (`[::]:443`)
 /// IPv4 clients arrive as `::ffff:a.b.c.d`, which no IPv4 network rule,
@@ -138,19 +138,14 @@ impl Served<'_> {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        let m = metrics();
-        m.requests
-            .with_label_values(&[self.label, method_label(&req.method), code_class(status)])
-            .inc();
-        m.request_duration
-            .with_label_values(&[self.label])
-            .observe(self.started.elapsed().as_secs_f64());
-        m.received_bytes
-            .with_label_values(&[self.label])
-            .inc_by(session.body_bytes_read() as u64);
-        m.sent_bytes
-            .with_label_values(&[self.label])
-            .inc_by(session.body_bytes_sent() as u64);
+        metrics().record_request(&RequestRecord {
+            route: self.label,
+            method: &req.method,
+            status,
+            seconds: self.started.elapsed().as_secs_f64(),
+            received: session.body_bytes_read() as u64,
+            sent: session.body_bytes_sent() as u64,
+        });
         if access_log {
             access_log::write(&AccessRecord {
                 client: self.client.to_string(),

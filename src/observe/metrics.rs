@@ -7,7 +7,7 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, Opts, Registry, TextEncoder,
 };
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 /// Request durations from a millisecond to an hour: manifest GETs take
 /// milliseconds, multi-GiB layer pushes many minutes.
@@ -18,6 +18,10 @@ const DURATION_BUCKETS: [f64; 18] = [
 
 pub struct Metrics {
     registry: Registry,
+    /// The children of `requests`, `request_duration`, `received_bytes`
+    /// and `sent_bytes`, found once: a lookup by label text hashes every
+    /// label and takes a lock, four times per request.
+    per_request: RequestSeries,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub received_bytes: IntCounterVec,
@@ -30,6 +34,9 @@ pub struct Metrics {
     pub auth_attempts: IntCounterVec,
     pub denied: IntCounter,
     pub credential_cache: IntCounterVec,
+    /// `credential_cache{result="hit"}` and `"miss"`, found once.
+    pub credential_cache_hit: IntCounter,
+    pub credential_cache_miss: IntCounter,
     pub throttled: IntCounter,
     pub rate_limited: IntCounterVec,
     pub ldap_duration: HistogramVec,
@@ -122,6 +129,12 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let credential_cache = counter(
+            &r,
+            "portcullis_credential_cache_requests_total",
+            "Lookups in the verified-credential cache, by result (hit, miss).",
+            &["result"],
+        );
         let m = Metrics {
             requests: counter(
                 &r,
@@ -166,12 +179,6 @@ impl Metrics {
                 &r,
                 "portcullis_denied_requests_total",
                 "Requests refused by the access rules.",
-            ),
-            credential_cache: counter(
-                &r,
-                "portcullis_credential_cache_requests_total",
-                "Lookups in the verified-credential cache, by result (hit, miss).",
-                &["result"],
             ),
             throttled: plain_counter(
                 &r,
@@ -267,6 +274,10 @@ impl Metrics {
                 &["version", "commit"],
             ),
             start_time,
+            credential_cache_hit: credential_cache.with_label_values(&["hit"]),
+            credential_cache_miss: credential_cache.with_label_values(&["miss"]),
+            credential_cache,
+            per_request: RequestSeries::default(),
             registry: r,
         };
         m.build_info
@@ -296,28 +307,105 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
-/// `2xx`, `4xx`, …; `0` means no response was sent.
-pub fn code_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
+/// The `route` labels of the request series, as `Route::kind` and the
+/// proxy's own endpoints give them.
+const ROUTES: [&str; 10] = [
+    "base",
+    "catalog",
+    "tags",
+    "manifest",
+    "blob",
+    "upload",
+    "referrers",
+    "token",
+    "login",
+    "other",
+];
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "other"];
+const CODES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+struct RouteSeries {
+    duration: Histogram,
+    received: IntCounter,
+    sent: IntCounter,
+}
+
+/// Children made on first use, so `/metrics` shows only series that
+/// counted something, as with lookups by label.
+#[derive(Default)]
+struct RequestSeries {
+    routes: [OnceLock<RouteSeries>; ROUTES.len()],
+    requests: [[[OnceLock<IntCounter>; CODES.len()]; METHODS.len()]; ROUTES.len()],
+}
+
+/// One answered request, for the metrics.
+pub struct RequestRecord<'a> {
+    pub route: &'a str,
+    pub method: &'a http::Method,
+    /// The status sent; 0 for none.
+    pub status: u16,
+    pub seconds: f64,
+    pub received: u64,
+    pub sent: u64,
+}
+
+impl Metrics {
+    /// Counts one answered request in the request series.
+    pub fn record_request(&self, r: &RequestRecord<'_>) {
+        let (method, code) = (method_index(r.method), code_index(r.status));
+        let Some(route) = ROUTES.iter().position(|l| *l == r.route) else {
+            // (a label outside the table: looked up by text)
+            let route = [r.route];
+            self.requests
+                .with_label_values(&[r.route, METHODS[method], CODES[code]])
+                .inc();
+            self.request_duration
+                .with_label_values(&route)
+                .observe(r.seconds);
+            self.received_bytes
+                .with_label_values(&route)
+                .inc_by(r.received);
+            self.sent_bytes.with_label_values(&route).inc_by(r.sent);
+            return;
+        };
+        let label = ROUTES[route];
+        self.per_request.requests[route][method][code]
+            .get_or_init(|| {
+                self.requests
+                    .with_label_values(&[label, METHODS[method], CODES[code]])
+            })
+            .inc();
+        let series = self.per_request.routes[route].get_or_init(|| RouteSeries {
+            duration: self.request_duration.with_label_values(&[label]),
+            received: self.received_bytes.with_label_values(&[label]),
+            sent: self.sent_bytes.with_label_values(&[label]),
+        });
+        series.duration.observe(r.seconds);
+        series.received.inc_by(r.received);
+        series.sent.inc_by(r.sent);
     }
 }
 
-/// A method label from a closed set.
-pub fn method_label(m: &http::Method) -> &'static str {
+fn code_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
+fn method_index(m: &http::Method) -> usize {
     match *m {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::PATCH => "PATCH",
-        http::Method::DELETE => "DELETE",
-        _ => "other",
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::PUT => 3,
+        http::Method::PATCH => 4,
+        http::Method::DELETE => 5,
+        _ => 6,
     }
 }
 
@@ -347,8 +435,46 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(code_class(204), "2xx");
-        assert_eq!(code_class(0), "none");
-        assert_eq!(method_label(&http::Method::OPTIONS), "other");
+        assert_eq!(CODES[code_index(204)], "2xx");
+        assert_eq!(CODES[code_index(0)], "none");
+        assert_eq!(CODES[code_index(600)], "none");
+        assert_eq!(METHODS[method_index(&http::Method::OPTIONS)], "other");
+        assert_eq!(METHODS[method_index(&http::Method::PATCH)], "PATCH");
+    }
+
+    /// The cached children are the series a lookup by label finds, for a
+    /// route of the table and for one outside it.
+    #[test]
+    fn recorded_requests_land_in_the_labelled_series() {
+        let m = metrics();
+        let record = |route, method, status, received| RequestRecord {
+            route,
+            method,
+            status,
+            seconds: 0.5,
+            received,
+            sent: 7,
+        };
+        for _ in 0..2 {
+            m.record_request(&record("upload", &http::Method::PUT, 201, 100));
+        }
+        m.record_request(&record("upload", &http::Method::PUT, 404, 1));
+        m.record_request(&record("something-new", &http::Method::GET, 0, 5));
+        let count = |labels: &[&str]| m.requests.with_label_values(labels).get();
+        assert_eq!(count(&["upload", "PUT", "2xx"]), 2);
+        assert_eq!(count(&["upload", "PUT", "4xx"]), 1);
+        assert_eq!(count(&["something-new", "GET", "none"]), 1);
+        assert_eq!(m.received_bytes.with_label_values(&["upload"]).get(), 201);
+        assert_eq!(m.sent_bytes.with_label_values(&["upload"]).get(), 21);
+        assert_eq!(
+            m.received_bytes.with_label_values(&["something-new"]).get(),
+            5
+        );
+        let upload = m.request_duration.with_label_values(&["upload"]);
+        assert_eq!(upload.get_sample_count(), 3);
+        assert_eq!(upload.get_sample_sum(), 1.5);
+        // nothing made for routes that counted nothing
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains("route=\"referrers\""), "{text}");
     }
 }

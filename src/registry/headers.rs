@@ -1,6 +1,6 @@
 //! Request and response headers: what the upstream gets, what clients get.
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType};
 
@@ -66,45 +66,62 @@ pub fn request_host(req: &RequestHeader) -> Option<&str> {
 }
 
 /// `name[:port]` or `[ipv6][:port]`: DNS labels or an IPv4 address, an
-/// IPv6 literal in brackets, a decimal port of at most 65535.
+/// IPv6 literal in brackets, a decimal port of at most 65535. One pass
+/// over the bytes for a name, since every request's Host comes here.
 pub fn is_host_port(value: &str) -> bool {
-    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+    if let Some(rest) = value.strip_prefix('[') {
         let Some((v6, after)) = rest.split_once(']') else {
             return false;
         };
         if v6.parse::<std::net::Ipv6Addr>().is_err() {
             return false;
         }
-        match after {
-            "" => return true,
-            a => match a.strip_prefix(':') {
-                Some(p) => ("", p),
-                None => return false,
-            },
+        return match after.strip_prefix(':') {
+            Some(port) => is_port(port.as_bytes()),
+            None => after.is_empty(),
+        };
+    }
+    let bytes = value.as_bytes();
+    match bytes.iter().position(|&b| b == b':') {
+        Some(i) => is_dns_name(&bytes[..i]) && is_port(&bytes[i + 1..]),
+        None => is_dns_name(bytes),
+    }
+}
+
+/// At most five decimal digits, at most 65535.
+fn is_port(p: &[u8]) -> bool {
+    !p.is_empty()
+        && p.len() <= 5
+        && p.iter().all(u8::is_ascii_digit)
+        && p.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65535
+}
+
+/// Labels of letters, digits, `-` and `_`, each 1 to 63 bytes and neither
+/// starting nor ending with `-`; at most 253 bytes in all, not counting
+/// an absolute name's trailing dot.
+fn is_dns_name(host: &[u8]) -> bool {
+    let name = host.strip_suffix(b".").unwrap_or(host);
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let (mut label, mut prev) = (0usize, b'.');
+    for &b in name {
+        if b == b'.' {
+            if label == 0 || prev == b'-' {
+                return false;
+            }
+            label = 0;
+        } else if b.is_ascii_alphanumeric() || b == b'_' || (b == b'-' && label > 0) {
+            label += 1;
+            if label > 63 {
+                return false;
+            }
+        } else {
+            return false;
         }
-    } else {
-        match value.split_once(':') {
-            Some((h, p)) => (h, p),
-            None => (value, "65535"),
-        }
-    };
-    let port_ok = !port.is_empty()
-        && port.len() <= 5
-        && port.bytes().all(|b| b.is_ascii_digit())
-        && port.parse::<u32>().is_ok_and(|p| p <= 65535);
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    // an absolute name's trailing dot is allowed
-    let name = host.strip_suffix('.').unwrap_or(host);
-    let host_ok = value.starts_with('[')
-        || (!name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok));
-    host_ok && port_ok
+        prev = b;
+    }
+    label > 0 && prev != b'-'
 }
 
 /// `https://host[:port]/path?query` for the plain-HTTP listener's redirect.
@@ -148,11 +165,11 @@ pub fn prepare_upstream_request(
     }
     // (names as text: Pingora parses a name on every insert, and text
     // spares it the copy it makes of a non-standard HeaderName first)
-    req.insert_header("Host", upstream.host_header())?;
+    req.insert_header("Host", upstream.host_value().clone())?;
     if let Some(host) = client_host {
         req.insert_header("X-Forwarded-Host", host)?;
     }
-    req.insert_header("X-Forwarded-Proto", "https")?;
+    req.insert_header("X-Forwarded-Proto", HeaderValue::from_static("https"))?;
     if !client_ip.is_empty() {
         req.insert_header("X-Forwarded-For", client_ip)?;
     }
@@ -274,6 +291,98 @@ mod tests {
             &[("Connection", "keep-alive"), ("Connection", "forwarded")],
         );
         assert!(!connection_header_ok(&r));
+    }
+
+    /// The rule as first written, splitting and checking piece by piece.
+    fn plain_is_host_port(value: &str) -> bool {
+        let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+            let Some((v6, after)) = rest.split_once(']') else {
+                return false;
+            };
+            if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                return false;
+            }
+            match after {
+                "" => return true,
+                a => match a.strip_prefix(':') {
+                    Some(p) => ("", p),
+                    None => return false,
+                },
+            }
+        } else {
+            match value.split_once(':') {
+                Some((h, p)) => (h, p),
+                None => (value, "65535"),
+            }
+        };
+        let port_ok = !port.is_empty()
+            && port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| p <= 65535);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        // an absolute name's trailing dot is allowed
+        let name = host.strip_suffix('.').unwrap_or(host);
+        let host_ok = value.starts_with('[')
+            || (!name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok));
+        host_ok && port_ok
+    }
+    /// The one-pass check agrees with the rule written plainly, on every
+    /// string of up to five bytes from an alphabet of the bytes that
+    /// matter, and on labels and names around their length limits.
+    #[test]
+    fn host_check_agrees_with_the_plain_rule() {
+        const ALPHABET: &[u8] = b"a-_.:9[]/ ";
+        let mut cases: Vec<String> = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..5 {
+            let next: Vec<String> = last
+                .iter()
+                .flat_map(|s| {
+                    ALPHABET.iter().map(move |&b| {
+                        let mut t = s.clone();
+                        t.push(char::from(b));
+                        t
+                    })
+                })
+                .collect();
+            cases.extend(next.iter().cloned());
+            last = next;
+        }
+        for n in [62, 63, 64] {
+            let label = "a".repeat(n);
+            cases.push(label.clone());
+            cases.push(format!("{label}.b:443"));
+            cases.push(format!("x.{label}"));
+        }
+        for n in [251, 252, 253, 254] {
+            let name: String = (0..n).map(|i| if i % 2 == 1 { '.' } else { 'a' }).collect();
+            cases.push(name.clone());
+            cases.push(format!("{name}."));
+            cases.push(format!("{name}:1"));
+        }
+        cases.extend(
+            [
+                "[::1]",
+                "[::1]:0",
+                "[::1]:65536",
+                "[fe80::1%eth0]",
+                "h:00000",
+                "h:065535",
+                "h:65535",
+            ]
+            .map(String::from),
+        );
+        for c in &cases {
+            assert_eq!(is_host_port(c), plain_is_host_port(c), "{c:?}");
+        }
+        assert!(cases.len() > 100_000);
     }
 
     #[test]

@@ -86,6 +86,9 @@ fn warn_about(app: &App) {
     }
 }
 
+/// Timeouts longer than this use Tokio's timer rather than Pingora's.
+const FAST_TIMER_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Pingora's server, with the settings of `[server]` and `[upstream]`.
 fn pingora_server(cfg: &Config, upgrade: bool) -> Server {
     let conf = ServerConf {
@@ -97,6 +100,11 @@ fn pingora_server(cfg: &Config, upgrade: bool) -> Server {
         grace_period_seconds: Some(cfg.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
         upstream_keepalive_pool_size: 256,
+        // Upstream read, write and idle timeouts are long (minutes) and
+        // nearly always cancelled: Pingora's fast timer keeps every
+        // cancelled one in its per-thread map until its deadline, Tokio's
+        // removes it on drop. Only the connect timeout stays fast.
+        fast_timeout_to_tokio_threshold_seconds: Some(FAST_TIMER_LIMIT.as_secs()),
         upgrade_sock: cfg.server.upgrade_sock.display().to_string(),
         ca_file: cfg
             .upstream

@@ -386,15 +386,15 @@ impl Authenticator {
     /// good: a login that costs no verification (and, in a fleet, no call
     /// to Redis).
     pub fn cached(&self, user: &str, password: &str) -> Option<Arc<Identity>> {
-        let cache = &crate::observe::metrics::metrics().credential_cache;
+        let hit = &crate::observe::metrics::metrics().credential_cache_hit;
         if let Some(id) = self.cache.get(user, password) {
             match self.token_of(&id) {
                 None => {
-                    cache.with_label_values(&["hit"]).inc();
+                    hit.inc();
                     return Some(id);
                 }
                 Some((tokens, token_id)) if tokens.still_valid(token_id, &id.groups) => {
-                    cache.with_label_values(&["hit"]).inc();
+                    hit.inc();
                     tokens.touch(token_id);
                     return Some(id);
                 }
@@ -409,7 +409,7 @@ impl Authenticator {
             .is_some_and(LdapBackend::allow_stale_on_outage);
         // otherwise the directory is asked, and fails closed
         (self.ldap_reachable() || stale_ok).then(|| {
-            cache.with_label_values(&["hit"]).inc();
+            hit.inc();
             id
         })
     }
@@ -419,8 +419,9 @@ impl Authenticator {
         &self,
         creds: &BasicCredentials,
     ) -> Result<Arc<Identity>, AuthFailure> {
-        let cache = &crate::observe::metrics::metrics().credential_cache;
-        cache.with_label_values(&["miss"]).inc();
+        crate::observe::metrics::metrics()
+            .credential_cache_miss
+            .inc();
         // an ID token: the user name given is not looked at, the token
         // alone says who this is (CI cannot always know the mapped name)
         if let Some(o) = self.oidc.as_ref().filter(|o| o.accepts_passwords()) {

@@ -22,6 +22,7 @@
 
 use moka::sync::Cache;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,13 @@ pub struct Throttle {
     /// (user, address) pairs that have failed at least once.
     pairs: Cache<(String, IpAddr), ()>,
     cluster: Option<Arc<Cluster>>,
+    /// Milliseconds after `epoch` from which no failure counted here and
+    /// no block mirrored can refuse an attempt or mark it as having failed
+    /// before: every block has ended and every pair has expired. Until a
+    /// new failure, [`check`](Self::check) answers without its two cache
+    /// lookups — the usual state of a registry nobody is guessing at.
+    quiet_after: AtomicU64,
+    epoch: Instant,
 }
 
 impl Throttle {
@@ -51,6 +59,8 @@ impl Throttle {
             by_user: bounded(cfg),
             pairs: bounded(cfg),
             cluster: None,
+            quiet_after: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 
@@ -167,8 +177,9 @@ impl Throttle {
 
     /// Blocks a local entry for at least `wait` (a block the fleet found).
     fn mirror(&self, entry: &Arc<std::sync::Mutex<Failures>>, wait: Duration) {
+        let until = Instant::now() + wait;
+        self.not_quiet_until(until.max(Instant::now() + self.cfg.window));
         if let Ok(mut f) = entry.lock() {
-            let until = Instant::now() + wait;
             f.count = f.count.max(self.cfg.max_failures);
             if f.blocked_until.is_none_or(|t| t < until) {
                 f.blocked_until = Some(until);
@@ -212,10 +223,13 @@ impl Throttle {
         if !self.cfg.enabled {
             return Ok(clean);
         }
+        let now = Instant::now();
+        if self.millis(now) >= self.quiet_after.load(Ordering::Acquire) {
+            return Ok(clean);
+        }
         let ip = self.client_key(ip);
         let user = user.map(fold_user);
         let user = user.as_deref();
-        let now = Instant::now();
         let blocked = |f: &Arc<std::sync::Mutex<Failures>>| {
             f.lock()
                 .ok()
@@ -242,6 +256,9 @@ impl Throttle {
         if !self.cfg.enabled {
             return;
         }
+        // pairs expire a window after their failure, blocks within the
+        // longest backoff
+        self.not_quiet_until(Instant::now() + self.cfg.window.max(self.cfg.max_backoff));
         let ip = self.client_key(ip);
         let user = user.map(fold_user);
         let user = user.as_deref();
@@ -261,6 +278,16 @@ impl Throttle {
             self.pairs
                 .invalidate(&(fold_user(user), self.client_key(ip)));
         }
+    }
+
+    fn millis(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// [`check`](Self::check) must look until `t` (rounded up a millisecond).
+    fn not_quiet_until(&self, t: Instant) {
+        self.quiet_after
+            .fetch_max(self.millis(t).saturating_add(1), Ordering::AcqRel);
     }
 
     fn bump(&self, entry: Arc<std::sync::Mutex<Failures>>) {
@@ -481,5 +508,52 @@ mod tests {
             t.failed(Some("x"), a);
         }
         assert!(t.check(Some("x"), a).is_ok());
+    }
+
+    /// Once every failure is older than the window and the longest block,
+    /// `check` answers without looking, and says what looking would have:
+    /// nothing blocks, nothing failed before. A new failure makes it look
+    /// again at once.
+    #[test]
+    fn quiet_after_the_window_and_the_longest_block() {
+        let t = Throttle::new(&ThrottleConfig {
+            max_failures: 2,
+            window: Duration::from_millis(300),
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(200),
+            ..ThrottleConfig::default()
+        });
+        let a = ip("192.0.2.1");
+        let quiet =
+            |t: &Throttle| t.millis(Instant::now()) >= t.quiet_after.load(Ordering::Acquire);
+        assert!(quiet(&t), "no failure yet");
+        t.failed(Some("alice"), a);
+        assert!(!quiet(&t));
+        assert_eq!(
+            t.check(Some("alice"), a),
+            Ok(Standing {
+                failed_before: true
+            })
+        );
+        t.failed(Some("alice"), a);
+        assert!(t.check(Some("bob"), a).is_err(), "blocked at the limit");
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(quiet(&t));
+        // what the caches would say too: the pair has expired
+        assert!(!t.pairs.contains_key(&("alice".to_owned(), a)));
+        assert_eq!(
+            t.check(Some("alice"), a),
+            Ok(Standing {
+                failed_before: false
+            })
+        );
+        t.failed(Some("alice"), a);
+        assert!(!quiet(&t));
+        assert_eq!(
+            t.check(Some("alice"), a),
+            Ok(Standing {
+                failed_before: true
+            })
+        );
     }
 }
