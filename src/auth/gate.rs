@@ -262,9 +262,7 @@ impl Gate {
         };
         match verified {
             Ok(identity) => {
-                m.auth_attempts
-                    .with_label_values(&[identity.backend, "ok"])
-                    .inc();
+                m.login_ok(identity.backend);
                 self.throttle.succeeded(user, ip, standing);
                 if cold {
                     self.throttle.succeeded_shared(user, ip).await;

@@ -22,6 +22,8 @@ pub struct Metrics {
     /// and `sent_bytes`, found once: a lookup by label text hashes every
     /// label and takes a lock, four times per request.
     per_request: RequestSeries,
+    /// `auth_attempts{result="ok"}` by backend, found once per backend.
+    logins_ok: [OnceLock<IntCounter>; BACKENDS.len()],
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub received_bytes: IntCounterVec,
@@ -278,6 +280,7 @@ impl Metrics {
             credential_cache_miss: credential_cache.with_label_values(&["miss"]),
             credential_cache,
             per_request: RequestSeries::default(),
+            logins_ok: Default::default(),
             registry: r,
         };
         m.build_info
@@ -386,6 +389,22 @@ impl Metrics {
     }
 }
 
+/// The `backend` labels of a successful login.
+const BACKENDS: [&str; 5] = ["htpasswd", "ldap", "oidc", "token", "certificate"];
+
+impl Metrics {
+    /// Counts a successful login by `backend`: every request with
+    /// credentials is one.
+    pub fn login_ok(&self, backend: &str) {
+        match BACKENDS.iter().position(|b| *b == backend) {
+            Some(i) => self.logins_ok[i]
+                .get_or_init(|| self.auth_attempts.with_label_values(&[BACKENDS[i], "ok"]))
+                .inc(),
+            None => self.auth_attempts.with_label_values(&[backend, "ok"]).inc(),
+        }
+    }
+}
+
 fn code_index(status: u16) -> usize {
     match status {
         100..=199 => 0,
@@ -473,6 +492,11 @@ mod tests {
         let upload = m.request_duration.with_label_values(&["upload"]);
         assert_eq!(upload.get_sample_count(), 3);
         assert_eq!(upload.get_sample_sum(), 1.5);
+        m.login_ok("ldap");
+        m.login_ok("ldap");
+        m.login_ok("elsewhere");
+        let ok = |b: &str| m.auth_attempts.with_label_values(&[b, "ok"]).get();
+        assert_eq!((ok("ldap"), ok("elsewhere"), ok("htpasswd")), (2, 1, 0));
         // nothing made for routes that counted nothing
         let text = String::from_utf8(m.render()).unwrap();
         assert!(!text.contains("route=\"referrers\""), "{text}");

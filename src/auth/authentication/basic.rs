@@ -40,15 +40,12 @@ pub fn parse(header: &[u8]) -> Option<BasicCredentials> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(token.trim())
         .ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    if user.is_empty() {
-        return None;
-    }
-    Some(BasicCredentials {
-        user: user.to_owned(),
-        password: password.to_owned(),
-    })
+    let mut user = String::from_utf8(decoded).ok()?;
+    // the decoded text becomes the user, its tail the password: one copy
+    let colon = user.find(':').filter(|&i| i > 0)?;
+    let password = user.split_off(colon + 1);
+    user.truncate(colon);
+    Some(BasicCredentials { user, password })
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@ type Key = [u8; 32];
 
 pub struct CredentialCache {
     key: [u8; blake3::KEY_LEN],
-    entries: Cache<Key, Arc<Identity>>,
+    /// Hashed with foldhash, not SipHash: a key is already the output of a
+    /// keyed PRF, which no client can steer into colliding buckets.
+    entries: Cache<Key, Arc<Identity>, foldhash::fast::RandomState>,
 }
 
 impl CredentialCache {
@@ -32,7 +34,7 @@ impl CredentialCache {
             entries: Cache::builder()
                 .time_to_live(ttl)
                 .max_capacity(max_entries)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 
