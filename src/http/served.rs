@@ -138,11 +138,12 @@ impl Served<'_> {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        let elapsed = self.started.elapsed();
         metrics().record_request(&RequestRecord {
             route: self.label,
             method: &req.method,
             status,
-            seconds: self.started.elapsed().as_secs_f64(),
+            seconds: elapsed.as_secs_f64(),
             received: session.body_bytes_read() as u64,
             sent: session.body_bytes_sent() as u64,
         });
@@ -156,7 +157,7 @@ impl Served<'_> {
                 status,
                 bytes_in: session.body_bytes_read(),
                 bytes_out: session.body_bytes_sent(),
-                duration_ms: self.started.elapsed().as_millis(),
+                duration_ms: elapsed.as_millis(),
                 upstream_ms: self.upstream_ms,
                 error: self.error,
             });

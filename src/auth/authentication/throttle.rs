@@ -177,8 +177,9 @@ impl Throttle {
 
     /// Blocks a local entry for at least `wait` (a block the fleet found).
     fn mirror(&self, entry: &Arc<std::sync::Mutex<Failures>>, wait: Duration) {
-        let until = Instant::now() + wait;
-        self.not_quiet_until(until.max(Instant::now() + self.cfg.window));
+        let now = Instant::now();
+        let until = now + wait;
+        self.not_quiet_until(until.max(now + self.cfg.window));
         if let Ok(mut f) = entry.lock() {
             f.count = f.count.max(self.cfg.max_failures);
             if f.blocked_until.is_none_or(|t| t < until) {
@@ -224,7 +225,7 @@ impl Throttle {
             return Ok(clean);
         }
         let now = Instant::now();
-        if self.millis(now) >= self.quiet_after.load(Ordering::Acquire) {
+        if self.is_quiet(now) {
             return Ok(clean);
         }
         let ip = self.client_key(ip);
@@ -282,6 +283,11 @@ impl Throttle {
 
     fn millis(&self, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether nothing counted here can matter at `now` (see `quiet_after`).
+    fn is_quiet(&self, now: Instant) -> bool {
+        self.millis(now) >= self.quiet_after.load(Ordering::Acquire)
     }
 
     /// [`check`](Self::check) must look until `t` (rounded up a millisecond).
@@ -524,36 +530,21 @@ mod tests {
             ..ThrottleConfig::default()
         });
         let a = ip("192.0.2.1");
-        let quiet =
-            |t: &Throttle| t.millis(Instant::now()) >= t.quiet_after.load(Ordering::Acquire);
+        let quiet = |t: &Throttle| t.is_quiet(Instant::now());
+        let failed_before = |failed_before| Ok(Standing { failed_before });
         assert!(quiet(&t), "no failure yet");
         t.failed(Some("alice"), a);
         assert!(!quiet(&t));
-        assert_eq!(
-            t.check(Some("alice"), a),
-            Ok(Standing {
-                failed_before: true
-            })
-        );
+        assert_eq!(t.check(Some("alice"), a), failed_before(true));
         t.failed(Some("alice"), a);
         assert!(t.check(Some("bob"), a).is_err(), "blocked at the limit");
         std::thread::sleep(Duration::from_millis(350));
         assert!(quiet(&t));
         // what the caches would say too: the pair has expired
         assert!(!t.pairs.contains_key(&("alice".to_owned(), a)));
-        assert_eq!(
-            t.check(Some("alice"), a),
-            Ok(Standing {
-                failed_before: false
-            })
-        );
+        assert_eq!(t.check(Some("alice"), a), failed_before(false));
         t.failed(Some("alice"), a);
         assert!(!quiet(&t));
-        assert_eq!(
-            t.check(Some("alice"), a),
-            Ok(Standing {
-                failed_before: true
-            })
-        );
+        assert_eq!(t.check(Some("alice"), a), failed_before(true));
     }
 }
