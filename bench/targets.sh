@@ -214,9 +214,13 @@ EOF
   log "$name pid ${PID[$name]} on ${BASE[$name]}"
 }
 
-# pingora-bare: the same TLS, certificate and upstream, no auth, no filters
-start_bare() { # [NAME [BINARY]]: bare Pingora (examples/bare_proxy), $BARE unless told
+# pingora-bare: the same TLS, certificate and upstream, no auth, no filters.
+# start_bare [NAME [BINARY [ARG...]]]: bare Pingora (examples/bare_proxy),
+# $BARE unless told; ARG: its options (--recipe: the nginx recipe's
+# forwarding headers and timeouts, without the password check)
+start_bare() {
   local name=${1:-pingora-bare} bin=${2:-$BARE}
+  shift $(($# < 2 ? $# : 2))
   if [[ ! -x $bin ]]; then
     log "WARNING: $bin not found (cargo build --release --example bare_proxy); skipping $name"; return 1
   fi
@@ -224,7 +228,7 @@ start_bare() { # [NAME [BINARY]]: bare Pingora (examples/bare_proxy), $BARE unle
   BASE[$name]=https://127.0.0.1:${PORT[$name]}
   mkdir -p "$WORK/$name"
   # shellcheck disable=SC2086 # PROXY_WRAP: words
-  ${PROXY_WRAP:-} "$bin" "127.0.0.1:${PORT[$name]}" "${BASE[registry]#http://}" "$WORK/cert.pem" "$WORK/key.pem" \
+  ${PROXY_WRAP:-} "$bin" "127.0.0.1:${PORT[$name]}" "${BASE[registry]#http://}" "$WORK/cert.pem" "$WORK/key.pem" "$@" \
     >"$WORK/$name/out.log" 2>&1 &
   PID[$name]=$!
   if ! wait_http "${BASE[$name]}/v2/" "" 200 "${START_WAIT:-30}"; then

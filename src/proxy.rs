@@ -269,9 +269,7 @@ impl ProxyHttp for RegistryProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(public) = &ctx.public_origin {
-            for origin in self.upstream.load().origins() {
-                location::rewrite_response(resp, origin, public)?;
-            }
+            location::rewrite_response(resp, self.upstream.load().origins(), public)?;
         }
         reply::add_registry_headers(resp, self.hsts.as_ref())
     }

@@ -11,6 +11,24 @@ use crate::upstream::Upstream;
 /// client could otherwise make the registry build URLs for another host, or
 /// forge its address in the registry's logs. (Names, not strings: a name
 /// given as text is parsed again on every removal.)
+/// The forwarding headers the proxy sets: the name, and its text for
+/// requests that keep their header case (see [`set_header`]).
+type Named = (HeaderName, &'static str);
+static HOST: Named = (http::header::HOST, "Host");
+static X_FORWARDED_FOR: Named = (
+    HeaderName::from_static("x-forwarded-for"),
+    "X-Forwarded-For",
+);
+static X_FORWARDED_PROTO: Named = (
+    HeaderName::from_static("x-forwarded-proto"),
+    "X-Forwarded-Proto",
+);
+static X_FORWARDED_HOST: Named = (
+    HeaderName::from_static("x-forwarded-host"),
+    "X-Forwarded-Host",
+);
+static AUTHORIZATION: Named = (http::header::AUTHORIZATION, "Authorization");
+
 static CLIENT_FORWARDING_HEADERS: [HeaderName; 6] = [
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-forwarded-proto"),
@@ -163,20 +181,35 @@ pub fn prepare_upstream_request(
             req.remove_header(h);
         }
     }
-    // (names as text: Pingora parses a name on every insert, and text
-    // spares it the copy it makes of a non-standard HeaderName first)
-    req.insert_header("Host", upstream.host_value().clone())?;
+    set_header(req, &HOST, upstream.host_value().clone())?;
     if let Some(host) = client_host {
-        req.insert_header("X-Forwarded-Host", host)?;
+        set_header(req, &X_FORWARDED_HOST, host)?;
     }
-    req.insert_header("X-Forwarded-Proto", HeaderValue::from_static("https"))?;
+    set_header(req, &X_FORWARDED_PROTO, HeaderValue::from_static("https"))?;
     if !client_ip.is_empty() {
-        req.insert_header("X-Forwarded-For", client_ip)?;
+        set_header(req, &X_FORWARDED_FOR, client_ip)?;
     }
     if let Some(auth) = upstream.authorization() {
-        req.insert_header("Authorization", auth)?;
+        set_header(req, &AUTHORIZATION, auth)?;
     }
     Ok(())
+}
+
+/// Inserts a header the proxy sets. A request read over HTTP/1.1 keeps
+/// its header case, so the name goes in as text and reaches the upstream
+/// as written (`X-Forwarded-Proto`). An HTTP/2 request has no case to
+/// keep: the prepared `HeaderName` goes in, which the patched
+/// pingora-http stores without parsing it again (vendor/README.md).
+fn set_header<V: TryInto<HeaderValue>>(
+    req: &mut RequestHeader,
+    (name, text): &Named,
+    value: V,
+) -> pingora::Result<()> {
+    if req.has_case() {
+        req.insert_header(*text, value)
+    } else {
+        req.insert_header(name.clone(), value)
+    }
 }
 
 /// `ip` as the registry's `X-Forwarded-For` gets it, for every request:

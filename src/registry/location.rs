@@ -39,10 +39,12 @@ pub fn rewrite_link(value: &str, upstream_origin: &str, public_origin: &str) -> 
     changed.then_some(out)
 }
 
-/// Applies both rewrites to a response from the upstream.
+/// Applies both rewrites to a response from the upstream, for each of
+/// the upstream's origins in turn; each header is looked up once and
+/// written back only if it changed.
 pub fn rewrite_response(
     resp: &mut pingora::http::ResponseHeader,
-    upstream_origin: &str,
+    upstream_origins: &[String],
     public_origin: &str,
 ) -> pingora::Result<()> {
     type Rewrite = fn(&str, &str, &str) -> Option<String>;
@@ -51,11 +53,16 @@ pub fn rewrite_response(
         (http::header::LINK, rewrite_link),
     ];
     for (name, rewrite) in rewrites {
-        let rewritten = resp
-            .headers
-            .get(&name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| rewrite(v, upstream_origin, public_origin));
+        let Some(value) = resp.headers.get(&name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let mut rewritten: Option<String> = None;
+        for origin in upstream_origins {
+            let current = rewritten.as_deref().unwrap_or(value);
+            if let Some(v) = rewrite(current, origin, public_origin) {
+                rewritten = Some(v);
+            }
+        }
         if let Some(v) = rewritten {
             resp.insert_header(name, v)?;
         }
@@ -108,6 +115,38 @@ mod tests {
         assert_eq!(
             rewrite_location("https://s3.example.com/blob?sig=1", UP, PUB),
             None
+        );
+    }
+
+    #[test]
+    fn responses_are_rewritten_for_every_origin() {
+        let origins = [UP.to_owned(), UP.replace("http://", "https://")];
+        let mut resp = pingora::http::ResponseHeader::build(202, None).unwrap();
+        resp.insert_header("Location", "https://10.0.0.5:5000/v2/a/blobs/uploads/u")
+            .unwrap();
+        resp.insert_header(
+            "Link",
+            format!("<{UP}/v2/_catalog?n=1>; rel=\"next\", <https://10.0.0.5:5000/x>"),
+        )
+        .unwrap();
+        resp.insert_header("Content-Type", "text/plain").unwrap();
+        rewrite_response(&mut resp, &origins, PUB).unwrap();
+        let h = |n: &str| resp.headers.get(n).unwrap().to_str().unwrap().to_owned();
+        assert_eq!(h("location"), format!("{PUB}/v2/a/blobs/uploads/u"));
+        assert_eq!(
+            h("link"),
+            format!("<{PUB}/v2/_catalog?n=1>; rel=\"next\", <{PUB}/x>")
+        );
+        assert_eq!(h("content-type"), "text/plain");
+        // nothing of the upstream's: nothing written
+        let mut other = pingora::http::ResponseHeader::build(201, None).unwrap();
+        other
+            .insert_header("Location", "/v2/a/blobs/sha256:00")
+            .unwrap();
+        rewrite_response(&mut other, &origins, PUB).unwrap();
+        assert_eq!(
+            other.headers.get("location").unwrap(),
+            "/v2/a/blobs/sha256:00"
         );
     }
 

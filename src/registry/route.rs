@@ -322,18 +322,40 @@ pub fn check_path_safety(path: &str) -> Result<(), RouteError> {
     let Some(rest) = path.as_bytes().strip_prefix(b"/") else {
         return Err(RouteError::Malformed);
     };
-    let bad_byte = |&b: &u8| b == b'%' || b == b'\\' || !(0x21..0x7f).contains(&b);
     // every segment but a trailing one non-empty (no `//`), none a dot
-    // segment; one pass, as it runs on every request
-    let mut segments = rest.split(|&b| b == b'/').peekable();
-    while let Some(seg) = segments.next() {
-        let last = segments.peek().is_none();
-        if (seg.is_empty() && !last) || seg == b"." || seg == b".." || seg.iter().any(bad_byte) {
+    // segment: one loop over the bytes that counts each segment's length
+    // and dots, as it runs on every request
+    let dot_segment = |len: usize, dots: usize| len == dots && (1..=2).contains(&dots);
+    let (mut len, mut dots) = (0usize, 0usize);
+    for &b in rest {
+        if b == b'/' {
+            if len == 0 || dot_segment(len, dots) {
+                return Err(RouteError::Malformed);
+            }
+            (len, dots) = (0, 0);
+        } else if UNSAFE_PATH_BYTE[usize::from(b)] {
             return Err(RouteError::Malformed);
+        } else {
+            len += 1;
+            dots += usize::from(b == b'.');
         }
+    }
+    if dot_segment(len, dots) {
+        return Err(RouteError::Malformed);
     }
     Ok(())
 }
+
+/// `%`, the backslash, controls, space, DEL and every non-ASCII byte.
+static UNSAFE_PATH_BYTE: [bool; 256] = {
+    let mut table = [true; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        table[b] = b == b'%' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    table
+};
 
 /// Parses a `/v2/...` path (without the query) into a route.
 /// `query` is consulted only for `mount=`/`from=` of upload starts.

@@ -31,18 +31,22 @@ pub fn is_empty(header: &[u8]) -> bool {
 }
 
 /// Parses a header value; `None` for other schemes or malformed values.
+/// It runs on every request with a password, so it works on the bytes:
+/// base64 refuses any byte outside its alphabet, and only the decoded
+/// credentials need to be UTF-8.
 pub fn parse(header: &[u8]) -> Option<BasicCredentials> {
-    let value = std::str::from_utf8(header).ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
+    let value = header.trim_ascii();
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
+    if !scheme.eq_ignore_ascii_case(b"basic") {
         return None;
     }
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(token.trim())
+        .decode(token)
         .ok()?;
-    let mut user = String::from_utf8(decoded).ok()?;
+    let colon = decoded.iter().position(|&b| b == b':').filter(|&i| i > 0)?;
     // the decoded text becomes the user, its tail the password: one copy
-    let colon = user.find(':').filter(|&i| i > 0)?;
+    let mut user = String::from_utf8(decoded).ok()?;
     let password = user.split_off(colon + 1);
     user.truncate(colon);
     Some(BasicCredentials { user, password })
@@ -62,6 +66,30 @@ mod tests {
         assert_eq!(c.user, "alice");
         assert_eq!(c.password, "pa:ss");
         assert!(parse(format!("basic {}", b64("a:b")).as_bytes()).is_some());
+    }
+
+    #[test]
+    fn tolerates_the_spacing_clients_send() {
+        let token = b64("alice:pw");
+        for header in [
+            format!("Basic {token}"),
+            format!("  BASIC {token}  "),
+            format!("Basic   {token}\t"),
+        ] {
+            let c = parse(header.as_bytes()).unwrap();
+            assert_eq!((c.user.as_str(), c.password.as_str()), ("alice", "pw"));
+        }
+        // not UTF-8 once decoded, or not base64 at all
+        assert!(parse(
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(b"al\xffce:pw")
+            )
+            .as_bytes()
+        )
+        .is_none());
+        assert!(parse("Basic \u{e9}\u{e9}==".as_bytes()).is_none());
+        assert!(parse(format!("Basic\t{token}").as_bytes()).is_none());
     }
 
     #[test]
