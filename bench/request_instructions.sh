@@ -13,9 +13,9 @@
 #   bash bench/request_instructions.sh
 #   PORTCULLIS=/path/portcullis N=5000 TOP=30 bash bench/request_instructions.sh
 #
-# Knobs: N [2000] requests, FLOOR [pingora-bare] (TOP's baseline), PORTCULLIS / BARE [the release builds of
-# ${CARGO_TARGET_DIR:-target}], TOP [0], KEEP_WORK=1 (keep the callgrind
-# files). Needs valgrind, h2load (nghttp2-client), docker-registry,
+# Knobs: N [2000] requests, PORTCULLIS / BARE [the release builds of
+# ${CARGO_TARGET_DIR:-target}], TOP [0], FLOOR [pingora-bare] (TOP's
+# baseline), KEEP_WORK=1 (keep the callgrind files). Needs valgrind, h2load (nghttp2-client), docker-registry,
 # htpasswd, openssl. Everything listens on 127.0.0.1; about 2 min.
 set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

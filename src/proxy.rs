@@ -233,11 +233,9 @@ impl ProxyHttp for RegistryProxy {
             &self.upstream.load(),
             client_host,
             &client_of(session, ctx),
+            ctx.upstream_authorization.as_deref(),
         )?;
         parameters::canonicalize_query(req)?;
-        if let Some(auth) = &ctx.upstream_authorization {
-            req.insert_header(http::header::AUTHORIZATION, auth.as_str())?;
-        }
         Ok(())
     }
 

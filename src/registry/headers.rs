@@ -7,10 +7,6 @@ use pingora::{Error, ErrorType};
 use super::errors::RegistryError;
 use crate::upstream::Upstream;
 
-/// Headers a client may send that only the proxy is entitled to set: a
-/// client could otherwise make the registry build URLs for another host, or
-/// forge its address in the registry's logs. (Names, not strings: a name
-/// given as text is parsed again on every removal.)
 /// The forwarding headers the proxy sets: the name, and its text for
 /// requests that keep their header case (see [`set_header`]).
 type Named = (HeaderName, &'static str);
@@ -29,14 +25,20 @@ static X_FORWARDED_HOST: Named = (
 );
 static AUTHORIZATION: Named = (http::header::AUTHORIZATION, "Authorization");
 
-static CLIENT_FORWARDING_HEADERS: [HeaderName; 6] = [
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-real-ip"),
-    http::header::FORWARDED,
+/// Headers a client may send that only the proxy is entitled to set: a
+/// client could otherwise make the registry build URLs for another host, or
+/// forge its address in the registry's logs. (Names, not strings: a name
+/// given as text is parsed again on every removal.)
+static CLIENT_FORWARDING_HEADERS: [&HeaderName; 6] = [
+    &X_FORWARDED_FOR.0,
+    &X_FORWARDED_PROTO.0,
+    &X_FORWARDED_HOST.0,
+    &X_FORWARDED_PORT,
+    &X_REAL_IP,
+    &http::header::FORWARDED,
 ];
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Headers a `Connection` header may not nominate: those the proxy sets
 /// or strips itself. Pingora refuses such a request only after the
@@ -44,7 +46,7 @@ static CLIENT_FORWARDING_HEADERS: [HeaderName; 6] = [
 fn is_protected(token: &[u8]) -> bool {
     ["host", "authorization"]
         .into_iter()
-        .chain(CLIENT_FORWARDING_HEADERS.iter().map(HeaderName::as_str))
+        .chain(CLIENT_FORWARDING_HEADERS.iter().map(|h| h.as_str()))
         .any(|p| token.eq_ignore_ascii_case(p.as_bytes()))
 }
 /// Pingora refuses from its tenth nomination on.
@@ -162,22 +164,24 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Turns the client's request into the upstream's: no client credentials,
-/// forwarding headers set by us, the upstream's own credentials if any.
+/// forwarding headers set by us, and as `Authorization` the token issued
+/// for this request (`token`, when the upstream runs token auth) or else
+/// the upstream's own credentials, if any.
 pub fn prepare_upstream_request(
     req: &mut RequestHeader,
     upstream: &Upstream,
     client_host: Option<&str>,
     client_ip: &str,
+    token: Option<&str>,
 ) -> pingora::Result<()> {
-    req.remove_header(&http::header::AUTHORIZATION);
     // one look over the client's few headers instead of six removals,
     // which nearly always find nothing
     if req
         .headers
         .keys()
-        .any(|k| CLIENT_FORWARDING_HEADERS.contains(k))
+        .any(|k| CLIENT_FORWARDING_HEADERS.contains(&k))
     {
-        for h in &CLIENT_FORWARDING_HEADERS {
+        for h in CLIENT_FORWARDING_HEADERS {
             req.remove_header(h);
         }
     }
@@ -189,8 +193,10 @@ pub fn prepare_upstream_request(
     if !client_ip.is_empty() {
         set_header(req, &X_FORWARDED_FOR, client_ip)?;
     }
-    if let Some(auth) = upstream.authorization() {
-        set_header(req, &AUTHORIZATION, auth)?;
+    // (an insert replaces the client's value; a removal only when none)
+    match token.or(upstream.authorization()) {
+        Some(auth) => set_header(req, &AUTHORIZATION, auth)?,
+        None => drop(req.remove_header(&http::header::AUTHORIZATION)),
     }
     Ok(())
 }
@@ -471,6 +477,19 @@ mod tests {
     }
 
     #[test]
+    fn the_issued_token_replaces_the_clients_credentials() {
+        let up = Upstream::for_tests("http://10.0.0.5:5000");
+        for mut r in [
+            req("/v2/", &[("Authorization", "Basic YTpi")]),
+            RequestHeader::build_no_case("GET", b"/v2/", None).unwrap(),
+        ] {
+            prepare_upstream_request(&mut r, &up, None, "192.0.2.7", Some("Bearer t")).unwrap();
+            let all: Vec<_> = r.headers.get_all("authorization").iter().collect();
+            assert_eq!(all, ["Bearer t"]);
+        }
+    }
+
+    #[test]
     fn upstream_request_drops_client_credentials_and_forwarding() {
         let up = Upstream::for_tests("http://10.0.0.5:5000");
         let client = [
@@ -487,7 +506,8 @@ mod tests {
             no_case.append_header(k, v).unwrap();
         }
         for (mut r, cased) in [(req("/v2/", &client), true), (no_case, false)] {
-            prepare_upstream_request(&mut r, &up, Some("reg.example.com"), "192.0.2.7").unwrap();
+            prepare_upstream_request(&mut r, &up, Some("reg.example.com"), "192.0.2.7", None)
+                .unwrap();
             let h = |n: &str| r.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
             assert_eq!(h("authorization"), None);
             assert_eq!(h("forwarded"), None);

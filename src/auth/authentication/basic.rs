@@ -19,30 +19,15 @@ impl std::fmt::Debug for BasicCredentials {
 /// (skopeo, podman) send when they have no credentials. It means
 /// "anonymous", not a failed login.
 pub fn is_empty(header: &[u8]) -> bool {
-    let Ok(value) = std::str::from_utf8(header) else {
-        return false;
-    };
-    let Some((scheme, token)) = value.trim().split_once(' ') else {
-        return false;
-    };
     // "Og==" is the one spelling of ":" the strict decoder of `parse`
     // accepts (padding required, no stray trailing bits): no decoding needed
-    scheme.eq_ignore_ascii_case("basic") && token.trim() == "Og=="
+    basic_token(header) == Some(b"Og==")
 }
 
 /// Parses a header value; `None` for other schemes or malformed values.
-/// It runs on every request with a password, so it works on the bytes:
-/// base64 refuses any byte outside its alphabet, and only the decoded
-/// credentials need to be UTF-8.
 pub fn parse(header: &[u8]) -> Option<BasicCredentials> {
-    let value = header.trim_ascii();
-    let space = value.iter().position(|&b| b == b' ')?;
-    let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
-    if !scheme.eq_ignore_ascii_case(b"basic") {
-        return None;
-    }
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(token)
+        .decode(basic_token(header)?)
         .ok()?;
     let colon = decoded.iter().position(|&b| b == b':').filter(|&i| i > 0)?;
     // the decoded text becomes the user, its tail the password: one copy
@@ -50,6 +35,16 @@ pub fn parse(header: &[u8]) -> Option<BasicCredentials> {
     let password = user.split_off(colon + 1);
     user.truncate(colon);
     Some(BasicCredentials { user, password })
+}
+
+/// The token of a `Basic` header value. It runs on every request with a
+/// password, so it works on the bytes: base64 refuses any byte outside its
+/// alphabet, and only the decoded credentials need to be UTF-8.
+fn basic_token(header: &[u8]) -> Option<&[u8]> {
+    let value = header.trim_ascii();
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
+    scheme.eq_ignore_ascii_case(b"basic").then_some(token)
 }
 
 #[cfg(test)]
