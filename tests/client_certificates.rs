@@ -249,7 +249,18 @@ fn required_mode_refuses_handshakes_without_a_valid_certificate() {
         .send();
     assert!(r.is_err(), "reqwest without a certificate: {r:?}");
 
-    // each refusal is logged with its reason
+    // each refusal is logged with its reason (lines written after the
+    // client saw the handshake fail, and after the valid answer: wait)
+    wait_until(
+        "three refusals and the valid request's access line",
+        WAIT,
+        || {
+            let logs = m.proxy.log_text();
+            logs.matches("client certificate refused").count() >= 3
+                && m.access_of("/v2/").len() >= 2
+        },
+        || m.proxy.logs(),
+    );
     let logs = m.proxy.log_text();
     let refusals: Vec<&str> = logs
         .lines()
@@ -290,12 +301,16 @@ fn optional_mode_takes_passwords_and_refuses_bad_certificates() {
         ..ClientSpec::new("ignored")
     });
     assert_eq!(m2.curl("/v2/", Some(("spiffe", &spiffe)), &[]), Ok(200));
-    assert!(
-        m2.access_of("/v2/")
-            .iter()
-            .any(|l| log_field(l, "user") == Some("spiffe://example.org/ci")),
-        "{:#?}",
-        m2.access_of("/v2/")
+    // (the access line is written after the answer: wait for it)
+    wait_until(
+        "the access line naming the SPIFFE ID",
+        WAIT,
+        || {
+            m2.access_of("/v2/")
+                .iter()
+                .any(|l| log_field(l, "user") == Some("spiffe://example.org/ci"))
+        },
+        || format!("{:#?}", m2.access_of("/v2/")),
     );
 }
 
