@@ -4,6 +4,7 @@
 mod cluster_sync;
 mod drain;
 mod limits_sync;
+mod lingering_close;
 mod oidc;
 mod periodic;
 mod proxy_protocol;

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::lingering_close::LingeringClose;
 use super::watcher::{Watched, Watcher};
 use super::ServeError;
 use crate::app::App;
@@ -118,10 +119,12 @@ pub fn install(app: App, config_path: &Path, server: &mut Server) -> Result<(), 
         env!("CARGO_PKG_VERSION"),
         cfg.server.listen
     );
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
-    if let Some(app) = service.app_logic_mut() {
-        app.h2_options = Some(h2_options(&cfg.server.http2));
-    }
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
+    proxy.h2_options = Some(h2_options(&cfg.server.http2));
+    let mut service = pingora::services::listening::Service::new(
+        "portcullis proxy".to_owned(),
+        LingeringClose::new(proxy),
+    );
     if cfg.metrics.enabled {
         let ready_checks = match auth.ldap() {
             Some(_) => {

@@ -499,11 +499,11 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn roots(root_pem: &str) -> rustls::RootCertStore {
+pub fn roots(root_pem: &str) -> rustls::RootCertStore {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
